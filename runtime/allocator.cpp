@@ -1,0 +1,278 @@
+#include "runtime/allocator.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+
+#include "runtime/cuda_runtime_bridge.h"
+#include "runtime/error.h"
+
+namespace ctsr {
+
+std::string format_bytes(size_t b) {
+  char buf[64];
+  if (b >= (size_t{1} << 30)) snprintf(buf, sizeof buf, "%.2f GiB", b / double(size_t{1} << 30));
+  else if (b >= (size_t{1} << 20)) snprintf(buf, sizeof buf, "%.2f MiB", b / double(size_t{1} << 20));
+  else if (b >= 1024) snprintf(buf, sizeof buf, "%.2f KiB", b / 1024.0);
+  else snprintf(buf, sizeof buf, "%zu B", b);
+  return buf;
+}
+
+size_t CachingAllocator::size_class(size_t bytes) {
+  if (bytes == 0) bytes = 1;
+  if (bytes <= 4096) return (bytes + 511) / 512 * 512;
+  // Four classes per power of two: p, 1.25p, 1.5p, 1.75p (p = largest power of two <= bytes).
+  size_t p = size_t{1} << (63 - __builtin_clzll(bytes));
+  size_t step = p / 4;
+  return (bytes + step - 1) / step * step;
+}
+
+CachingAllocator::CachingAllocator(RawMemory raw) : raw_(std::move(raw)) {}
+
+CachingAllocator::~CachingAllocator() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  release_cached_locked();
+  // Live blocks at exit belong to tensors that outlive the allocator (static tensors); the
+  // process is ending, so they are left to the driver.
+}
+
+void* CachingAllocator::allocate(size_t bytes) {
+  size_t cls = size_class(bytes);
+  std::lock_guard<std::mutex> lock(mutex_);
+  void* ptr = nullptr;
+  auto it = free_.find(cls);
+  if (it != free_.end() && !it->second.empty()) {
+    ptr = it->second.back();
+    it->second.pop_back();
+    ++stats_.cache_hits;
+  } else {
+    ptr = raw_.allocate(cls);
+    if (!ptr) {
+      // Give the cached blocks back and try once more before declaring out-of-memory.
+      release_cached_locked();
+      ptr = raw_.allocate(cls);
+    }
+    if (!ptr) {
+      CTSR_FAIL(raw_.name, " out of memory: tried to allocate ", format_bytes(bytes), " (size class ",
+                format_bytes(cls), "); the device has ", format_bytes(raw_.free_bytes()), " free of ",
+                format_bytes(raw_.total_bytes()), "; ctsr holds ", format_bytes(stats_.allocated),
+                " in tensors and ", format_bytes(stats_.reserved - stats_.allocated), " cached");
+    }
+    stats_.reserved += cls;
+    ++stats_.backend_allocations;
+  }
+  live_[ptr] = {cls, bytes};
+  stats_.allocated += cls;
+  stats_.requested += bytes;
+  if (stats_.allocated > stats_.peak_allocated) stats_.peak_allocated = stats_.allocated;
+  return ptr;
+}
+
+void CachingAllocator::deallocate(void* ptr) {
+  if (!ptr) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = live_.find(ptr);
+  CTSR_CHECK(it != live_.end(), raw_.name, ": free of a pointer this allocator did not hand out");
+  auto [cls, req] = it->second;
+  live_.erase(it);
+  stats_.allocated -= cls;
+  stats_.requested -= req;
+  free_[cls].push_back(ptr);
+}
+
+void CachingAllocator::release_cached_locked() {
+  for (auto& [cls, blocks] : free_) {
+    for (void* p : blocks) {
+      raw_.release(p);
+      stats_.reserved -= cls;
+    }
+    blocks.clear();
+  }
+  free_.clear();
+}
+
+void CachingAllocator::empty_cache() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  release_cached_locked();
+}
+
+AllocatorStats CachingAllocator::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+void CachingAllocator::reset_peak() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.peak_allocated = stats_.allocated;
+}
+
+namespace {
+constexpr size_t kHostAlignment = 256;  // like cudaMalloc, so vectorised kernels see the same alignment
+}  // namespace
+
+RawMemory host_raw_memory(const std::string& name, std::function<size_t()> capacity) {
+  struct State {
+    std::mutex mutex;
+    size_t used = 0;
+    std::unordered_map<void*, size_t> sizes;
+  };
+  auto state = std::make_shared<State>();
+  constexpr size_t unlimited = size_t(-1) / 2;
+  RawMemory raw;
+  raw.name = name;
+  raw.allocate = [state, capacity](size_t bytes) -> void* {
+    std::lock_guard<std::mutex> lock(state->mutex);
+    size_t cap = capacity();
+    if (cap && state->used + bytes > cap) return nullptr;
+    void* p = std::aligned_alloc(kHostAlignment, (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment);
+    if (!p) return nullptr;
+    state->used += bytes;
+    state->sizes[p] = bytes;
+    return p;
+  };
+  raw.release = [state](void* p) {
+    std::lock_guard<std::mutex> lock(state->mutex);
+    auto it = state->sizes.find(p);
+    if (it != state->sizes.end()) {
+      state->used -= it->second;
+      state->sizes.erase(it);
+    }
+    std::free(p);
+  };
+  raw.free_bytes = [state, capacity]() -> size_t {
+    std::lock_guard<std::mutex> lock(state->mutex);
+    size_t cap = capacity();
+    return cap ? cap - std::min(cap, state->used) : unlimited;
+  };
+  raw.total_bytes = [capacity]() -> size_t {
+    size_t cap = capacity();
+    return cap ? cap : unlimited;
+  };
+  return raw;
+}
+
+namespace {
+
+struct HostStats {
+  std::mutex mutex;
+  AllocatorStats stats;
+  std::unordered_map<void*, size_t> sizes;
+};
+
+HostStats& host_stats() {
+  static HostStats s;
+  return s;
+}
+
+std::atomic<size_t> g_cuda_on_cpu_capacity{0};
+
+CachingAllocator& cuda_on_cpu_allocator() {
+  // Leaked on purpose: tensors with static lifetime may free into it during exit.
+  static CachingAllocator* a =
+      new CachingAllocator(host_raw_memory("cuda_on_cpu", [] { return g_cuda_on_cpu_capacity.load(); }));
+  return *a;
+}
+
+CachingAllocator& cuda_allocator(int index) {
+  static std::mutex m;
+  static std::vector<CachingAllocator*> allocators;  // leaked: see cuda_on_cpu_allocator
+  std::lock_guard<std::mutex> lock(m);
+  int count = cuda_device_count();
+  CTSR_CHECK(index >= 0 && index < count, "cuda:", index, " requested but ", count,
+             " CUDA device(s) are usable: ", cuda_device_description(index));
+  if (allocators.size() < static_cast<size_t>(count)) allocators.resize(count, nullptr);
+  if (!allocators[index]) {
+    RawMemory raw;
+    raw.name = "cuda:" + std::to_string(index);
+    raw.allocate = [index](size_t bytes) { return bridge::cuda_malloc(index, bytes); };
+    raw.release = [index](void* p) { bridge::cuda_free(index, p); };
+    raw.free_bytes = [index]() { return bridge::cuda_mem_info(index).first; };
+    raw.total_bytes = [index]() { return bridge::cuda_mem_info(index).second; };
+    allocators[index] = new CachingAllocator(std::move(raw));
+  }
+  return *allocators[index];
+}
+
+}  // namespace
+
+void set_cuda_on_cpu_capacity(size_t bytes) {
+  g_cuda_on_cpu_capacity = bytes;
+  cuda_on_cpu_allocator().empty_cache();
+}
+
+void* device_allocate(Device d, size_t bytes) {
+  switch (d.kind) {
+    case DeviceKind::cpu: {
+      size_t rounded = (std::max<size_t>(bytes, 1) + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
+      void* p = std::aligned_alloc(kHostAlignment, rounded);
+      CTSR_CHECK(p, "cpu out of memory: tried to allocate ", format_bytes(bytes));
+      auto& hs = host_stats();
+      std::lock_guard<std::mutex> lock(hs.mutex);
+      hs.sizes[p] = rounded;
+      hs.stats.allocated += rounded;
+      hs.stats.reserved += rounded;
+      hs.stats.requested += bytes;
+      ++hs.stats.backend_allocations;
+      if (hs.stats.allocated > hs.stats.peak_allocated) hs.stats.peak_allocated = hs.stats.allocated;
+      return p;
+    }
+    case DeviceKind::cuda_on_cpu: return cuda_on_cpu_allocator().allocate(bytes);
+    case DeviceKind::cuda: return cuda_allocator(d.index).allocate(bytes);
+  }
+  return nullptr;
+}
+
+void device_deallocate(Device d, void* p) {
+  if (!p) return;
+  switch (d.kind) {
+    case DeviceKind::cpu: {
+      auto& hs = host_stats();
+      {
+        std::lock_guard<std::mutex> lock(hs.mutex);
+        auto it = hs.sizes.find(p);
+        if (it != hs.sizes.end()) {
+          hs.stats.allocated -= it->second;
+          hs.stats.reserved -= it->second;
+          hs.sizes.erase(it);
+        }
+      }
+      std::free(p);
+      return;
+    }
+    case DeviceKind::cuda_on_cpu: cuda_on_cpu_allocator().deallocate(p); return;
+    case DeviceKind::cuda: cuda_allocator(d.index).deallocate(p); return;
+  }
+}
+
+AllocatorStats allocator_stats(Device d) {
+  switch (d.kind) {
+    case DeviceKind::cpu: {
+      auto& hs = host_stats();
+      std::lock_guard<std::mutex> lock(hs.mutex);
+      return hs.stats;
+    }
+    case DeviceKind::cuda_on_cpu: return cuda_on_cpu_allocator().stats();
+    case DeviceKind::cuda: return cuda_allocator(d.index).stats();
+  }
+  return {};
+}
+
+void reset_peak_memory(Device d) {
+  switch (d.kind) {
+    case DeviceKind::cpu: {
+      auto& hs = host_stats();
+      std::lock_guard<std::mutex> lock(hs.mutex);
+      hs.stats.peak_allocated = hs.stats.allocated;
+      return;
+    }
+    case DeviceKind::cuda_on_cpu: cuda_on_cpu_allocator().reset_peak(); return;
+    case DeviceKind::cuda: cuda_allocator(d.index).reset_peak(); return;
+  }
+}
+
+void empty_cache(Device d) {
+  if (d.kind == DeviceKind::cuda_on_cpu) cuda_on_cpu_allocator().empty_cache();
+  if (d.kind == DeviceKind::cuda) cuda_allocator(d.index).empty_cache();
+}
+
+}  // namespace ctsr

@@ -1,0 +1,208 @@
+// CUDA's names for host compilation of kernel sources on the CUDA-on-CPU executor: execution
+// space qualifiers, builtin indices, shared memory, barriers, warp intrinsics, atomics, math
+// intrinsics, and the bfloat16/half types. Included (through runtime/kernel_prelude.h) only by
+// kernel files compiled for the executor; it needs no CUDA header, so it works on machines
+// without the toolkit.
+//
+// Shared memory: `__shared__ T x[N]` becomes a static thread_local. All fibers of a block run
+// on one host thread and a host thread runs one block at a time, so that is exactly one copy
+// per running block.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <type_traits>
+
+#include "runtime/cuda_on_cpu/executor.h"
+#include "runtime/half.h"
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __launch_bounds__(...)
+#define __shared__ static thread_local
+
+using dim3 = ::ctsr::cuda_on_cpu::Dim3;
+using uint3 = ::ctsr::cuda_on_cpu::Dim3;
+
+#define threadIdx (::ctsr::cuda_on_cpu::thread_idx())
+#define blockIdx (::ctsr::cuda_on_cpu::block_idx())
+#define blockDim (::ctsr::cuda_on_cpu::block_dim())
+#define gridDim (::ctsr::cuda_on_cpu::grid_dim())
+static constexpr int warpSize = 32;
+
+// ---- barriers and warp intrinsics -------------------------------------------------------
+inline void __syncthreads() { ::ctsr::cuda_on_cpu::sync_threads(); }
+inline int __syncthreads_count(int p) { return ::ctsr::cuda_on_cpu::sync_threads_count(p); }
+inline int __syncthreads_and(int p) {
+  // All live threads must hold p: compare the count with the number that arrived.
+  int n = ::ctsr::cuda_on_cpu::sync_threads_count(1);
+  return ::ctsr::cuda_on_cpu::sync_threads_count(p) == n;
+}
+inline int __syncthreads_or(int p) { return ::ctsr::cuda_on_cpu::sync_threads_count(p) > 0; }
+inline void __syncwarp(unsigned = 0xffffffffu) { ::ctsr::cuda_on_cpu::sync_warp(); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline unsigned __activemask() { return ::ctsr::cuda_on_cpu::warp_active_mask(); }
+inline unsigned __ballot_sync(unsigned, int p) { return ::ctsr::cuda_on_cpu::warp_ballot(p != 0); }
+inline int __any_sync(unsigned, int p) { return ::ctsr::cuda_on_cpu::warp_ballot(p != 0) != 0; }
+inline int __all_sync(unsigned m, int p) {
+  unsigned active = ::ctsr::cuda_on_cpu::warp_active_mask();
+  return (::ctsr::cuda_on_cpu::warp_ballot(p != 0) & active & m) == (active & m);
+}
+
+namespace ctsr::cuda_on_cpu::detail {
+template <class T>
+T shuffle_from(T v, int src_lane) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "shuffle of a type wider than 64 bits");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  bits = ::ctsr::cuda_on_cpu::warp_exchange(bits, src_lane);
+  T r;
+  std::memcpy(&r, &bits, sizeof(T));
+  return r;
+}
+}  // namespace ctsr::cuda_on_cpu::detail
+
+// Lane arithmetic follows CUDA: width splits the warp into segments; a source outside the
+// caller's segment yields the caller's own value.
+template <class T>
+T __shfl_sync(unsigned, T v, int src, int width = warpSize) {
+  int lane = static_cast<int>(::ctsr::cuda_on_cpu::lane_id());
+  int base = lane / width * width;
+  return ::ctsr::cuda_on_cpu::detail::shuffle_from(v, base + ((src % width) + width) % width);
+}
+template <class T>
+T __shfl_up_sync(unsigned, T v, unsigned delta, int width = warpSize) {
+  int lane = static_cast<int>(::ctsr::cuda_on_cpu::lane_id());
+  int src = (lane % width) >= static_cast<int>(delta) ? lane - static_cast<int>(delta) : lane;
+  return ::ctsr::cuda_on_cpu::detail::shuffle_from(v, src);
+}
+template <class T>
+T __shfl_down_sync(unsigned, T v, unsigned delta, int width = warpSize) {
+  int lane = static_cast<int>(::ctsr::cuda_on_cpu::lane_id());
+  int src = (lane % width) + static_cast<int>(delta) < width ? lane + static_cast<int>(delta) : lane;
+  return ::ctsr::cuda_on_cpu::detail::shuffle_from(v, src);
+}
+template <class T>
+T __shfl_xor_sync(unsigned, T v, int mask, int width = warpSize) {
+  int lane = static_cast<int>(::ctsr::cuda_on_cpu::lane_id());
+  int src = lane ^ mask;
+  if (src / width != lane / width) src = lane;
+  return ::ctsr::cuda_on_cpu::detail::shuffle_from(v, src);
+}
+
+// ---- atomics: blocks run on several host threads, so these are real atomics -------------
+template <class T>
+T ctsr_atomic_fetch_add(T* address, T v) {
+  return std::atomic_ref<T>(*address).fetch_add(v, std::memory_order_relaxed);
+}
+inline float atomicAdd(float* a, float v) { return ctsr_atomic_fetch_add(a, v); }
+inline double atomicAdd(double* a, double v) { return ctsr_atomic_fetch_add(a, v); }
+inline int atomicAdd(int* a, int v) { return ctsr_atomic_fetch_add(a, v); }
+inline unsigned atomicAdd(unsigned* a, unsigned v) { return ctsr_atomic_fetch_add(a, v); }
+inline unsigned long long atomicAdd(unsigned long long* a, unsigned long long v) { return ctsr_atomic_fetch_add(a, v); }
+inline int atomicSub(int* a, int v) { return std::atomic_ref<int>(*a).fetch_sub(v, std::memory_order_relaxed); }
+inline unsigned atomicSub(unsigned* a, unsigned v) {
+  return std::atomic_ref<unsigned>(*a).fetch_sub(v, std::memory_order_relaxed);
+}
+template <class T>
+T atomicExch(T* a, T v) {
+  return std::atomic_ref<T>(*a).exchange(v, std::memory_order_relaxed);
+}
+template <class T>
+T atomicCAS(T* a, T compare, T v) {
+  // CUDA compares bit patterns, so the float overload treats -0.0 and 0.0 as different.
+  static_assert(std::is_integral_v<T> || std::is_floating_point_v<T>);
+  if constexpr (std::is_floating_point_v<T>) {
+    using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    U c, n;
+    std::memcpy(&c, &compare, sizeof c);
+    std::memcpy(&n, &v, sizeof n);
+    std::atomic_ref<U>(*reinterpret_cast<U*>(a)).compare_exchange_strong(c, n, std::memory_order_relaxed);
+    T r;
+    std::memcpy(&r, &c, sizeof r);
+    return r;
+  } else {
+    std::atomic_ref<T>(*a).compare_exchange_strong(compare, v, std::memory_order_relaxed);
+    return compare;
+  }
+}
+template <class T>
+T ctsr_atomic_update(T* a, T v, bool take_max) {
+  std::atomic_ref<T> ref(*a);
+  T old = ref.load(std::memory_order_relaxed);
+  while ((take_max ? v > old : v < old) && !ref.compare_exchange_weak(old, v, std::memory_order_relaxed)) {
+  }
+  return old;
+}
+inline int atomicMax(int* a, int v) { return ctsr_atomic_update(a, v, true); }
+inline unsigned atomicMax(unsigned* a, unsigned v) { return ctsr_atomic_update(a, v, true); }
+inline float atomicMax(float* a, float v) { return ctsr_atomic_update(a, v, true); }
+inline int atomicMin(int* a, int v) { return ctsr_atomic_update(a, v, false); }
+inline unsigned atomicMin(unsigned* a, unsigned v) { return ctsr_atomic_update(a, v, false); }
+inline float atomicMin(float* a, float v) { return ctsr_atomic_update(a, v, false); }
+
+// ---- loads and math intrinsics ------------------------------------------------------------
+template <class T>
+inline T __ldg(const T* p) { return *p; }
+
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __sinf(float x) { return std::sin(x); }
+inline float __cosf(float x) { return std::cos(x); }
+inline void __sincosf(float x, float* s, float* c) { *s = std::sin(x); *c = std::cos(x); }
+inline void sincosf(float x, float* s, float* c) { *s = std::sin(x); *c = std::cos(x); }
+inline void sincos(double x, double* s, double* c) { *s = std::sin(x); *c = std::cos(x); }
+inline float __powf(float a, float b) { return std::pow(a, b); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+inline float __frsqrt_rn(float x) { return 1.0f / std::sqrt(x); }
+inline float __fsqrt_rn(float x) { return std::sqrt(x); }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
+inline unsigned __float_as_uint(float f) { unsigned i; std::memcpy(&i, &f, 4); return i; }
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline float __uint_as_float(unsigned i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
+
+// CUDA declares min/max for arithmetic types in the global namespace.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline long min(long a, long b) { return a < b ? a : b; }
+inline long max(long a, long b) { return a > b ? a : b; }
+inline float min(float a, float b) { return std::fmin(a, b); }
+inline float max(float a, float b) { return std::fmax(a, b); }
+inline double min(double a, double b) { return std::fmin(a, b); }
+inline double max(double a, double b) { return std::fmax(a, b); }
+
+// ---- 16-bit floating types under CUDA's names ---------------------------------------------
+using __nv_bfloat16 = ::ctsr::bfloat16;
+using __half = ::ctsr::float16;
+inline __nv_bfloat16 __float2bfloat16(float f) { return __nv_bfloat16(f); }
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16(f); }
+inline float __bfloat162float(__nv_bfloat16 b) { return static_cast<float>(b); }
+inline __half __float2half(float f) { return __half(f); }
+inline __half __float2half_rn(float f) { return __half(f); }
+inline float __half2float(__half h) { return static_cast<float>(h); }

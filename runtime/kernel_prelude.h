@@ -1,0 +1,78 @@
+// The first include of every kernel file (kernels/*.cu). Each kernel file is compiled twice:
+//   by nvcc for the GPU           -> its launchers live in namespace ctsr::kernels::cuda
+//   by the host compiler for the  -> its launchers live in namespace ctsr::kernels::cuda_on_cpu
+//   CUDA-on-CPU executor             (CTSR_CUDA_ON_CPU_BUILD, no CUDA header needed)
+// Kernel files wrap their code in `namespace ctsr::kernels::CTSR_KERNEL_NS` and start kernels
+// with ctsr::launch_kernel, never with <<< >>>, so the same source runs on both.
+#pragma once
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "runtime/cuda_check.h"
+#define CTSR_KERNEL_NS cuda
+#elif defined(CTSR_CUDA_ON_CPU_BUILD)
+#include "runtime/cuda_on_cpu/cuda_compat.h"
+#define CTSR_KERNEL_NS cuda_on_cpu
+#else
+#error "kernel files are compiled by nvcc or with CTSR_CUDA_ON_CPU_BUILD for the CUDA-on-CPU executor"
+#endif
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+
+#include "runtime/device.h"
+#include "runtime/error.h"
+#include "runtime/host_device.h"
+#include "runtime/stream.h"
+#include "runtime/tensor.h"
+
+// Dynamic shared memory as a typed pointer: CTSR_DYNAMIC_SHARED(float, tile);
+#if defined(__CUDACC__)
+#define CTSR_DYNAMIC_SHARED(type, name)                          \
+  extern __shared__ __align__(16) unsigned char ctsr_dynamic_smem_[]; \
+  type* name = reinterpret_cast<type*>(ctsr_dynamic_smem_)
+#else
+#define CTSR_DYNAMIC_SHARED(type, name) \
+  type* name = reinterpret_cast<type*>(::ctsr::cuda_on_cpu::dynamic_shared_memory())
+#endif
+
+namespace ctsr {
+
+// Launches `kernel` over grid x block threads with `shared_bytes` of dynamic shared memory, on
+// the current stream of `device` (a GPU), or on the CUDA-on-CPU executor. Arguments convert
+// to the kernel's parameter types as with <<< >>>. An empty grid launches nothing.
+template <class... Params, class... Args>
+void launch_kernel(Device device, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
+                   Args&&... args) {
+  static_assert(sizeof...(Params) == sizeof...(Args), "launch_kernel: argument count differs from the kernel's");
+  if (uint64_t(grid.x) * grid.y * grid.z == 0) return;
+#if defined(__CUDACC__)
+  CTSR_CHECK(device.kind == DeviceKind::cuda, "launch_kernel: a GPU kernel was given a tensor on ", device.str());
+  int current = -1;
+  CTSR_CUDA_CALL(cudaGetDevice(&current));
+  if (current != device.index) CTSR_CUDA_CALL(cudaSetDevice(device.index));
+  if (shared_bytes > 48 * 1024) {
+    CTSR_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes)));
+  }
+  auto stream = static_cast<cudaStream_t>(Stream::current(device).handle());
+  kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
+  CTSR_CUDA_CALL(cudaGetLastError());
+#else
+  CTSR_CHECK(device.kind == DeviceKind::cuda_on_cpu, "launch_kernel: a CUDA-on-CPU kernel was given a tensor on ",
+             device.str());
+  auto call = [&] { kernel(args...); };
+  cuda_on_cpu::launch(
+      grid, block, shared_bytes, [](void* c) { (*static_cast<decltype(call)*>(c))(); }, &call);
+#endif
+}
+
+// Blocks of `threads` needed to cover n items, one item per thread.
+inline unsigned blocks_for(int64_t n, unsigned threads) {
+  return static_cast<unsigned>((n + threads - 1) / threads);
+}
+
+}  // namespace ctsr

@@ -1,0 +1,44 @@
+// Streams and events. On a GPU they wrap cudaStream_t and cudaEvent_t. ctsr enqueues all of a
+// device's work on that device's current stream (the caching allocator relies on it). On the
+// cpu and cuda_on_cpu devices work runs synchronously: a stream is a null handle and an event
+// records the host clock, so timing code is the same on every device.
+#pragma once
+
+#include <chrono>
+
+#include "runtime/device.h"
+
+namespace ctsr {
+
+class Stream {
+ public:
+  // The calling thread's stream for `device` (created on first use for a GPU; never the legacy
+  // default stream, so it does not serialise with other libraries' work).
+  static Stream current(Device device);
+  void* handle() const { return handle_; }  // cudaStream_t, or nullptr off the GPU
+  Device device() const { return device_; }
+  void synchronize() const;
+
+ private:
+  Stream(Device d, void* h) : device_(d), handle_(h) {}
+  Device device_;
+  void* handle_;
+};
+
+class Event {
+ public:
+  explicit Event(Device device);
+  ~Event();
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  void record();                                 // on the device's current stream
+  void synchronize() const;
+  float elapsed_ms(const Event& start) const;    // this - start, both recorded and complete
+
+ private:
+  Device device_;
+  void* handle_ = nullptr;  // cudaEvent_t on a GPU
+  std::chrono::steady_clock::time_point host_time_{};
+};
+
+}  // namespace ctsr

@@ -1,0 +1,172 @@
+#include "tests/harness.h"
+
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "runtime/philox.h"
+
+namespace ctsr::test {
+
+Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype, double lo, double hi) {
+  Tensor t = Tensor::empty(shape, dtype, Device::cpu());
+  const int64_t n = t.numel();
+  bool all_zero = n > 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double v = lo + (hi - lo) * philox::uniform_at(seed, 0x7e57, static_cast<uint64_t>(i));
+    if (v != 0.0) all_zero = false;
+    if (dtype == DType::float32) t.data<float>()[i] = static_cast<float>(v);
+    else if (dtype == DType::float64) t.data<double>()[i] = v;
+    else CTSR_FAIL("random_tensor: dtype ", dtype_name(dtype), " (float32 or float64)");
+  }
+  CTSR_CHECK(!all_zero, "random_tensor drew all zeros");
+  return t;
+}
+
+namespace {
+std::vector<double> host_values(const Tensor& t) {
+  Tensor h = t.device().is_host_memory() ? t : t.to(Device::cpu());
+  std::vector<double> v(static_cast<size_t>(h.numel()));
+  visit_dtype(h.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* p = static_cast<const T*>(h.raw_data());
+    for (size_t i = 0; i < v.size(); ++i) {
+      if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>) v[i] = static_cast<float>(p[i]);
+      else v[i] = static_cast<double>(p[i]);
+    }
+  });
+  return v;
+}
+}  // namespace
+
+Tensor to_double(const Tensor& t) {
+  std::vector<double> v = host_values(t);
+  return Tensor::from_vector(v, t.shape());
+}
+
+Tensor to_float(const Tensor& t) {
+  std::vector<double> v = host_values(t);
+  std::vector<float> f(v.begin(), v.end());
+  return Tensor::from_vector(f, t.shape());
+}
+
+::testing::AssertionResult tensors_close(const Tensor& actual, const Tensor& expected, double rtol, double atol) {
+  if (!(actual.shape() == expected.shape())) {
+    return ::testing::AssertionFailure() << "shape " << actual.shape().str() << " vs expected " << expected.shape().str();
+  }
+  std::vector<double> a = host_values(actual), e = host_values(expected);
+  double max_err = 0;
+  int64_t bad = 0, first_bad = -1;
+  for (size_t i = 0; i < a.size(); ++i) {
+    double err = std::fabs(a[i] - e[i]);
+    if (std::isnan(a[i]) != std::isnan(e[i])) err = INFINITY;
+    max_err = std::max(max_err, err);
+    if (!(err <= atol + rtol * std::fabs(e[i]))) {
+      if (first_bad < 0) first_bad = static_cast<int64_t>(i);
+      ++bad;
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " of " << a.size() << " elements differ (rtol " << rtol << ", atol "
+                                       << atol << "); first at flat index " << first_bad << ": " << a[first_bad]
+                                       << " vs expected " << e[first_bad] << "; max |error| " << max_err;
+}
+
+::testing::AssertionResult tensors_equal(const Tensor& actual, const Tensor& expected) {
+  if (!(actual.shape() == expected.shape()) || actual.dtype() != expected.dtype()) {
+    return ::testing::AssertionFailure() << actual.shape().str() << " " << dtype_name(actual.dtype()) << " vs "
+                                         << expected.shape().str() << " " << dtype_name(expected.dtype());
+  }
+  Tensor a = actual.to(Device::cpu()), e = expected.to(Device::cpu());
+  const auto* pa = static_cast<const unsigned char*>(a.raw_data());
+  const auto* pe = static_cast<const unsigned char*>(e.raw_data());
+  for (size_t i = 0; i < a.nbytes(); ++i) {
+    if (pa[i] != pe[i]) {
+      return ::testing::AssertionFailure() << "first differing byte " << i << " (element "
+                                           << i / dtype_size(a.dtype()) << ")";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+namespace {
+double dot(const Tensor& a, const Tensor& b) {
+  const double* pa = a.data<double>();
+  const double* pb = b.data<double>();
+  double s = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) s += pa[i] * pb[i];
+  return s;
+}
+}  // namespace
+
+std::vector<double> gradcheck(const std::vector<Tensor>& inputs, const Forward& f, const Backward& backward, double eps,
+                              uint64_t seed) {
+  for (const Tensor& t : inputs) {
+    if (t.defined() && dtype_is_floating(t.dtype())) t.check_dtype(DType::float64, "gradcheck input");
+  }
+  std::vector<Tensor> outputs = f(inputs);
+  std::vector<Tensor> dys;
+  for (size_t k = 0; k < outputs.size(); ++k) dys.push_back(random_tensor(outputs[k].shape(), seed + k, DType::float64));
+  auto loss = [&](const std::vector<Tensor>& xs) {
+    std::vector<Tensor> ys = f(xs);
+    double s = 0;
+    for (size_t k = 0; k < ys.size(); ++k) s += dot(ys[k], dys[k]);
+    return s;
+  };
+  std::vector<Tensor> grads = backward(inputs, dys);
+  CTSR_CHECK(grads.size() == inputs.size(), "gradcheck: backward returned ", grads.size(), " gradients for ",
+             inputs.size(), " inputs");
+  std::vector<double> errors;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!grads[i].defined()) {
+      errors.push_back(0.0);
+      continue;
+    }
+    grads[i].check_shape(inputs[i].shape(), "gradcheck: gradient");
+    std::vector<Tensor> xs;
+    for (const Tensor& t : inputs) xs.push_back(t.defined() ? t.clone() : t);
+    double* p = xs[i].data<double>();
+    const double* g = grads[i].data<double>();
+    double num2 = 0, diff2 = 0;
+    for (int64_t j = 0; j < xs[i].numel(); ++j) {
+      const double orig = p[j];
+      p[j] = orig + eps;
+      const double up = loss(xs);
+      p[j] = orig - eps;
+      const double down = loss(xs);
+      p[j] = orig;
+      const double numeric = (up - down) / (2 * eps);
+      num2 += numeric * numeric;
+      diff2 += (numeric - g[j]) * (numeric - g[j]);
+    }
+    errors.push_back(std::sqrt(diff2) / std::max(std::sqrt(num2), 1e-300));
+  }
+  return errors;
+}
+
+void expect_gradcheck(const std::string& name, const std::vector<Tensor>& inputs, const Forward& f,
+                      const Backward& backward, double tol, double eps) {
+  std::vector<double> errors = gradcheck(inputs, f, backward, eps);
+  std::ostringstream line;
+  line << "gradcheck " << name << ": relative error per input";
+  for (size_t i = 0; i < errors.size(); ++i) {
+    line << " [" << i << "] " << errors[i];
+    EXPECT_LT(errors[i], tol) << name << ": input " << i << " gradient disagrees with finite differences";
+  }
+  std::printf("%s\n", line.str().c_str());
+}
+
+void CudaPathTest::SetUp() {
+  if (device().kind == DeviceKind::cuda && !cuda_available()) {
+    GTEST_SKIP() << "no GPU: " << cuda_device_description(0) << " (the cuda_on_cpu case of this test ran)";
+  }
+#if !CTSR_HAVE_CUDA_ON_CPU
+  if (device().kind == DeviceKind::cuda_on_cpu) GTEST_SKIP() << "built with CTSR_CUDA_ON_CPU=OFF";
+#endif
+}
+
+std::string device_param_name(const ::testing::TestParamInfo<Device>& info) {
+  return info.param.kind == DeviceKind::cuda ? "gpu" : "cuda_on_cpu";
+}
+
+}  // namespace ctsr::test

@@ -1,0 +1,60 @@
+// Test harness shared by every op test.
+//   random_tensor     awkward random inputs (never all zeros), reproducible per seed
+//   expect_close      compare two tensors on any devices, reporting the worst element
+//   gradcheck         central finite differences in float64 on the reference path against
+//                     the op's backward, relative error per input tensor
+//   CudaPathTest      value-parameterised over the CUDA paths: cuda_on_cpu always, cuda:0 when
+//                     a GPU is present (otherwise the GPU case skips, saying so)
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace ctsr::test {
+
+// Uniform in [lo, hi) on the cpu, from Philox(seed); float32 or float64.
+Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::float32, double lo = -1.0, double hi = 1.0);
+// Same values as a float64 host tensor (for comparisons and gradchecks).
+Tensor to_double(const Tensor& t);
+Tensor to_float(const Tensor& t);
+
+// |actual - expected| <= atol + rtol * |expected| for every element; on failure reports the
+// first offending index, both values and the max error.
+::testing::AssertionResult tensors_close(const Tensor& actual, const Tensor& expected, double rtol, double atol);
+#define EXPECT_TENSORS_CLOSE(actual, expected, rtol, atol) \
+  EXPECT_TRUE(::ctsr::test::tensors_close((actual), (expected), (rtol), (atol)))
+
+// Bitwise equality (for RNG and copies).
+::testing::AssertionResult tensors_equal(const Tensor& actual, const Tensor& expected);
+
+// f: inputs -> outputs (all float64, cpu). backward: (inputs, output grads) -> input grads
+// (an undefined tensor for a non-differentiable input). Checks each differentiable input's
+// analytic gradient against central differences of L = sum_k <outputs_k, dy_k>, with dy
+// random. Returns the relative error per input (||g - g_num|| / ||g_num||).
+using Forward = std::function<std::vector<Tensor>(const std::vector<Tensor>&)>;
+using Backward = std::function<std::vector<Tensor>(const std::vector<Tensor>&, const std::vector<Tensor>&)>;
+std::vector<double> gradcheck(const std::vector<Tensor>& inputs, const Forward& f, const Backward& backward,
+                              double eps = 1e-6, uint64_t seed = 7);
+// gradcheck plus an assertion that every relative error is below tol, printing them.
+void expect_gradcheck(const std::string& name, const std::vector<Tensor>& inputs, const Forward& f,
+                      const Backward& backward, double tol = 1e-7, double eps = 1e-6);
+
+class CudaPathTest : public ::testing::TestWithParam<Device> {
+ protected:
+  void SetUp() override;
+  Device device() const { return GetParam(); }
+};
+
+std::string device_param_name(const ::testing::TestParamInfo<Device>& info);
+
+}  // namespace ctsr::test
+
+#define CTSR_INSTANTIATE_CUDA_PATHS(Suite)                                                            \
+  INSTANTIATE_TEST_SUITE_P(Paths, Suite,                                                              \
+                           ::testing::Values(::ctsr::Device::cuda_on_cpu(), ::ctsr::Device::cuda(0)), \
+                           ::ctsr::test::device_param_name)
