@@ -71,7 +71,8 @@ T shuffle_from(T v, int src_lane) {
 }  // namespace ctsr::cuda_on_cpu::detail
 
 // Lane arithmetic follows CUDA: width splits the warp into segments; a source outside the
-// caller's segment yields the caller's own value.
+// caller's segment yields the caller's own value. Reading a lane that does not exist (past
+// blockDim) yields all-one bits, where a GPU gives an undefined value.
 template <class T>
 T __shfl_sync(unsigned, T v, int src, int width = warpSize) {
   int lane = static_cast<int>(::ctsr::cuda_on_cpu::lane_id());

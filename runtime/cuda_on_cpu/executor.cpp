@@ -214,6 +214,13 @@ bool can_run(const Worker& w, const Fiber& f) {
             " finished; a barrier inside a branch not all threads take?");
 }
 
+[[noreturn]] void report_divergent_barrier(const Worker& w, const Fiber& f) {
+  CTSR_FAIL("CUDA-on-CPU executor: divergent __syncthreads in block (", w.block_idx.x, ", ", w.block_idx.y, ", ",
+            w.block_idx.z, "): thread (", f.tid.x, ", ", f.tid.y, ", ", f.tid.z, ") finished while ", w.block_arrived,
+            " thread(s) wait at __syncthreads; every thread of a block must reach each barrier (an early return "
+            "before a barrier, or a barrier inside a branch?)");
+}
+
 void run_block(Worker& w, Dim3 bidx) {
   const unsigned n = w.threads;
   w.block_idx = bidx;
@@ -251,11 +258,12 @@ void run_block(Worker& w, Dim3 bidx) {
       resumed = true;
       if (w.error) std::rethrow_exception(w.error);
       if (f.done) {
-        // A finished thread no longer counts at barriers (as on the GPU); if everyone else is
-        // already waiting, its exit completes the barrier.
+        // CUDA requires __syncthreads to be reached by every thread of the block; a thread
+        // that exits while others wait there is a bug that hangs or corrupts on some GPUs.
+        if (w.block_arrived > 0) report_divergent_barrier(w, f);
+        // Warp barriers (inside shuffles) no longer wait for an exited lane.
         --w.live;
         --w.warp_live[f.warp];
-        if (w.block_arrived > 0 && w.block_arrived == w.live) release_block_barrier(w);
         if (w.warp_arrived[f.warp] > 0 && w.warp_arrived[f.warp] == w.warp_live[f.warp]) release_warp_barrier(w, f.warp);
       }
     }
@@ -336,6 +344,7 @@ namespace {
 // Arrive at the block barrier; returns once every live thread of the block has arrived.
 void block_barrier(Worker& w, int predicate) {
   Fiber* f = w.current;
+  if (w.live != w.threads) report_divergent_barrier(w, *f);
   w.count_accumulator += predicate ? 1 : 0;
   if (++w.block_arrived == w.live) {
     release_block_barrier(w);
@@ -382,7 +391,10 @@ uint64_t warp_exchange(uint64_t value, int src_lane) {
   const unsigned lane = f->linear % kWarpSize;
   w.warp_slots[warp][lane] = value;
   warp_barrier(w);  // every live lane has published
-  uint64_t result = value;
+  // A source lane that does not exist (past blockDim in a partial warp) or has exited gives
+  // an undefined value on a GPU; here it gives all-one bits (NaN, -1), so code that reads
+  // one fails visibly. Callers pass their own lane when CUDA defines "own value".
+  uint64_t result = ~uint64_t(0);
   const unsigned src = warp * kWarpSize + static_cast<unsigned>(src_lane);
   if (src_lane >= 0 && static_cast<unsigned>(src_lane) < kWarpSize && src < w.threads && !w.fibers[src].done) {
     result = w.warp_slots[warp][src_lane];

@@ -6,8 +6,9 @@
 // shuffles, ballots and __syncwarp). Between two barriers a fiber therefore runs alone, so a
 // missing barrier shows up as a wrong result rather than a rare race. Schedule order can be
 // reversed (set_thread_order) to expose code that silently relies on thread 0 running first.
-// A barrier that can never complete (some threads wait at __syncthreads while the others have
-// finished or wait elsewhere) is reported as an error, not a hang.
+// Barrier misuse is reported as an error, not a hang: a thread that finishes while others
+// wait at __syncthreads (divergent barrier), or a barrier that can never complete (threads
+// waiting at __syncthreads while their warp-mates wait in a shuffle).
 //
 // Kernels never call this header directly: they use CUDA's names through cuda_compat.h, and
 // are launched through ctsr::launch_kernel (runtime/kernel_prelude.h).
@@ -40,7 +41,7 @@ void sync_threads();
 int sync_threads_count(int predicate);  // __syncthreads_count: barrier, then how many had it
 void sync_warp();
 // Warp exchange: every live lane of the warp publishes `value`; each gets the value published
-// by lane `src_lane` (or its own value when src_lane is outside the warp or not a live thread).
+// by lane `src_lane`, or all-one bits when that lane does not exist or has exited.
 uint64_t warp_exchange(uint64_t value, int src_lane);
 unsigned warp_ballot(bool predicate);  // bit i set when live lane i has predicate
 unsigned warp_active_mask();

@@ -1,0 +1,34 @@
+// Kernels that test the CUDA-on-CPU executor itself (tests/executor_kernels.cu, compiled for
+// the executor and, with CUDA, for the GPU, so the same expectations hold on real hardware).
+// All tensors are int32 or float32 on the launcher's device.
+#pragma once
+
+#include "kernels/launchers.h"
+#include "runtime/tensor.h"
+
+CTSR_DECLARE_LAUNCHERS(
+  // Per-block sums of x with a shared-memory tree (blockDim must be a power of two).
+  void tiled_block_sums(const Tensor& x, Tensor& block_sums, unsigned threads);
+  // Per-block sums with __shfl_down_sync within warps, then across warps; any blockDim.
+  void shuffle_block_sums(const Tensor& x, Tensor& block_sums, unsigned threads);
+  // Inclusive scan of each block's segment (Hillis-Steele, two barriers per step).
+  // skip_first_barrier removes the barrier between the read and the write of a step.
+  void block_inclusive_scan(const Tensor& x, Tensor& y, unsigned threads, bool skip_first_barrier);
+  // Histogram (int atomicAdd), float atomicAdd total, atomicMax int/unsigned/float, and a
+  // counter incremented through atomicCAS on int, unsigned and float, from every thread.
+  void atomics_from_many_blocks(const Tensor& values, Tensor& histogram, Tensor& float_total, Tensor& maxima,
+                                Tensor& cas_counters, unsigned blocks, unsigned threads);
+  // Reverses each block's segment through dynamic shared memory of (threads + pad) floats.
+  void reverse_through_dynamic_shared(const Tensor& x, Tensor& y, unsigned threads, unsigned pad);
+  // Writes each thread's global linear id at its own slot for a 3-D grid of 3-D blocks.
+  void write_linear_ids(Tensor& out, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz);
+  // Per-lane results of __shfl_sync/up/down/xor with `width`, and __ballot_sync of odd values.
+  void warp_intrinsics(const Tensor& x, Tensor& idx, Tensor& up, Tensor& down, Tensor& xr, Tensor& ballot,
+                       unsigned threads, int width);
+  // __syncthreads_count of (x > 0) per block.
+  void syncthreads_count(const Tensor& x, Tensor& counts, unsigned threads);
+  // __syncthreads inside a branch only even threads take (a bug the executor must report).
+  void divergent_barrier(Tensor& out, unsigned threads);
+  // Lane 0 waits at __syncthreads while lanes 1..31 wait in a shuffle: can never complete.
+  void barrier_deadlock(Tensor& out);
+)
