@@ -1,0 +1,184 @@
+// Tensor runtime: creation, views along dim 0, reshape, copies between devices, to_string,
+// and the errors for shape, dtype and device mismatches.
+#include <cmath>
+#include <limits>
+
+#include "runtime/stream.h"
+#include "runtime/tensor.h"
+#include "tests/harness.h"
+
+namespace ctsr::test {
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Tensor, ShapeBasics) {
+  Shape s{3, 25, 16, 16, 5};
+  EXPECT_EQ(s.ndim(), 5);
+  EXPECT_EQ(s.numel(), 3 * 25 * 16 * 16 * 5);
+  EXPECT_EQ(s[-1], 5);
+  EXPECT_EQ(s.str(), "[3, 25, 16, 16, 5]");
+  EXPECT_EQ(Shape{}.numel(), 1);
+  EXPECT_THROW((Shape{1, 2, 3, 4, 5, 6, 7}), Error);
+  EXPECT_NE(error_of([&] { (void)s[5]; }).find("out of range"), std::string::npos);
+}
+
+TEST(Tensor, EveryDtypeRoundTripsThroughEveryHostDevice) {
+  for (Device d : {Device::cpu(), Device::cuda_on_cpu()}) {
+    Tensor f = Tensor::from_vector<float>({1.5f, -2.25f, 3.0f}, {3}, d);
+    EXPECT_EQ(f.device(), d);
+    EXPECT_EQ(f.to_vector<float>(), (std::vector<float>{1.5f, -2.25f, 3.0f}));
+    Tensor i64 = Tensor::from_vector<int64_t>({1, -(int64_t(1) << 40)}, {2}, d);
+    EXPECT_EQ(i64.to_vector<int64_t>()[1], -(int64_t(1) << 40));
+    Tensor u8 = Tensor::from_vector<uint8_t>({0, 255, 7}, {3}, d);
+    EXPECT_EQ(u8.nbytes(), 3u);
+    Tensor b = Tensor::from_vector<bfloat16>({bfloat16(1.0f), bfloat16(-0.5f)}, {2}, d);
+    EXPECT_EQ(float(b.to_vector<bfloat16>()[1]), -0.5f);
+  }
+}
+
+TEST(Tensor, ViewsShareStorage) {
+  Tensor t = random_tensor({5, 3, 2}, 1);
+  Tensor rows = t.slice(1, 4);
+  EXPECT_EQ(rows.shape(), (Shape{3, 3, 2}));
+  Tensor row = t.select(2);
+  EXPECT_EQ(row.shape(), (Shape{3, 2}));
+  row.data<float>()[0] = 42.0f;
+  EXPECT_EQ(t.data<float>()[2 * 6], 42.0f);
+  EXPECT_EQ(rows.data<float>()[6], 42.0f);
+  Tensor flat = t.reshape({-1});
+  EXPECT_EQ(flat.shape(), (Shape{30}));
+  EXPECT_EQ(flat.data<float>()[12], 42.0f);
+  EXPECT_EQ(t.reshape({6, -1}).shape(), (Shape{6, 5}));
+  Tensor c = t.clone();
+  c.data<float>()[12] = 0.0f;
+  EXPECT_EQ(t.data<float>()[12], 42.0f);  // clone is a copy
+}
+
+TEST(Tensor, ViewErrorsNameTheShape) {
+  Tensor t = random_tensor({5, 3}, 1);
+  EXPECT_NE(error_of([&] { t.slice(2, 6); }).find("[5, 3]"), std::string::npos);
+  EXPECT_NE(error_of([&] { t.select(5); }).find("out of range"), std::string::npos);
+  std::string e = error_of([&] { t.reshape({4, 4}); });
+  EXPECT_NE(e.find("15 elements"), std::string::npos) << e;
+  EXPECT_NE(error_of([&] { t.reshape({-1, -1}); }).find("at most one"), std::string::npos);
+}
+
+TEST(Tensor, DtypeShapeDeviceMismatchErrors) {
+  Tensor f = random_tensor({2, 3}, 1);
+  std::string e = error_of([&] { f.data<double>(); });
+  EXPECT_NE(e.find("float32"), std::string::npos) << e;
+  EXPECT_NE(e.find("float64"), std::string::npos) << e;
+  e = error_of([&] { f.check_shape({3, 2}, "op x"); });
+  EXPECT_NE(e.find("op x: tensor has shape [2, 3], expected [3, 2]"), std::string::npos) << e;
+  Tensor g = f.to(Device::cuda_on_cpu());
+  e = error_of([&] { check_same_device("add", {{"a", &f}, {"b", &g}}); });
+  EXPECT_NE(e.find("add: b is on cuda_on_cpu but a is on cpu"), std::string::npos) << e;
+  Tensor d = random_tensor({2, 3}, 1, DType::float64);
+  e = error_of([&] { check_same_dtype("mul", {{"a", &f}, {"b", &d}}); });
+  EXPECT_NE(e.find("mul: b is float64 but a is float32"), std::string::npos) << e;
+  EXPECT_NE(error_of([&] { Tensor().raw_data(); }).find("undefined"), std::string::npos);
+}
+
+TEST(Tensor, CopyFromChecksAndCopiesAcrossDevices) {
+  Tensor src = random_tensor({4, 7}, 3);
+  Tensor dst = Tensor::zeros({4, 7}, DType::float32, Device::cuda_on_cpu());
+  dst.copy_from(src);
+  EXPECT_TRUE(tensors_equal(dst, src.to(Device::cuda_on_cpu())));
+  Tensor wrong = Tensor::zeros({7, 4});
+  EXPECT_THROW(wrong.copy_from(src), Error);
+}
+
+TEST(Tensor, ToStringIsReadable) {
+  Tensor t = Tensor::from_vector<float>({1.5f, 2.0f, -3.0f}, {3});
+  EXPECT_EQ(t.to_string(), "Tensor[3] float32 cpu {1.5, 2, -3}");
+  Tensor big = Tensor::zeros({100}, DType::int32);
+  EXPECT_NE(big.to_string(2).find("... (100 total)"), std::string::npos);
+  EXPECT_EQ(Tensor().to_string(), "Tensor(undefined)");
+}
+
+TEST(Device, ParseAndName) {
+  EXPECT_EQ(Device::parse("cuda:1"), Device::cuda(1));
+  EXPECT_EQ(Device::parse("cuda"), Device::cuda(0));
+  EXPECT_EQ(Device::parse("cuda_on_cpu").str(), "cuda_on_cpu");
+  EXPECT_EQ(Device::parse("cpu"), Device::cpu());
+  try {
+    Device::parse("gpu0");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("device 'gpu0'"), std::string::npos);
+  }
+  EXPECT_THROW(Device::parse("cuda:x"), Error);
+}
+
+TEST(Device, CudaQueriesNeverThrow) {
+  const int n = cuda_device_count();
+  EXPECT_GE(n, 0);
+  EXPECT_FALSE(cuda_device_description(0).empty());
+  if (n == 0) {
+    std::string e = error_of([] { Tensor::zeros({4}, DType::float32, Device::cuda(0)); });
+    EXPECT_FALSE(e.empty()) << "a tensor on cuda:0 without a GPU must fail";
+    std::printf("no GPU: %s\n", cuda_device_description(0).c_str());
+  }
+}
+
+TEST(Event, HostEventsMeasureElapsedTime) {
+  Event start(Device::cuda_on_cpu()), stop(Device::cuda_on_cpu());
+  start.record();
+  volatile double x = 0;
+  for (int i = 0; i < 200000; ++i) x = x + 1e-9 * i;
+  stop.record();
+  stop.synchronize();
+  EXPECT_GE(stop.elapsed_ms(start), 0.0f);
+  EXPECT_EQ(Stream::current(Device::cpu()).handle(), nullptr);
+}
+
+TEST(Dtype, NamesAndSizes) {
+  for (DType t : {DType::float32, DType::float64, DType::bfloat16, DType::float16, DType::int32, DType::int64,
+                  DType::uint8}) {
+    EXPECT_EQ(dtype_from_name(dtype_name(t)), t);
+  }
+  EXPECT_EQ(dtype_size(DType::bfloat16), 2u);
+  EXPECT_EQ(dtype_size(DType::int64), 8u);
+  EXPECT_EQ(dtype_from_name("F32"), DType::float32);  // safetensors spelling
+  EXPECT_THROW(dtype_from_name("complex64"), Error);
+}
+
+TEST(HalfTypes, BFloat16RoundsToNearestEven) {
+  // 1 + 2^-8 is exactly halfway between bf16 neighbours 1 and 1 + 2^-7: ties go to even (1).
+  EXPECT_EQ(bfloat16(1.0f + 0.00390625f).bits, 0x3f80);
+  // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even): rounds up.
+  EXPECT_EQ(bfloat16(1.0f + 3 * 0.00390625f).bits, 0x3f82);
+  EXPECT_EQ(bfloat16(1.0f + 0.00390625f + 1e-6f).bits, 0x3f81);  // above halfway: up
+  EXPECT_EQ(float(bfloat16(-2.5f)), -2.5f);
+  EXPECT_TRUE(std::isnan(float(bfloat16(std::nanf("")))));
+  EXPECT_TRUE(std::isinf(float(bfloat16(std::numeric_limits<float>::infinity()))));
+}
+
+TEST(HalfTypes, Float16ConversionsMatchIEEE) {
+  EXPECT_EQ(float16(1.0f).bits, 0x3c00);
+  EXPECT_EQ(float16(-2.0f).bits, 0xc000);
+  EXPECT_EQ(float16(65504.0f).bits, 0x7bff);    // largest finite
+  EXPECT_EQ(float16(65520.0f).bits, 0x7c00);    // rounds to inf
+  EXPECT_EQ(float16(5.9604645e-08f).bits, 0x0001);  // smallest subnormal
+  EXPECT_EQ(float16(2.9802322e-08f).bits, 0x0000);  // half of it: tie to even (0)
+  EXPECT_EQ(float16(8.940697e-08f).bits, 0x0002);   // 1.5 ulp: tie to even (2)
+  EXPECT_EQ(float16(1.0f + 0.00048828125f).bits, 0x3c00);  // halfway above 1: to even
+  EXPECT_EQ(float16(1.0f + 3 * 0.00048828125f).bits, 0x3c02);
+  // Every finite half converts to float and back unchanged.
+  for (uint32_t b = 0; b < 0x10000; ++b) {
+    if ((b & 0x7c00) == 0x7c00) continue;  // inf / nan
+    float16 h = float16::from_bits(uint16_t(b));
+    ASSERT_EQ(float16(float(h)).bits, uint16_t(b)) << std::hex << b;
+  }
+}
+
+}  // namespace
+}  // namespace ctsr::test
