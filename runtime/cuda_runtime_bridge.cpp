@@ -38,8 +38,8 @@ std::string device_description(int index) {
   if (index < 0 || index >= n) return "device index " + std::to_string(index) + " out of range [0, " + std::to_string(n) + ")";
   cudaDeviceProp p{};
   CTSR_CUDA_CALL(cudaGetDeviceProperties(&p, index));
-  char buf[256];
-  snprintf(buf, sizeof buf, "%s (sm_%d%d, %.1f GiB)", p.name, p.major, p.minor, p.totalGlobalMem / double(1u << 30));
+  char buf[512];
+  snprintf(buf, sizeof buf, "%.256s (sm_%d%d, %.1f GiB)", p.name, p.major, p.minor, p.totalGlobalMem / double(1u << 30));
   return buf;
 }
 

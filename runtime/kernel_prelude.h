@@ -40,6 +40,27 @@
   type* name = reinterpret_cast<type*>(::ctsr::cuda_on_cpu::dynamic_shared_memory())
 #endif
 
+#if defined(__CUDACC__)
+// CUDA has no float overloads of atomicCAS, atomicMax and atomicMin; the executor has them
+// (cuda_compat.h), so kernels may use them in both builds. CAS compares bit patterns.
+__device__ inline float atomicCAS(float* address, float compare, float value) {
+  return __int_as_float(atomicCAS(reinterpret_cast<int*>(address), __float_as_int(compare), __float_as_int(value)));
+}
+__device__ inline float ctsr_atomic_float_update(float* address, float value, bool take_max) {
+  int* bits = reinterpret_cast<int*>(address);
+  int old = *bits, assumed;
+  do {
+    assumed = old;
+    const float current = __int_as_float(assumed);
+    if (take_max ? !(value > current) : !(value < current)) break;
+    old = atomicCAS(bits, assumed, __float_as_int(value));
+  } while (assumed != old);
+  return __int_as_float(old);
+}
+__device__ inline float atomicMax(float* address, float value) { return ctsr_atomic_float_update(address, value, true); }
+__device__ inline float atomicMin(float* address, float value) { return ctsr_atomic_float_update(address, value, false); }
+#endif
+
 namespace ctsr {
 
 // Launches `kernel` over grid x block threads with `shared_bytes` of dynamic shared memory, on

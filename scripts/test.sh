@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what ctsr needs, builds it and runs the test suite.
+#   bash scripts/test.sh              Release build: reference path, CUDA-on-CPU executor, and the
+#                                     real CUDA target when nvcc is present (GPU tests run when a
+#                                     GPU is present and skip with a message otherwise)
+#   bash scripts/test.sh --sanitize   Debug build with AddressSanitizer + UBSan, host paths only
+# Environment: CTSR_CUDA_ARCHS (default "80;90"), BUILD_DIR, JOBS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=release
+[ "${1:-}" = "--sanitize" ] && mode=sanitize
+
+bash scripts/install_deps.sh
+
+jobs=${JOBS:-$(nproc)}
+cmake_args=(-G Ninja -DCTSR_CUDA_ON_CPU=ON)
+
+if [ "$mode" = sanitize ]; then
+  build=${BUILD_DIR:-build-sanitize}
+  cmake_args+=(-DCMAKE_BUILD_TYPE=Debug -DCTSR_SANITIZE=ON -DCTSR_CUDA=OFF -DCTSR_BUILD_BENCH=OFF)
+else
+  build=${BUILD_DIR:-build}
+  cmake_args+=(-DCMAKE_BUILD_TYPE=Release)
+  # nvcc from PATH, from CUDACXX, or at the toolkit's default install prefix.
+  nvcc=${CUDACXX:-$(command -v nvcc || true)}
+  [ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc=/usr/local/cuda/bin/nvcc
+  if [ -n "$nvcc" ]; then
+    cmake_args+=(-DCTSR_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" "-DCTSR_CUDA_ARCHS=${CTSR_CUDA_ARCHS:-80;90}")
+    echo "test.sh: building the CUDA target with $nvcc for architectures ${CTSR_CUDA_ARCHS:-80;90}"
+  else
+    cmake_args+=(-DCTSR_CUDA=OFF)
+    echo "test.sh: no nvcc found: building the reference and CUDA-on-CPU paths only"
+  fi
+fi
+
+cmake -S . -B "$build" "${cmake_args[@]}"
+cmake --build "$build" -j "$jobs"
+# Blocks of the executor run on all cores; ctest runs one test binary case at a time per job.
+ctest --test-dir "$build" --output-on-failure -j "$jobs"
+
+if [ "$mode" = release ]; then
+  # The benchmarks must run on the CPU paths too (tiny iteration counts): a smoke test.
+  "$build/bench/ctsr_bench" --benchmark_min_time=0.001 --benchmark_filter='cpu|cuda_on_cpu' >/dev/null
+  echo "test.sh: ctsr_bench ran on the CPU paths"
+fi
