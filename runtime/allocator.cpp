@@ -153,18 +153,75 @@ RawMemory host_raw_memory(const std::string& name, std::function<size_t()> capac
 
 namespace {
 
-struct HostStats {
-  std::mutex mutex;
-  AllocatorStats stats;
-  std::unordered_map<void*, size_t> sizes;
+// Plain host memory with counters and no cache: the cpu device, and cuda_on_cpu when caching
+// is off. posix_memalign keeps the exact size, so AddressSanitizer sees every overrun.
+class PlainHostAllocator {
+ public:
+  void* allocate(size_t bytes, const char* name) {
+    void* p = nullptr;
+    CTSR_CHECK(posix_memalign(&p, kHostAlignment, std::max<size_t>(bytes, 1)) == 0, name,
+               " out of memory: tried to allocate ", format_bytes(bytes));
+    std::lock_guard<std::mutex> lock(mutex_);
+    sizes_[p] = bytes;
+    stats_.allocated += bytes;
+    stats_.reserved += bytes;
+    stats_.requested += bytes;
+    ++stats_.backend_allocations;
+    stats_.peak_allocated = std::max(stats_.peak_allocated, stats_.allocated);
+    return p;
+  }
+  bool deallocate(void* p) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = sizes_.find(p);
+      if (it == sizes_.end()) return false;
+      stats_.allocated -= it->second;
+      stats_.reserved -= it->second;
+      stats_.requested -= it->second;
+      sizes_.erase(it);
+    }
+    std::free(p);
+    return true;
+  }
+  AllocatorStats stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stats_;
+  }
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.peak_allocated = stats_.allocated;
+  }
+
+ private:
+  std::mutex mutex_;
+  AllocatorStats stats_;
+  std::unordered_map<void*, size_t> sizes_;
 };
 
-HostStats& host_stats() {
-  static HostStats s;
-  return s;
+PlainHostAllocator& cpu_allocator() {
+  static PlainHostAllocator* a = new PlainHostAllocator();  // leaked: static tensors free into it at exit
+  return *a;
 }
 
+PlainHostAllocator& cuda_on_cpu_uncached_allocator() {
+  static PlainHostAllocator* a = new PlainHostAllocator();
+  return *a;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kCacheByDefault = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kCacheByDefault = false;
+#else
+constexpr bool kCacheByDefault = true;
+#endif
+#else
+constexpr bool kCacheByDefault = true;
+#endif
+
 std::atomic<size_t> g_cuda_on_cpu_capacity{0};
+std::atomic<bool> g_cuda_on_cpu_caching{kCacheByDefault};
 
 CachingAllocator& cuda_on_cpu_allocator() {
   // Leaked on purpose: tensors with static lifetime may free into it during exit.
@@ -200,23 +257,15 @@ void set_cuda_on_cpu_capacity(size_t bytes) {
   cuda_on_cpu_allocator().empty_cache();
 }
 
+void set_cuda_on_cpu_caching(bool on) { g_cuda_on_cpu_caching = on; }
+bool cuda_on_cpu_caching() { return g_cuda_on_cpu_caching.load(); }
+
 void* device_allocate(Device d, size_t bytes) {
   switch (d.kind) {
-    case DeviceKind::cpu: {
-      size_t rounded = (std::max<size_t>(bytes, 1) + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
-      void* p = std::aligned_alloc(kHostAlignment, rounded);
-      CTSR_CHECK(p, "cpu out of memory: tried to allocate ", format_bytes(bytes));
-      auto& hs = host_stats();
-      std::lock_guard<std::mutex> lock(hs.mutex);
-      hs.sizes[p] = rounded;
-      hs.stats.allocated += rounded;
-      hs.stats.reserved += rounded;
-      hs.stats.requested += bytes;
-      ++hs.stats.backend_allocations;
-      if (hs.stats.allocated > hs.stats.peak_allocated) hs.stats.peak_allocated = hs.stats.allocated;
-      return p;
-    }
-    case DeviceKind::cuda_on_cpu: return cuda_on_cpu_allocator().allocate(bytes);
+    case DeviceKind::cpu: return cpu_allocator().allocate(bytes, "cpu");
+    case DeviceKind::cuda_on_cpu:
+      if (!g_cuda_on_cpu_caching.load()) return cuda_on_cpu_uncached_allocator().allocate(bytes, "cuda_on_cpu");
+      return cuda_on_cpu_allocator().allocate(bytes);
     case DeviceKind::cuda: return cuda_allocator(d.index).allocate(bytes);
   }
   return nullptr;
@@ -225,33 +274,20 @@ void* device_allocate(Device d, size_t bytes) {
 void device_deallocate(Device d, void* p) {
   if (!p) return;
   switch (d.kind) {
-    case DeviceKind::cpu: {
-      auto& hs = host_stats();
-      {
-        std::lock_guard<std::mutex> lock(hs.mutex);
-        auto it = hs.sizes.find(p);
-        if (it != hs.sizes.end()) {
-          hs.stats.allocated -= it->second;
-          hs.stats.reserved -= it->second;
-          hs.sizes.erase(it);
-        }
-      }
-      std::free(p);
+    case DeviceKind::cpu: cpu_allocator().deallocate(p); return;
+    case DeviceKind::cuda_on_cpu:
+      // A block keeps the route it was allocated by, whatever the switch says now.
+      if (!cuda_on_cpu_uncached_allocator().deallocate(p)) cuda_on_cpu_allocator().deallocate(p);
       return;
-    }
-    case DeviceKind::cuda_on_cpu: cuda_on_cpu_allocator().deallocate(p); return;
     case DeviceKind::cuda: cuda_allocator(d.index).deallocate(p); return;
   }
 }
 
 AllocatorStats allocator_stats(Device d) {
   switch (d.kind) {
-    case DeviceKind::cpu: {
-      auto& hs = host_stats();
-      std::lock_guard<std::mutex> lock(hs.mutex);
-      return hs.stats;
-    }
-    case DeviceKind::cuda_on_cpu: return cuda_on_cpu_allocator().stats();
+    case DeviceKind::cpu: return cpu_allocator().stats();
+    case DeviceKind::cuda_on_cpu:
+      return g_cuda_on_cpu_caching.load() ? cuda_on_cpu_allocator().stats() : cuda_on_cpu_uncached_allocator().stats();
     case DeviceKind::cuda: return cuda_allocator(d.index).stats();
   }
   return {};
@@ -259,13 +295,11 @@ AllocatorStats allocator_stats(Device d) {
 
 void reset_peak_memory(Device d) {
   switch (d.kind) {
-    case DeviceKind::cpu: {
-      auto& hs = host_stats();
-      std::lock_guard<std::mutex> lock(hs.mutex);
-      hs.stats.peak_allocated = hs.stats.allocated;
+    case DeviceKind::cpu: cpu_allocator().reset_peak(); return;
+    case DeviceKind::cuda_on_cpu:
+      cuda_on_cpu_allocator().reset_peak();
+      cuda_on_cpu_uncached_allocator().reset_peak();
       return;
-    }
-    case DeviceKind::cuda_on_cpu: cuda_on_cpu_allocator().reset_peak(); return;
     case DeviceKind::cuda: cuda_allocator(d.index).reset_peak(); return;
   }
 }

@@ -72,6 +72,10 @@ void reset_peak_memory(Device device);
 void empty_cache(Device device);
 // Caps what the cuda_on_cpu "device" may hold (0 = unlimited); lets tests provoke OOM.
 void set_cuda_on_cpu_capacity(size_t bytes);
+// cuda_on_cpu memory through the caching allocator (default), or exact-size uncached blocks
+// (default in AddressSanitizer builds, so a kernel's overrun or use after free is caught).
+void set_cuda_on_cpu_caching(bool on);
+bool cuda_on_cpu_caching();
 
 std::string format_bytes(size_t bytes);
 

@@ -75,7 +75,15 @@ TEST(CachingAllocator, RejectsForeignPointers) {
   EXPECT_THROW(a.deallocate(&x), Error);
 }
 
+// Turns the cuda_on_cpu cache on for one test (it is off in sanitizer builds).
+struct CachingOn {
+  bool before = cuda_on_cpu_caching();
+  CachingOn() { set_cuda_on_cpu_caching(true); }
+  ~CachingOn() { set_cuda_on_cpu_caching(before); }
+};
+
 TEST(CachingAllocator, TensorsOnCudaOnCpuGoThroughTheCache) {
+  CachingOn caching;
   const Device d = Device::cuda_on_cpu();
   empty_cache(d);
   const AllocatorStats before = allocator_stats(d);
@@ -92,6 +100,7 @@ TEST(CachingAllocator, TensorsOnCudaOnCpuGoThroughTheCache) {
 }
 
 TEST(CachingAllocator, CudaOnCpuCapacityGivesOutOfMemoryError) {
+  CachingOn caching;
   const Device d = Device::cuda_on_cpu();
   set_cuda_on_cpu_capacity(size_t(64) << 20);
   try {
@@ -106,6 +115,19 @@ TEST(CachingAllocator, CudaOnCpuCapacityGivesOutOfMemoryError) {
   }
   Tensor ok = Tensor::empty({int64_t(32) << 20}, DType::float32, d);  // capacity lifted
   EXPECT_EQ(ok.numel(), int64_t(32) << 20);
+}
+
+TEST(CachingAllocator, UncachedCudaOnCpuCountsExactBytes) {
+  const bool before = cuda_on_cpu_caching();
+  set_cuda_on_cpu_caching(false);
+  const Device d = Device::cuda_on_cpu();
+  const size_t base = allocator_stats(d).allocated;
+  {
+    Tensor t = Tensor::empty({1001}, DType::float32, d);
+    EXPECT_EQ(allocator_stats(d).allocated, base + 4004);
+  }
+  EXPECT_EQ(allocator_stats(d).allocated, base);
+  set_cuda_on_cpu_caching(before);
 }
 
 }  // namespace
