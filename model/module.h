@@ -1,0 +1,54 @@
+// Layers with explicit forward and backward.
+//
+// A Module owns its parameters (value and gradient), saves in forward what its backward needs,
+// and frees it in backward. backward(dy) returns dx and ACCUMULATES into the parameters'
+// gradients, so gradient accumulation over micro-batches is just several backward calls
+// between two zero_grad() calls. A module's forward and backward alternate: one saved state.
+// Parameters are created on a device in a dtype (float32 for training; float64 for the
+// gradient checks on the reference path).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace ctsr {
+
+struct Parameter {
+  std::string name;  // dotted path, e.g. "down.0.conv1.weight"
+  Tensor value;
+  Tensor grad;       // same shape, dtype and device as value; zeros until backward adds to it
+};
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  // Every parameter of this module and its children, names prefixed by `prefix`.
+  std::vector<Parameter*> parameters(const std::string& prefix = "");
+  void zero_grad();
+  int64_t parameter_count();
+  // Frees what forward saved (for a forward without backward, e.g. validation).
+  virtual void clear_saved() {}
+
+ protected:
+  // Modules list their own parameters and children here.
+  virtual void collect(const std::string& prefix, std::vector<Parameter*>& out) = 0;
+  static void collect_child(Module& child, const std::string& prefix, const std::string& name,
+                            std::vector<Parameter*>& out) {
+    child.collect(prefix + name + ".", out);
+  }
+  // A parameter of `shape`, with a zero gradient, named `name`.
+  static Parameter make_parameter(const std::string& name, const Shape& shape, DType dtype, Device device);
+};
+
+// Fills a parameter uniformly in [-bound, bound) from Philox(seed, stream) on any device
+// (PyTorch's default for conv and linear layers uses bound = 1/sqrt(fan_in)).
+void init_uniform(Parameter& p, double bound, uint64_t seed, uint64_t stream);
+void init_constant(Parameter& p, double value);
+
+}  // namespace ctsr
