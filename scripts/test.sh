@@ -22,9 +22,11 @@ if [ "$mode" = sanitize ]; then
 else
   build=${BUILD_DIR:-build}
   cmake_args+=(-DCMAKE_BUILD_TYPE=Release)
-  # nvcc from PATH, from CUDACXX, or at the toolkit's default install prefix.
+  # nvcc from CUDACXX, PATH, CUDA_HOME, or the toolkit's default install prefix.
   nvcc=${CUDACXX:-$(command -v nvcc || true)}
-  [ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc=/usr/local/cuda/bin/nvcc
+  for prefix in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda; do
+    [ -z "$nvcc" ] && [ -n "$prefix" ] && [ -x "$prefix/bin/nvcc" ] && nvcc="$prefix/bin/nvcc"
+  done
   if [ -n "$nvcc" ]; then
     cmake_args+=(-DCTSR_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" "-DCTSR_CUDA_ARCHS=${CTSR_CUDA_ARCHS:-80;90}")
     echo "test.sh: building the CUDA target with $nvcc for architectures ${CTSR_CUDA_ARCHS:-80;90}"
