@@ -156,6 +156,37 @@ void expect_gradcheck(const std::string& name, const std::vector<Tensor>& inputs
   std::printf("%s\n", line.str().c_str());
 }
 
+void expect_module_gradcheck(const std::string& name, Module& module, const std::vector<Tensor>& inputs,
+                             const Forward& f, const Backward& backward, double tol, double eps) {
+  std::vector<Parameter*> params = module.parameters();
+  const size_t n_in = inputs.size();
+  std::vector<Tensor> all = inputs;
+  for (Parameter* p : params) all.push_back(p->value.clone());
+  auto load_params = [&](const std::vector<Tensor>& xs) {
+    for (size_t i = 0; i < params.size(); ++i) params[i]->value.copy_from(xs[n_in + i]);
+  };
+  Forward f_all = [&](const std::vector<Tensor>& xs) {
+    load_params(xs);
+    return f(std::vector<Tensor>(xs.begin(), xs.begin() + n_in));
+  };
+  Backward b_all = [&](const std::vector<Tensor>& xs, const std::vector<Tensor>& dys) {
+    module.zero_grad();
+    std::vector<Tensor> g = backward(std::vector<Tensor>(xs.begin(), xs.begin() + n_in), dys);
+    for (Parameter* p : params) g.push_back(p->grad.clone());
+    return g;
+  };
+  std::vector<double> errors = gradcheck(all, f_all, b_all, eps);
+  std::ostringstream line;
+  line << "gradcheck " << name << ":";
+  for (size_t i = 0; i < errors.size(); ++i) {
+    const std::string what = i < n_in ? "input " + std::to_string(i) : params[i - n_in]->name;
+    line << " " << what << " " << errors[i];
+    EXPECT_LT(errors[i], tol) << name << ": gradient of " << what << " disagrees with finite differences";
+  }
+  std::printf("%s\n", line.str().c_str());
+  load_params(all);
+}
+
 void CudaPathTest::SetUp() {
   if (device().kind == DeviceKind::cuda && !cuda_available()) {
     GTEST_SKIP() << "no GPU: " << cuda_device_description(0) << " (the cuda_on_cpu case of this test ran)";

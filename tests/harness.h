@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "model/module.h"
 #include "runtime/tensor.h"
 
 namespace ctsr::test {
@@ -43,6 +44,12 @@ std::vector<double> gradcheck(const std::vector<Tensor>& inputs, const Forward& 
 // gradcheck plus an assertion that every relative error is below tol, printing them.
 void expect_gradcheck(const std::string& name, const std::vector<Tensor>& inputs, const Forward& f,
                       const Backward& backward, double tol = 1e-7, double eps = 1e-6);
+
+// Gradient check of a module: its inputs and every parameter. f runs the module's forward,
+// backward its backward (returning input gradients); parameter gradients are read from the
+// module after zero_grad + backward. Parameters must be float64 on the cpu.
+void expect_module_gradcheck(const std::string& name, Module& module, const std::vector<Tensor>& inputs,
+                             const Forward& f, const Backward& backward, double tol = 1e-7, double eps = 1e-6);
 
 class CudaPathTest : public ::testing::TestWithParam<Device> {
  protected:
