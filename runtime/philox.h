@@ -15,6 +15,7 @@
 
 #include "runtime/half.h"
 #include "runtime/host_device.h"
+#include "runtime/rounded.h"
 
 namespace ctsr::philox {
 
@@ -41,35 +42,11 @@ CTSR_HD inline Words philox4x32_10(uint64_t counter_lo, uint64_t counter_hi, uin
   return {{c0, c1, c2, c3}};
 }
 
-// Explicitly rounded float arithmetic (never contracted into an FMA).
-CTSR_HD inline float mul(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-CTSR_HD inline float add(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-CTSR_HD inline float div(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-CTSR_HD inline float sqrt_rn(float a) {
-#ifdef __CUDA_ARCH__
-  return __fsqrt_rn(a);
-#else
-  return __builtin_sqrtf(a);
-#endif
-}
+// Explicitly rounded float arithmetic (runtime/rounded.h).
+using rounded::add;
+using rounded::div;
+using rounded::mul;
+CTSR_HD inline float sqrt_rn(float a) { return rounded::sqrt(a); }
 
 // [0, 1) with 24 random bits: exact multiples of 2^-24.
 CTSR_HD inline float uniform01(uint32_t x) { return float(x >> 8) * 5.9604644775390625e-8f; }

@@ -1,0 +1,134 @@
+// Dispatch of AdamW, the global gradient norm and clipping to the reference, CUDA or CUDA-on-CPU
+// path, with the argument checks shared by all paths: list lengths, per-tensor shapes, one dtype
+// and one device for everything, the hyper-parameters' ranges.
+#include "kernels/optimizer.h"
+
+#include <cmath>
+#include <string>
+
+#include "kernels/reference_dispatch.h"
+
+namespace ctsr {
+
+namespace {
+
+std::string entry(const char* list, size_t i) { return std::string(list) + "[" + std::to_string(i) + "]"; }
+
+// The tensor must exist, be defined, and share the dtype and device of `first` (when given).
+void check_entry(const char* op, const char* list, size_t i, const Tensor* t, const Tensor* first) {
+  CTSR_CHECK(t != nullptr, op, ": ", entry(list, i), " is a null pointer");
+  const std::string what = std::string(op) + " " + entry(list, i);
+  t->check_defined(what.c_str());
+  if (first == nullptr) return;
+  t->check_dtype(first->dtype(), what.c_str());
+  t->check_device(first->device(), what.c_str());
+}
+
+kernels::TensorList tensor_list(const std::vector<const Tensor*>& tensors) {
+  kernels::TensorList list;
+  for (const Tensor* t : tensors) {
+    list.data.push_back(static_cast<float*>(t->raw_data()));
+    list.numel.push_back(t->numel());
+  }
+  return list;
+}
+
+}  // namespace
+
+void adamw_step(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
+                const std::vector<Tensor*>& exp_avg, const std::vector<Tensor*>& exp_avg_sq,
+                const AdamWConfig& config, int64_t step) {
+  const char* op = "adamw_step";
+  CTSR_CHECK(grads.size() == params.size() && exp_avg.size() == params.size() &&
+                 exp_avg_sq.size() == params.size(),
+             op, ": ", params.size(), " params, ", grads.size(), " grads, ", exp_avg.size(), " exp_avg and ",
+             exp_avg_sq.size(), " exp_avg_sq tensors; the four lists must be equally long");
+  CTSR_CHECK(step >= 1, op, ": step ", step, " must be >= 1 (the 1-based number of the step being taken)");
+  CTSR_CHECK(std::isfinite(config.lr) && config.lr >= 0, op, ": lr must be finite and >= 0, got ", config.lr);
+  CTSR_CHECK(config.beta1 >= 0 && config.beta1 < 1, op, ": beta1 must lie in [0, 1), got ", config.beta1);
+  CTSR_CHECK(config.beta2 >= 0 && config.beta2 < 1, op, ": beta2 must lie in [0, 1), got ", config.beta2);
+  CTSR_CHECK(std::isfinite(config.eps) && config.eps >= 0, op, ": eps must be finite and >= 0, got ", config.eps);
+  CTSR_CHECK(std::isfinite(config.weight_decay) && config.weight_decay >= 0, op,
+             ": weight_decay must be finite and >= 0, got ", config.weight_decay);
+  if (params.empty()) return;
+  check_entry(op, "params", 0, params[0], nullptr);
+  const Tensor* first = params[0];
+  for (size_t i = 0; i < params.size(); ++i) {
+    check_entry(op, "params", i, params[i], first);
+    const Shape& shape = params[i]->shape();
+    const void* param_data = params[i]->raw_data();
+    for (auto [list, t] : {std::pair<const char*, const Tensor*>{"grads", grads[i]}, {"exp_avg", exp_avg[i]},
+                           {"exp_avg_sq", exp_avg_sq[i]}}) {
+      check_entry(op, list, i, t, first);
+      CTSR_CHECK(t->shape() == shape, op, ": ", entry(list, i), " is ", t->shape().str(), " but params[", i, "] is ",
+                 shape.str());
+      CTSR_CHECK(shape.numel() == 0 || t->raw_data() != param_data, op, ": ", entry(list, i),
+                 " is the same memory as params[", i, "]");
+    }
+    CTSR_CHECK(shape.numel() == 0 || exp_avg[i]->raw_data() != exp_avg_sq[i]->raw_data(), op, ": exp_avg[", i,
+               "] and exp_avg_sq[", i, "] are the same memory");
+  }
+  const Device device = first->device();
+  if (device.kind == DeviceKind::cpu) {
+    kernels::with_float_type(op, *first, [&](auto tag) {
+      using T = decltype(tag);
+      const kernels::AdamWScalars<T> scalars = kernels::adamw_scalars<T>(config, step);
+      for (size_t i = 0; i < params.size(); ++i) {
+        kernels::cpu::adamw_step<T>(params[i]->data<T>(), grads[i]->data<T>(), exp_avg[i]->data<T>(),
+                                    exp_avg_sq[i]->data<T>(), params[i]->numel(), scalars);
+      }
+    });
+  } else {
+    first->check_dtype(DType::float32, "adamw_step (CUDA) params[0]");
+    auto as_list = [](const std::vector<Tensor*>& v) {
+      return tensor_list(std::vector<const Tensor*>(v.begin(), v.end()));
+    };
+    const kernels::AdamWScalars<float> scalars = kernels::adamw_scalars<float>(config, step);
+    CTSR_LAUNCH(device, adamw_step, as_list(params), tensor_list(grads), as_list(exp_avg), as_list(exp_avg_sq),
+                scalars, device);
+  }
+}
+
+double global_grad_norm(const std::vector<const Tensor*>& grads) {
+  const char* op = "global_grad_norm";
+  if (grads.empty()) return 0.0;
+  check_entry(op, "grads", 0, grads[0], nullptr);
+  for (size_t i = 0; i < grads.size(); ++i) check_entry(op, "grads", i, grads[i], grads[0]);
+  const Device device = grads[0]->device();
+  if (device.kind == DeviceKind::cpu) {
+    return kernels::with_float_type(op, *grads[0], [&](auto tag) {
+      using T = decltype(tag);
+      double sum = 0.0;
+      for (const Tensor* g : grads) sum += kernels::cpu::sum_of_squares<T>(g->data<T>(), g->numel());
+      return double(T(std::sqrt(sum)));
+    });
+  }
+  grads[0]->check_dtype(DType::float32, "global_grad_norm (CUDA) grads[0]");
+  double sum = 0.0;
+  CTSR_LAUNCH(device, sum_of_squares, tensor_list(grads), device, sum);
+  return double(float(std::sqrt(sum)));
+}
+
+double clip_grad_norm(const std::vector<Tensor*>& grads, double max_norm) {
+  const char* op = "clip_grad_norm";
+  CTSR_CHECK(std::isfinite(max_norm) && max_norm > 0, op, ": max_norm must be finite and > 0, got ", max_norm);
+  const std::vector<const Tensor*> read_only(grads.begin(), grads.end());
+  const double norm = global_grad_norm(read_only);
+  if (grads.empty()) return norm;
+  const double coefficient = kernels::clip_coefficient(norm, max_norm);
+  const Device device = grads[0]->device();
+  if (device.kind == DeviceKind::cpu) {
+    kernels::with_float_type(op, *grads[0], [&](auto tag) {
+      using T = decltype(tag);
+      const T factor = T(coefficient);
+      if (!(factor < T(1))) return;  // torch's clamp(coef, max=1): a factor of 1 changes nothing
+      for (Tensor* g : grads) kernels::cpu::scale<T>(g->data<T>(), g->numel(), factor);
+    });
+  } else {
+    const float factor = float(coefficient);
+    if (factor < 1.0f) CTSR_LAUNCH(device, scale, tensor_list(read_only), factor, device);
+  }
+  return norm;
+}
+
+}  // namespace ctsr
