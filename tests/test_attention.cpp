@@ -1,0 +1,386 @@
+// Multi-head attention: reference gradient checks in float64 (qkv; batch 1 and 2, 1, 5 and 17
+// tokens, 1 and 2 heads, head_dim 3 to 8), the reference against an independent naive
+// softmax(q k^T) v that materialises the whole score matrix (forward and backward), known values,
+// float vs double reference, CUDA-path parity with the reference at head_dim 32 and 64 and 1, 7,
+// 129 and 832 tokens (the VQ-AE mid-block's 8 x 13 x 8), batch 1 and 3, large logits, the
+// determinism of the kernels (also under reversed executor thread order), O(N) memory on the
+// CUDA path, and argument errors.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "runtime/allocator.h"
+#include "runtime/cuda_on_cpu/executor.h"
+#include "tests/harness.h"
+
+namespace ctsr::test {
+namespace {
+
+// Sanitizer builds (Debug, every memory access checked) run the executor and the reference
+// some 50 to 100 times slower: there the largest cases keep their token counts and tile
+// structure but take fewer heads or batches.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitizerBuild = true;
+#else
+constexpr bool kSanitizerBuild = false;
+#endif
+
+struct Case {
+  int64_t batch, tokens, heads, head_dim;
+};
+
+std::string case_str(const Case& c) {
+  return "B " + std::to_string(c.batch) + " N " + std::to_string(c.tokens) + " heads " + std::to_string(c.heads) +
+         " head_dim " + std::to_string(c.head_dim);
+}
+
+Shape qkv_shape(const Case& c) { return Shape{c.batch, c.tokens, 3 * c.heads * c.head_dim}; }
+Shape out_shape(const Case& c) { return Shape{c.batch, c.tokens, c.heads * c.head_dim}; }
+
+// Inputs in [-2, 2]: scores of a few units, so the softmax is far from uniform.
+Tensor random_qkv(const Case& c, uint64_t seed, DType dtype, double range = 2.0) {
+  return random_tensor(qkv_shape(c), seed, dtype, -range, range);
+}
+
+void expect_message(const std::function<void()>& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    for (const std::string& part : parts)
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << "message lacks \"" << part << "\": " << e.what();
+  }
+}
+
+// ---- reference ----------------------------------------------------------------------------------
+
+TEST(Attention, ReferenceGradcheck) {
+  const std::vector<Case> cases = {
+      {1, 1, 1, 3}, {2, 1, 2, 6}, {1, 5, 1, 4}, {2, 5, 2, 7}, {1, 17, 1, 8}, {2, 17, 2, 5}, {1, 17, 2, 3},
+  };
+  uint64_t seed = 100;
+  for (const Case& c : cases) {
+    Tensor qkv = random_qkv(c, ++seed, DType::float64);
+    auto forward = [&](const std::vector<Tensor>& in) { return std::vector<Tensor>{attention_forward(in[0], c.heads).o}; };
+    auto backward = [&](const std::vector<Tensor>& in, const std::vector<Tensor>& dy) {
+      AttentionOutput out = attention_forward(in[0], c.heads);
+      return std::vector<Tensor>{attention_backward(in[0], out.o, out.lse, dy[0], c.heads)};
+    };
+    expect_gradcheck("attention " + case_str(c), {qkv}, forward, backward);
+  }
+}
+
+// Naive attention in double with the whole N x N matrix, written independently of the
+// reference: P = softmax(scale q k^T), o = P v; backward in the textbook form dP = dO v^T,
+// dS = P (dP - rowsum(P dP)) (not the dO . o of the reference), dq = scale dS k,
+// dk = scale dS^T q, dv = P^T dO.
+struct Naive {
+  std::vector<double> o, lse, d_qkv;
+};
+
+Naive naive_attention(const Case& c, const std::vector<double>& qkv, const std::vector<double>& d_o) {
+  const int64_t B = c.batch, N = c.tokens, H = c.heads, D = c.head_dim, C = H * D;
+  const double scale = 1.0 / std::sqrt(double(D));
+  Naive r;
+  r.o.assign(size_t(B * N * C), 0.0);
+  r.lse.assign(size_t(B * H * N), 0.0);
+  r.d_qkv.assign(size_t(B * N * 3 * C), 0.0);
+  auto at = [&](int64_t b, int64_t n, int64_t part, int64_t h, int64_t d) {
+    return size_t((b * N + n) * 3 * C + part * C + h * D + d);
+  };
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      std::vector<double> P(size_t(N * N)), dP(size_t(N * N)), dS(size_t(N * N));
+      for (int64_t i = 0; i < N; ++i) {
+        for (int64_t j = 0; j < N; ++j) {
+          double s = 0;
+          for (int64_t d = 0; d < D; ++d) s += qkv[at(b, i, 0, h, d)] * qkv[at(b, j, 1, h, d)];
+          P[size_t(i * N + j)] = scale * s;
+        }
+        double m = -INFINITY, l = 0;
+        for (int64_t j = 0; j < N; ++j) m = std::max(m, P[size_t(i * N + j)]);
+        for (int64_t j = 0; j < N; ++j) l += std::exp(P[size_t(i * N + j)] - m);
+        for (int64_t j = 0; j < N; ++j) P[size_t(i * N + j)] = std::exp(P[size_t(i * N + j)] - m) / l;
+        r.lse[size_t((b * H + h) * N + i)] = m + std::log(l);
+      }
+      for (int64_t i = 0; i < N; ++i)
+        for (int64_t d = 0; d < D; ++d) {
+          double s = 0;
+          for (int64_t j = 0; j < N; ++j) s += P[size_t(i * N + j)] * qkv[at(b, j, 2, h, d)];
+          r.o[size_t((b * N + i) * C + h * D + d)] = s;
+        }
+      for (int64_t i = 0; i < N; ++i) {
+        double row = 0;
+        for (int64_t j = 0; j < N; ++j) {
+          double s = 0;
+          for (int64_t d = 0; d < D; ++d) s += d_o[size_t((b * N + i) * C + h * D + d)] * qkv[at(b, j, 2, h, d)];
+          dP[size_t(i * N + j)] = s;
+          row += P[size_t(i * N + j)] * s;
+        }
+        for (int64_t j = 0; j < N; ++j) dS[size_t(i * N + j)] = P[size_t(i * N + j)] * (dP[size_t(i * N + j)] - row);
+      }
+      for (int64_t i = 0; i < N; ++i)
+        for (int64_t d = 0; d < D; ++d) {
+          double dq = 0, dk = 0, dv = 0;
+          for (int64_t j = 0; j < N; ++j) {
+            dq += dS[size_t(i * N + j)] * qkv[at(b, j, 1, h, d)];
+            dk += dS[size_t(j * N + i)] * qkv[at(b, j, 0, h, d)];
+            dv += P[size_t(j * N + i)] * d_o[size_t((b * N + j) * C + h * D + d)];
+          }
+          r.d_qkv[at(b, i, 0, h, d)] = scale * dq;
+          r.d_qkv[at(b, i, 1, h, d)] = scale * dk;
+          r.d_qkv[at(b, i, 2, h, d)] = dv;
+        }
+    }
+  }
+  return r;
+}
+
+TEST(Attention, ReferenceMatchesNaiveMaterialisedSoftmax) {
+  uint64_t seed = 200;
+  for (const Case& c : std::vector<Case>{{2, 23, 3, 5}, {1, 40, 2, 32}, {3, 9, 1, 64}}) {
+    SCOPED_TRACE(case_str(c));
+    Tensor qkv = random_qkv(c, ++seed, DType::float64, 3.0);
+    Tensor d_o = random_tensor(out_shape(c), ++seed, DType::float64);
+    const Naive naive = naive_attention(c, qkv.to_vector<double>(), d_o.to_vector<double>());
+    AttentionOutput out = attention_forward(qkv, c.heads);
+    EXPECT_TENSORS_CLOSE(out.o, Tensor::from_vector(naive.o, out_shape(c)), 1e-12, 1e-13);
+    EXPECT_TENSORS_CLOSE(out.lse, Tensor::from_vector(naive.lse, Shape{c.batch, c.heads, c.tokens}), 1e-12, 1e-13);
+    Tensor d_qkv = attention_backward(qkv, out.o, out.lse, d_o, c.heads);
+    EXPECT_TENSORS_CLOSE(d_qkv, Tensor::from_vector(naive.d_qkv, qkv_shape(c)), 1e-10, 1e-12);
+  }
+}
+
+// With a single token the softmax is 1: o = v, lse = scale q . k, dv = dO and dq = dk = 0.
+TEST(Attention, ReferenceSingleTokenKnownValues) {
+  const Case c{2, 1, 2, 3};
+  Tensor qkv = random_qkv(c, 300, DType::float64);
+  Tensor d_o = random_tensor(out_shape(c), 301, DType::float64);
+  AttentionOutput out = attention_forward(qkv, c.heads);
+  const std::vector<double> x = qkv.to_vector<double>(), o = out.o.to_vector<double>(), lse = out.lse.to_vector<double>();
+  const std::vector<double> g = attention_backward(qkv, out.o, out.lse, d_o, c.heads).to_vector<double>();
+  const std::vector<double> dy = d_o.to_vector<double>();
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t h = 0; h < 2; ++h) {
+      double s = 0;
+      for (int64_t d = 0; d < 3; ++d) {
+        s += x[size_t(b * 18 + h * 3 + d)] * x[size_t(b * 18 + 6 + h * 3 + d)];
+        EXPECT_DOUBLE_EQ(o[size_t(b * 6 + h * 3 + d)], x[size_t(b * 18 + 12 + h * 3 + d)]);
+        EXPECT_NEAR(g[size_t(b * 18 + h * 3 + d)], 0.0, 1e-15);
+        EXPECT_NEAR(g[size_t(b * 18 + 6 + h * 3 + d)], 0.0, 1e-15);
+        EXPECT_DOUBLE_EQ(g[size_t(b * 18 + 12 + h * 3 + d)], dy[size_t(b * 6 + h * 3 + d)]);
+      }
+      EXPECT_NEAR(lse[size_t(b * 2 + h)], s / std::sqrt(3.0), 1e-15);
+    }
+}
+
+TEST(Attention, FloatAndDoubleReferencesAgree) {
+  const Case c{2, 129, 2, 32};
+  Tensor qkv = random_qkv(c, 400, DType::float32);
+  Tensor d_o = random_tensor(out_shape(c), 401, DType::float32);
+  AttentionOutput f = attention_forward(qkv, c.heads);
+  AttentionOutput d = attention_forward(to_double(qkv), c.heads);
+  // The float reference sums in double too: only the rounding of its outputs differs.
+  EXPECT_TENSORS_CLOSE(f.o, d.o, 1e-6, 1e-7);
+  EXPECT_TENSORS_CLOSE(f.lse, d.lse, 1e-6, 1e-7);
+  Tensor gf = attention_backward(qkv, f.o, f.lse, d_o, c.heads);
+  Tensor gd = attention_backward(to_double(qkv), d.o, d.lse, to_double(d_o), c.heads);
+  EXPECT_TENSORS_CLOSE(gf, gd, 1e-4, 1e-6);  // o and lse enter backward rounded to float
+}
+
+TEST(Attention, RejectsBadArguments) {
+  Tensor qkv = random_tensor({1, 5, 96}, 1);  // 3 * 2 heads * 16
+  expect_message([&] { attention_forward(qkv, 5); }, {"attention_forward", "96 columns", "5 heads", "15"});
+  expect_message([&] { attention_forward(qkv, 0); }, {"heads must be positive"});
+  expect_message([&] { attention_forward(random_tensor({5, 96}, 1), 2); }, {"[5, 96]", "[B, N, 3 * heads * head_dim]"});
+  AttentionOutput out = attention_forward(qkv, 2);
+  EXPECT_EQ(out.o.shape(), (Shape{1, 5, 32}));
+  EXPECT_EQ(out.lse.shape(), (Shape{1, 2, 5}));
+  Tensor d_o = random_tensor({1, 5, 32}, 2);
+  expect_message([&] { attention_backward(qkv, out.o, random_tensor({1, 5, 2}, 3), d_o, 2); },
+                 {"attention_backward lse", "[1, 5, 2]", "expected [1, 2, 5]"});
+  expect_message([&] { attention_backward(qkv, out.o, out.lse, random_tensor({1, 5, 31}, 3), 2); },
+                 {"attention_backward d_o", "[1, 5, 31]"});
+  expect_message([&] { attention_backward(qkv, out.o, out.lse, d_o, 3); }, {"96 columns", "3 heads"});
+  expect_message([&] { attention_backward(qkv, to_double(out.o), out.lse, d_o, 2); },
+                 {"attention_backward o", "float64", "expected float32"});
+  expect_message([&] { attention_backward(qkv, out.o.to(Device::cuda_on_cpu()), out.lse, d_o, 2); },
+                 {"attention_backward o", "cuda_on_cpu", "expected cpu"});
+  Tensor undefined;
+  expect_message([&] { attention_backward(qkv, out.o, out.lse, undefined, 2); }, {"attention_backward d_o", "undefined"});
+}
+
+// ---- CUDA paths -----------------------------------------------------------------------------------
+
+struct Reference {
+  AttentionOutput fwd;
+  Tensor d_qkv;
+};
+
+// float64 reference from the float32 inputs: forward, then backward from its own o and lse.
+Reference reference(const Case& c, const Tensor& qkv, const Tensor& d_o) {
+  Reference r;
+  Tensor qd = to_double(qkv);
+  r.fwd = attention_forward(qd, c.heads);
+  r.d_qkv = attention_backward(qd, r.fwd.o, r.fwd.lse, to_double(d_o), c.heads);
+  return r;
+}
+
+// float32 tolerances. o is a convex combination of v rows (|v| <= 2), lse is a few units and
+// |d_qkv| < 2 in these cases; the worst errors seen on the executor are ~1e-6 absolute for all
+// three (a few float32 ulps of sums over up to 832 keys). The bounds leave a margin of ~10
+// for the GPU's different rounding (contracted FMAs, its exp2f).
+constexpr double kOutRtol = 1e-5, kOutAtol = 1e-5;
+constexpr double kLseRtol = 1e-6, kLseAtol = 1e-5;
+constexpr double kGradRtol = 1e-5, kGradAtol = 1e-5;
+
+void expect_parity(const Case& c, Device device, uint64_t seed, double range = 2.0) {
+  SCOPED_TRACE(case_str(c) + " on " + device.str());
+  Tensor qkv = random_qkv(c, seed, DType::float32, range);
+  Tensor d_o = random_tensor(out_shape(c), seed + 1, DType::float32);
+  const Reference ref = reference(c, qkv, d_o);
+  Tensor qkv_dev = qkv.to(device);
+  AttentionOutput out = attention_forward(qkv_dev, c.heads);
+  EXPECT_EQ(out.o.device(), device);
+  EXPECT_EQ(out.lse.shape(), (Shape{c.batch, c.heads, c.tokens}));
+  EXPECT_TENSORS_CLOSE(out.o, ref.fwd.o, kOutRtol, kOutAtol);
+  EXPECT_TENSORS_CLOSE(out.lse, ref.fwd.lse, kLseRtol, kLseAtol);
+  Tensor d_qkv = attention_backward(qkv_dev, out.o, out.lse, d_o.to(device), c.heads);
+  EXPECT_EQ(d_qkv.device(), device);
+  EXPECT_TENSORS_CLOSE(d_qkv, ref.d_qkv, kGradRtol, kGradAtol);
+}
+
+using AttentionParity = CudaPathTest;
+
+TEST_P(AttentionParity, HeadDim32MatchesReference) {
+  uint64_t seed = 500;
+  for (const Case& c : std::vector<Case>{{3, 1, 2, 32}, {1, 7, 3, 32}, {2, 64, 1, 32}, {3, 129, 2, 32},
+                                         {kSanitizerBuild ? 1 : 3, 832, 1, 32}})
+    expect_parity(c, device(), seed += 10);
+}
+
+TEST_P(AttentionParity, HeadDim64MatchesReference) {
+  uint64_t seed = 600;
+  for (const Case& c : std::vector<Case>{{1, 1, 1, 64}, {3, 7, 2, 64}, {1, 65, 3, 64}, {1, 129, 2, 64}, {3, 129, 1, 64}})
+    expect_parity(c, device(), seed += 10);
+}
+
+// The VQ-AE mid-block: 8 x 13 x 8 = 832 tokens, 8 heads of 64 (1 in sanitizer builds).
+TEST_P(AttentionParity, VqaeMidBlockTokensMatchReference) {
+  expect_parity({1, 832, kSanitizerBuild ? 1 : 8, 64}, device(), 700);
+}
+
+// Inputs in [-6, 6] at head_dim 64: scores reach ~±100, so exp without the running max would
+// overflow, and the max grows from one key tile to the next (the accumulator is rescaled).
+TEST_P(AttentionParity, LargeLogitsStayFinite) {
+  const Case c{1, 200, 1, 64};
+  Tensor qkv = random_qkv(c, 800, DType::float32, 6.0);
+  const Reference ref = reference(c, qkv, random_tensor(out_shape(c), 801, DType::float32));
+  AttentionOutput out = attention_forward(qkv.to(device()), c.heads);
+  // lse ~ 100 here: its absolute error scales with it.
+  EXPECT_TENSORS_CLOSE(out.lse, ref.fwd.lse, 1e-5, 1e-4);
+  EXPECT_TENSORS_CLOSE(out.o, ref.fwd.o, 1e-4, 2e-5);
+  std::vector<float> lse = out.lse.to_vector<float>();
+  EXPECT_GT(*std::max_element(lse.begin(), lse.end()), 50.0f);  // the case is as hard as it means to be
+}
+
+// Keys that grow with their index: each key tile holds larger scores than the last, so every
+// step of the online softmax rescales (alpha < 1) and the final max sits in the last, partial tile.
+TEST_P(AttentionParity, RunningMaxGrowsAcrossTiles) {
+  const Case c{1, 150, 1, 32};
+  std::vector<float> x = random_qkv(c, 900, DType::float32, 0.5).to_vector<float>();
+  for (int64_t n = 0; n < c.tokens; ++n)
+    for (int64_t d = 0; d < 32; ++d) {
+      x[size_t(n * 96 + d)] = 1.0f;                                // q
+      x[size_t(n * 96 + 32 + d)] += 0.02f * float(n);              // k
+    }
+  Tensor qkv = Tensor::from_vector(x, qkv_shape(c));
+  Tensor d_o = random_tensor(out_shape(c), 901, DType::float32);
+  const Reference ref = reference(c, qkv, d_o);
+  AttentionOutput out = attention_forward(qkv.to(device()), c.heads);
+  EXPECT_TENSORS_CLOSE(out.lse, ref.fwd.lse, 1e-5, 2e-5);
+  EXPECT_TENSORS_CLOSE(out.o, ref.fwd.o, 1e-4, 1e-5);
+  Tensor d_qkv = attention_backward(qkv.to(device()), out.o, out.lse, d_o.to(device()), c.heads);
+  EXPECT_TENSORS_CLOSE(d_qkv, ref.d_qkv, 1e-4, 1e-4);
+}
+
+TEST_P(AttentionParity, DeterministicAcrossCalls) {
+  const Case c{2, 100, 2, 32};
+  Tensor qkv = random_qkv(c, 1000, DType::float32).to(device());
+  Tensor d_o = random_tensor(out_shape(c), 1001, DType::float32).to(device());
+  AttentionOutput a = attention_forward(qkv, c.heads), b = attention_forward(qkv, c.heads);
+  EXPECT_TRUE(tensors_equal(a.o, b.o));
+  EXPECT_TRUE(tensors_equal(a.lse, b.lse));
+  EXPECT_TRUE(tensors_equal(attention_backward(qkv, a.o, a.lse, d_o, c.heads),
+                            attention_backward(qkv, a.o, a.lse, d_o, c.heads)));
+}
+
+// On the executor, running each block's threads in reverse order must not change a bit (a
+// missing barrier, or a reduction that relies on thread 0 running first, would).
+TEST_P(AttentionParity, ExecutorThreadOrderDoesNotMatter) {
+  if (device().kind != DeviceKind::cuda_on_cpu) GTEST_SKIP() << "executor only";
+  const Case c{1, 130, 2, 64};
+  Tensor qkv = random_qkv(c, 1100, DType::float32).to(device());
+  Tensor d_o = random_tensor(out_shape(c), 1101, DType::float32).to(device());
+  auto run = [&] {
+    AttentionOutput out = attention_forward(qkv, c.heads);
+    return std::vector<Tensor>{out.o, out.lse, attention_backward(qkv, out.o, out.lse, d_o, c.heads)};
+  };
+  const std::vector<Tensor> forward_order = run();
+  struct RestoreOrder {
+    ~RestoreOrder() { cuda_on_cpu::set_thread_order(cuda_on_cpu::ThreadOrder::forward); }
+  } restore;
+  cuda_on_cpu::set_thread_order(cuda_on_cpu::ThreadOrder::reverse);
+  const std::vector<Tensor> reverse_order = run();
+  for (size_t i = 0; i < forward_order.size(); ++i) EXPECT_TRUE(tensors_equal(reverse_order[i], forward_order[i])) << i;
+}
+
+// Forward at N = 2048 allocates its outputs and nothing else, where an N x N score matrix would
+// be 16 MiB; backward allocates d_qkv and D ([B, heads, N]) and nothing else (both checked at
+// 1024 tokens in sanitizer builds). Counted by the device's allocator in size classes (the
+// executor's runs uncached, at exact sizes, in sanitizer builds: peak_allocated works either way).
+void expect_linear_memory(Device device, bool backward, int64_t tokens) {
+  const Case c{1, tokens, 1, 32};
+  const size_t score_matrix = size_t(c.tokens * c.tokens) * sizeof(float);
+  const size_t row_stats = size_t(c.batch * c.heads * c.tokens) * sizeof(float);  // lse, D
+  Tensor qkv = random_qkv(c, 1200, DType::float32).to(device);
+  AttentionOutput out;
+  if (backward) out = attention_forward(qkv, c.heads);
+  Tensor d_o = random_tensor(out_shape(c), 1201, DType::float32).to(device);
+  reset_peak_memory(device);
+  const size_t before = allocator_stats(device).allocated;
+  size_t expected = 0;
+  if (!backward) {
+    out = attention_forward(qkv, c.heads);
+    expected = CachingAllocator::size_class(out.o.nbytes()) + CachingAllocator::size_class(row_stats);
+  } else {
+    Tensor d_qkv = attention_backward(qkv, out.o, out.lse, d_o, c.heads);
+    expected = CachingAllocator::size_class(d_qkv.nbytes()) + CachingAllocator::size_class(row_stats);
+  }
+  const size_t extra = allocator_stats(device).peak_allocated - before;
+  EXPECT_LE(extra, expected) << (backward ? "backward" : "forward") << " at " << tokens << " tokens used "
+                             << format_bytes(extra);
+  EXPECT_LT(extra, score_matrix / 4);  // at 2048 tokens: forward ~1/60 of it, backward ~1/20
+}
+
+TEST_P(AttentionParity, MemoryIsLinearInTokens) {
+  const int64_t tokens = kSanitizerBuild ? 1024 : 2048;
+  expect_linear_memory(device(), false, tokens);
+  expect_linear_memory(device(), true, tokens);
+}
+
+TEST_P(AttentionParity, RejectsUnsupportedHeadDimAndFloat64) {
+  Tensor qkv48 = random_tensor({1, 5, 3 * 2 * 48}, 1).to(device());
+  expect_message([&] { attention_forward(qkv48, 2); }, {"attention_forward (CUDA)", "head_dim 48", "32 and 64"});
+  Tensor o = random_tensor({1, 5, 96}, 2).to(device()), lse = random_tensor({1, 2, 5}, 3).to(device());
+  expect_message([&] { attention_backward(qkv48, o, lse, o, 2); }, {"attention_backward (CUDA)", "head_dim 48"});
+  expect_message([&] { attention_forward(random_tensor({1, 5, 96}, 4, DType::float64).to(device()), 1); },
+                 {"attention_forward (CUDA) qkv", "float64"});
+}
+
+CTSR_INSTANTIATE_CUDA_PATHS(AttentionParity);
+
+}  // namespace
+}  // namespace ctsr::test
