@@ -1,8 +1,15 @@
 #include "model/layers.h"
 
+#include <cmath>
+
 #include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/binary.h"
+#include "kernels/conv_transpose3d.h"
 #include "kernels/dropout.h"
 #include "kernels/group_norm.h"
+#include "kernels/linear.h"
+#include "kernels/resample.h"
 
 namespace ctsr {
 
@@ -72,6 +79,186 @@ Tensor Dropout::forward(const Tensor& x) {
 
 Tensor Dropout::backward(const Tensor& dy) {
   return applied_ ? dropout_backward(dy, p_, seed_, offset_) : dy;
+}
+
+namespace {
+void collect_weight_bias(const std::string& prefix, Parameter& weight, Parameter& bias, std::vector<Parameter*>& out) {
+  weight.name = prefix + "weight";
+  out.push_back(&weight);
+  if (bias.value.defined()) {
+    bias.name = prefix + "bias";
+    out.push_back(&bias);
+  }
+}
+
+// PyTorch's default initialisation of conv and linear layers: U(+-1/sqrt(fan_in)).
+void init_default(Parameter& weight, Parameter& bias, int64_t fan_in, const LayerOptions& o) {
+  const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+  init_uniform(weight, bound, o.seed, 2 * o.stream);
+  if (bias.value.defined()) init_uniform(bias, bound, o.seed, 2 * o.stream + 1);
+}
+
+Parameter optional_bias(bool with_bias, int64_t n, const LayerOptions& o) {
+  if (with_bias) return Parameter{"bias", Tensor::zeros({n}, o.dtype, o.device), Tensor::zeros({n}, o.dtype, o.device)};
+  return Parameter{"bias", Tensor(), Tensor()};
+}
+}  // namespace
+
+// ---- Linear --------------------------------------------------------------------------------------
+
+Linear::Linear(int64_t in, int64_t out, bool with_bias, const LayerOptions& o)
+    : weight(make_parameter("weight", {out, in}, o.dtype, o.device)), bias(optional_bias(with_bias, out, o)) {
+  init_default(weight, bias, in, o);
+}
+
+void Linear::zero_init() {
+  init_constant(weight, 0.0);
+  if (bias.value.defined()) init_constant(bias, 0.0);
+}
+
+void Linear::collect(const std::string& prefix, std::vector<Parameter*>& out) {
+  collect_weight_bias(prefix, weight, bias, out);
+}
+
+Tensor Linear::forward(const Tensor& x) {
+  x_ = x;
+  return linear_forward(x, weight.value, bias.value);
+}
+
+Tensor Linear::backward(const Tensor& dy) {
+  Tensor x = take(x_, "Linear");
+  return linear_backward(x, weight.value, dy, weight.grad, bias.value.defined() ? &bias.grad : nullptr);
+}
+
+// ---- Conv3d --------------------------------------------------------------------------------------
+
+Conv3d::Conv3d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool with_bias,
+               const LayerOptions& o)
+    : weight(make_parameter("weight", {out, kernel, kernel, kernel, in}, o.dtype, o.device)),
+      bias(optional_bias(with_bias, out, o)),
+      params_(Conv3dParams::cubic(kernel, stride, padding)) {
+  init_default(weight, bias, in * kernel * kernel * kernel, o);
+}
+
+void Conv3d::zero_init() {
+  init_constant(weight, 0.0);
+  if (bias.value.defined()) init_constant(bias, 0.0);
+}
+
+void Conv3d::collect(const std::string& prefix, std::vector<Parameter*>& out) {
+  collect_weight_bias(prefix, weight, bias, out);
+}
+
+Tensor Conv3d::forward(const Tensor& x) {
+  x_ = x;
+  return conv3d_forward(x, weight.value, bias.value, params_);
+}
+
+Tensor Conv3d::backward(const Tensor& dy) {
+  Tensor x = take(x_, "Conv3d");
+  conv3d_backward_weight(x, dy, params_, weight.grad);
+  if (bias.value.defined()) conv3d_backward_bias(dy, bias.grad);
+  return conv3d_backward_data(dy, weight.value, x.shape(), params_);
+}
+
+// ---- ConvTranspose3d -----------------------------------------------------------------------------
+
+ConvTranspose3d::ConvTranspose3d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding,
+                                 bool with_bias, const LayerOptions& o)
+    : weight(make_parameter("weight", {in, kernel, kernel, kernel, out}, o.dtype, o.device)),
+      bias(optional_bias(with_bias, out, o)),
+      params_(Conv3dParams::cubic(kernel, stride, padding)) {
+  // PyTorch computes fan_in of a transposed conv from weight.size(1) * k^3 = out * k^3.
+  init_default(weight, bias, out * kernel * kernel * kernel, o);
+}
+
+void ConvTranspose3d::collect(const std::string& prefix, std::vector<Parameter*>& out) {
+  collect_weight_bias(prefix, weight, bias, out);
+}
+
+Tensor ConvTranspose3d::forward(const Tensor& x) {
+  x_ = x;
+  return conv_transpose3d_forward(x, weight.value, bias.value, params_);
+}
+
+Tensor ConvTranspose3d::backward(const Tensor& dy) {
+  Tensor x = take(x_, "ConvTranspose3d");
+  conv_transpose3d_backward_weight(x, dy, params_, weight.grad);
+  if (bias.value.defined()) conv_transpose3d_backward_bias(dy, bias.grad);
+  return conv_transpose3d_backward_data(dy, weight.value, x.shape(), params_);
+}
+
+// ---- Downsample, Upsample ------------------------------------------------------------------------
+
+Downsample::Downsample(int64_t channels, const LayerOptions& o) : conv(channels, channels, 3, 2, 1, true, o) {}
+
+void Downsample::collect(const std::string& prefix, std::vector<Parameter*>& out) {
+  collect_child(conv, prefix, "conv", out);
+}
+
+Upsample::Upsample(int64_t channels, const LayerOptions& o) : conv(channels, channels, 3, 1, 1, true, o) {}
+
+void Upsample::collect(const std::string& prefix, std::vector<Parameter*>& out) {
+  collect_child(conv, prefix, "conv", out);
+}
+
+Tensor Upsample::forward(const Tensor& x, const std::array<int64_t, 3>& size) {
+  CTSR_CHECK(x.ndim() == 5, "Upsample: input ", x.shape().str(), " is not [N, D, H, W, C]");
+  in_size_ = {x.dim(1), x.dim(2), x.dim(3)};
+  return conv.forward(resample_nearest_forward(x, size));
+}
+
+Tensor Upsample::backward(const Tensor& dy) { return resample_nearest_backward(conv.backward(dy), in_size_); }
+
+// ---- AttentionBlock ------------------------------------------------------------------------------
+
+namespace {
+LayerOptions with_stream(LayerOptions o, uint64_t k) {
+  o.stream = o.stream * 8 + k;
+  return o;
+}
+}  // namespace
+
+AttentionBlock::AttentionBlock(int64_t channels, const AttentionOptions& a, const LayerOptions& o)
+    : norm(channels, a.groups, a.eps, false, o),
+      qkv(channels, 3 * a.heads * a.head_dim, a.qkv_bias, with_stream(o, 1)),
+      proj_out(a.heads * a.head_dim, channels, true, with_stream(o, 2)),
+      channels_(channels),
+      heads_(a.heads) {}
+
+void AttentionBlock::collect(const std::string& prefix, std::vector<Parameter*>& out) {
+  collect_child(norm, prefix, "norm", out);
+  collect_child(qkv, prefix, "qkv", out);
+  collect_child(proj_out, prefix, "proj_out", out);
+}
+
+void AttentionBlock::clear_saved() {
+  norm.clear_saved();
+  qkv.clear_saved();
+  proj_out.clear_saved();
+  qkv_out_ = o_ = lse_ = Tensor();
+}
+
+Tensor AttentionBlock::forward(const Tensor& x) {
+  CTSR_CHECK(x.ndim() >= 3 && x.dim(-1) == channels_, "AttentionBlock(", channels_, "): input ", x.shape().str(),
+             " is not [N, ..., ", channels_, "]");
+  x_shape_ = x.shape();
+  const int64_t batch = x.dim(0), tokens = x.numel() / (batch * channels_);
+  Tensor h = norm.forward(x).reshape({batch, tokens, channels_});
+  qkv_out_ = qkv.forward(h);
+  AttentionOutput a = attention_forward(qkv_out_, heads_);
+  o_ = a.o;
+  lse_ = a.lse;
+  return add(x, proj_out.forward(a.o).reshape(x_shape_));
+}
+
+Tensor AttentionBlock::backward(const Tensor& dy) {
+  Tensor qkv_out = take(qkv_out_, "AttentionBlock"), o = take(o_, "AttentionBlock"), lse = take(lse_, "AttentionBlock");
+  const int64_t batch = x_shape_[0], tokens = dy.numel() / (batch * channels_);
+  Tensor d_o = proj_out.backward(dy.reshape({batch, tokens, channels_}));
+  Tensor d_qkv = attention_backward(qkv_out, o, lse, d_o, heads_);
+  Tensor dh = qkv.backward(d_qkv).reshape(x_shape_);
+  return add(norm.backward(dh), dy);  // the residual passes dy straight through
 }
 
 }  // namespace ctsr

@@ -11,6 +11,7 @@
 #include <array>
 #include <cstdint>
 
+#include "kernels/conv3d.h"
 #include "model/module.h"
 
 namespace ctsr {
@@ -75,6 +76,120 @@ class Dropout : public Module {
   bool training_ = true;
   bool applied_ = false;
   uint64_t seed_ = 0, offset_ = 0;
+};
+
+// y = x W^T + b over the last dimension. weight [out, in], bias [out] (optional).
+class Linear : public Module {
+ public:
+  Linear(int64_t in, int64_t out, bool bias, const LayerOptions& options = {});
+  Tensor forward(const Tensor& x);
+  Tensor backward(const Tensor& dy);
+  void clear_saved() override { x_ = Tensor(); }
+  void zero_init();
+  Parameter weight, bias;  // bias.value undefined when built without bias
+
+ protected:
+  void collect(const std::string& prefix, std::vector<Parameter*>& out) override;
+
+ private:
+  Tensor x_;
+};
+
+// 3-D convolution, channels-last; weight [out, kD, kH, kW, in], bias [out] (optional).
+class Conv3d : public Module {
+ public:
+  Conv3d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool bias,
+         const LayerOptions& options = {});
+  Tensor forward(const Tensor& x);
+  Tensor backward(const Tensor& dy);
+  void clear_saved() override { x_ = Tensor(); }
+  void zero_init();
+  const Conv3dParams& params() const { return params_; }
+  Parameter weight, bias;
+
+ protected:
+  void collect(const std::string& prefix, std::vector<Parameter*>& out) override;
+
+ private:
+  Conv3dParams params_;
+  Tensor x_;
+};
+
+// Transposed 3-D convolution; weight [in, kD, kH, kW, out] (PyTorch's [in, out, kD, kH, kW]
+// with the output channels moved last), bias [out].
+class ConvTranspose3d : public Module {
+ public:
+  ConvTranspose3d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool bias,
+                  const LayerOptions& options = {});
+  Tensor forward(const Tensor& x);
+  Tensor backward(const Tensor& dy);
+  void clear_saved() override { x_ = Tensor(); }
+  Parameter weight, bias;
+
+ protected:
+  void collect(const std::string& prefix, std::vector<Parameter*>& out) override;
+
+ private:
+  Conv3dParams params_;
+  Tensor x_;
+};
+
+// The UNet's Down: Conv3d k3 stride 2 pad 1 (n -> ceil(n/2)).
+class Downsample : public Module {
+ public:
+  Downsample(int64_t channels, const LayerOptions& options = {});
+  Tensor forward(const Tensor& x) { return conv.forward(x); }
+  Tensor backward(const Tensor& dy) { return conv.backward(dy); }
+  void clear_saved() override { conv.clear_saved(); }
+  Conv3d conv;
+
+ protected:
+  void collect(const std::string& prefix, std::vector<Parameter*>& out) override;
+};
+
+// The UNet's Up: nearest resize to the skip's spatial size, then Conv3d k3 pad 1.
+class Upsample : public Module {
+ public:
+  Upsample(int64_t channels, const LayerOptions& options = {});
+  Tensor forward(const Tensor& x, const std::array<int64_t, 3>& size);
+  Tensor backward(const Tensor& dy);
+  void clear_saved() override { conv.clear_saved(); }
+  Conv3d conv;
+
+ protected:
+  void collect(const std::string& prefix, std::vector<Parameter*>& out) override;
+
+ private:
+  std::array<int64_t, 3> in_size_{};
+};
+
+// Multi-head self-attention over a volume's voxels with a residual:
+//   y = x + proj_out(attention(qkv(norm(x))))
+// norm: GroupNorm(groups, eps); qkv: Linear(channels -> 3 * heads * head_dim); attention over
+// the D*H*W tokens; proj_out: Linear(heads * head_dim -> channels, bias). The UNet uses
+// heads * head_dim = channels with a qkv bias; the VQ-AE 4 heads of 32 and no qkv bias.
+struct AttentionOptions {
+  int64_t heads = 1, head_dim = 64, groups = 32;
+  double eps = 1e-5;
+  bool qkv_bias = true;
+};
+
+class AttentionBlock : public Module {
+ public:
+  AttentionBlock(int64_t channels, const AttentionOptions& attention, const LayerOptions& options = {});
+  Tensor forward(const Tensor& x);
+  Tensor backward(const Tensor& dy);
+  void clear_saved() override;
+  GroupNorm norm;
+  Linear qkv, proj_out;
+
+ protected:
+  void collect(const std::string& prefix, std::vector<Parameter*>& out) override;
+
+ private:
+  int64_t channels_, heads_;
+  Shape x_shape_;
+  Tensor qkv_out_, o_, lse_;
 };
 
 }  // namespace ctsr

@@ -1,5 +1,7 @@
 // Layers (model/layers.h): float64 gradient checks of inputs and parameters on the reference
 // path, the accumulate-in-backward contract, and agreement of the cpu and CUDA-path layers.
+#include <cmath>
+
 #include "kernels/activation.h"
 #include "model/layers.h"
 #include "tests/harness.h"
@@ -85,7 +87,113 @@ TEST(Layers, ParameterNamesAndCount) {
   EXPECT_THROW(GroupNorm(10, 4, 1e-5, false), Error);
 }
 
+TEST(Layers, LinearGradcheck) {
+  for (bool bias : {true, false}) {
+    Linear layer(5, 3, bias, f64());
+    expect_module_gradcheck(bias ? "Linear layer" : "Linear layer (no bias)", layer,
+                            {random_tensor({2, 7, 5}, 4, DType::float64)}, forward_of(layer), backward_of(layer));
+  }
+}
+
+TEST(Layers, Conv3dGradcheck) {
+  Conv3d layer(3, 2, 3, 1, 1, true, f64());
+  expect_module_gradcheck("Conv3d k3 s1 p1 layer", layer, {random_tensor({1, 3, 4, 5, 3}, 5, DType::float64)},
+                          forward_of(layer), backward_of(layer));
+}
+
+TEST(Layers, DownsampleGradcheck) {
+  Downsample layer(2, f64());
+  Tensor x = random_tensor({2, 5, 3, 4, 2}, 6, DType::float64);
+  expect_module_gradcheck("Downsample layer", layer, {x}, forward_of(layer), backward_of(layer));
+  EXPECT_EQ(layer.forward(x).shape(), (Shape{2, 3, 2, 2, 2}));  // ceil(n / 2)
+}
+
+TEST(Layers, ConvTranspose3dGradcheck) {
+  ConvTranspose3d layer(2, 3, 4, 2, 1, true, f64());
+  Tensor x = random_tensor({1, 2, 3, 2, 2}, 7, DType::float64);
+  expect_module_gradcheck("ConvTranspose3d k4 s2 p1 layer", layer, {x}, forward_of(layer), backward_of(layer));
+  EXPECT_EQ(layer.forward(x).shape(), (Shape{1, 4, 6, 4, 3}));  // doubles each size
+}
+
+TEST(Layers, UpsampleGradcheck) {
+  Upsample layer(2, f64());
+  const std::array<int64_t, 3> size{5, 3, 4};  // from 3x2x2, odd sizes as the UNet's skips
+  expect_module_gradcheck(
+      "Upsample layer", layer, {random_tensor({1, 3, 2, 2, 2}, 8, DType::float64)},
+      [&](const std::vector<Tensor>& in) { return std::vector<Tensor>{layer.forward(in[0], size)}; },
+      backward_of(layer));
+}
+
+TEST(Layers, AttentionBlockGradcheck) {
+  for (bool qkv_bias : {true, false}) {
+    AttentionOptions a;
+    a.heads = 2, a.head_dim = 3, a.groups = 2, a.qkv_bias = qkv_bias;
+    AttentionBlock layer(4, a, f64());
+    perturb_parameters(layer, 30);
+    expect_module_gradcheck(qkv_bias ? "AttentionBlock (qkv bias)" : "AttentionBlock (no qkv bias, inner 6 != 4)",
+                            layer, {random_tensor({2, 1, 3, 2, 4}, 9, DType::float64)}, forward_of(layer),
+                            backward_of(layer));
+  }
+}
+
+TEST(Layers, ZeroInitialisedConvOutputsBias) {
+  Conv3d layer(3, 4, 3, 1, 1, true);
+  layer.zero_init();
+  Tensor y = layer.forward(random_tensor({1, 3, 3, 3, 3}, 1));
+  for (float v : y.to_vector<float>()) EXPECT_EQ(v, 0.0f);
+}
+
+TEST(Layers, DefaultInitialisationIsBoundedAndSeeded) {
+  Linear a(64, 8, true, LayerOptions{DType::float32, Device::cpu(), 5, 1});
+  Linear b(64, 8, true, LayerOptions{DType::float32, Device::cpu(), 5, 1});
+  Linear c(64, 8, true, LayerOptions{DType::float32, Device::cpu(), 5, 2});
+  EXPECT_TRUE(tensors_equal(a.weight.value, b.weight.value));
+  EXPECT_FALSE(tensors_equal(a.weight.value, c.weight.value));
+  for (float v : a.weight.value.to_vector<float>()) EXPECT_LE(std::fabs(v), 0.125f);  // 1/sqrt(64)
+}
+
 using LayerParity = CudaPathTest;
+
+// Copies every parameter of `from` into `to` (same architecture, any devices).
+void copy_parameters(Module& to, Module& from) {
+  std::vector<Parameter*> a = to.parameters(), b = from.parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) a[i]->value.copy_from(b[i]->value);
+}
+
+void expect_grads_close(Module& dev, Module& ref, double rtol, double atol) {
+  std::vector<Parameter*> a = dev.parameters(), b = ref.parameters();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TENSORS_CLOSE(a[i]->grad, b[i]->grad, rtol, atol) << b[i]->name;
+}
+
+TEST_P(LayerParity, AttentionBlockMatchesReference) {
+  AttentionOptions a;
+  a.heads = 2, a.head_dim = 32, a.groups = 8;
+  AttentionBlock ref(64, a), dev(64, a, LayerOptions{DType::float32, device(), 0, 0});
+  perturb_parameters(ref, 40);
+  copy_parameters(dev, ref);
+  Tensor x = random_tensor({1, 5, 4, 3, 64}, 11);
+  Tensor dy = random_tensor(x.shape(), 12);
+  ref.zero_grad();
+  dev.zero_grad();
+  EXPECT_TENSORS_CLOSE(dev.forward(x.to(device())), ref.forward(x), 1e-4, 1e-4);
+  EXPECT_TENSORS_CLOSE(dev.backward(dy.to(device())), ref.backward(dy), 1e-3, 1e-4);
+  expect_grads_close(dev, ref, 1e-3, 1e-3);
+}
+
+TEST_P(LayerParity, UpsampleConvMatchesReference) {
+  Upsample ref(5), dev(5, LayerOptions{DType::float32, device(), 0, 0});
+  copy_parameters(dev, ref);
+  Tensor x = random_tensor({3, 7, 4, 4, 5}, 13);
+  const std::array<int64_t, 3> size{13, 8, 8};
+  Tensor dy = random_tensor({3, 13, 8, 8, 5}, 14);
+  ref.zero_grad();
+  dev.zero_grad();
+  EXPECT_TENSORS_CLOSE(dev.forward(x.to(device()), size), ref.forward(x, size), 1e-4, 1e-5);
+  EXPECT_TENSORS_CLOSE(dev.backward(dy.to(device())), ref.backward(dy), 1e-4, 1e-4);
+  expect_grads_close(dev, ref, 1e-4, 1e-3);
+}
+
 
 TEST_P(LayerParity, GroupNormSiLULayerMatchesReference) {
   GroupNorm ref(12, 4, 1e-5, true);
