@@ -10,7 +10,7 @@
 // dO v^T for dq in its own kernel (seven products, not five), so the arithmetic it really does
 // is 1.4 times what its figure counts. exp and the softmax bookkeeping are not counted.
 //
-// GPU cases enqueue kRepeats calls per benchmark iteration and synchronise once, so the figure
+// GPU cases enqueue bench::kGpuRepeats calls per benchmark iteration and synchronise once, so the figure
 // is throughput, not launch latency.
 #include <benchmark/benchmark.h>
 
@@ -18,6 +18,7 @@
 
 #include "kernels/attention.h"
 #include "runtime/stream.h"
+#include "bench/bench_util.h"
 #include "runtime/tensor.h"
 
 namespace {
@@ -25,19 +26,8 @@ namespace {
 using ctsr::Device;
 using ctsr::DeviceKind;
 using ctsr::Tensor;
-
-constexpr int kRepeats = 10;
-
-// Deterministic, varied values (no RNG needed for timing).
-Tensor filled(const ctsr::Shape& shape, float lo, float hi, uint32_t salt, Device device) {
-  std::vector<float> v(static_cast<size_t>(shape.numel()));
-  uint32_t h = 2166136261u ^ salt;
-  for (float& f : v) {
-    h = h * 1664525u + 1013904223u;
-    f = lo + (hi - lo) * float(h >> 8) * 5.9604645e-8f;
-  }
-  return Tensor::from_vector(v, shape, device);
-}
+using ctsr::bench::filled;
+using ctsr::bench::repeats_for;
 
 void run_attention(benchmark::State& state, Device device, bool backward) {
   if (device.kind == DeviceKind::cuda && !ctsr::cuda_available()) {
@@ -49,7 +39,7 @@ void run_attention(benchmark::State& state, Device device, bool backward) {
   Tensor qkv = filled({B, N, 3 * C}, -2.0f, 2.0f, 1, device);
   Tensor d_o = backward ? filled({B, N, C}, -1.0f, 1.0f, 2, device) : Tensor();
   ctsr::AttentionOutput saved = ctsr::attention_forward(qkv, heads);
-  const int repeats = device.kind == DeviceKind::cuda ? kRepeats : 1;
+  const int repeats = repeats_for(device);
   ctsr::Stream stream = ctsr::Stream::current(device);
   stream.synchronize();
   for (auto _ : state) {

@@ -9,7 +9,7 @@
 //                     multi-tensor launches, not one big array.
 //   global_grad_norm  the sum of squares over the same gradients, 4 bytes per parameter.
 // The cpu and cuda_on_cpu cases run tiny shapes so that `--benchmark_filter=cpu` stays quick.
-// GPU cases enqueue kRepeats calls per iteration and synchronise once (throughput, not launch
+// GPU cases enqueue bench::kGpuRepeats calls per iteration and synchronise once (throughput, not launch
 // latency); without a GPU they report "no GPU".
 #include <benchmark/benchmark.h>
 
@@ -19,6 +19,7 @@
 #include "kernels/metrics.h"
 #include "kernels/optimizer.h"
 #include "runtime/stream.h"
+#include "bench/bench_util.h"
 #include "runtime/tensor.h"
 
 namespace {
@@ -26,28 +27,9 @@ namespace {
 using ctsr::Device;
 using ctsr::DeviceKind;
 using ctsr::Tensor;
-
-constexpr int kRepeats = 10;
-
-Tensor filled(const ctsr::Shape& shape, float lo, float hi, uint32_t salt, Device device) {
-  std::vector<float> v(static_cast<size_t>(shape.numel()));
-  uint32_t h = 2166136261u ^ salt;
-  for (float& f : v) {
-    h = h * 1664525u + 1013904223u;
-    f = lo + (hi - lo) * float(h >> 8) * 5.9604645e-8f;
-  }
-  return Tensor::from_vector(v, shape, device);
-}
-
-bool skip_without_gpu(benchmark::State& state, Device device) {
-  if (device.kind == DeviceKind::cuda && !ctsr::cuda_available()) {
-    state.SkipWithError("no GPU");
-    return true;
-  }
-  return false;
-}
-
-int repeats_for(Device device) { return device.kind == DeviceKind::cuda ? kRepeats : 1; }
+using ctsr::bench::filled;
+using ctsr::bench::skip_without_gpu;
+using ctsr::bench::repeats_for;
 
 // Args: B, D, H, W.
 void run_ssim_psnr(benchmark::State& state, Device device) {

@@ -10,7 +10,7 @@
 // measures the device's own copy bandwidth (read + write) at the same size, the figure the
 // 70% target is relative to.
 //
-// GPU cases enqueue kRepeats calls per benchmark iteration and synchronise once, so the figure
+// GPU cases enqueue bench::kGpuRepeats calls per benchmark iteration and synchronise once, so the figure
 // is throughput, not launch latency.
 #include <benchmark/benchmark.h>
 
@@ -18,6 +18,7 @@
 
 #include "kernels/group_norm.h"
 #include "runtime/stream.h"
+#include "bench/bench_util.h"
 #include "runtime/tensor.h"
 
 namespace {
@@ -25,27 +26,9 @@ namespace {
 using ctsr::Device;
 using ctsr::DeviceKind;
 using ctsr::Tensor;
-
-constexpr int kRepeats = 10;
-
-// Deterministic, varied values (no RNG needed for timing).
-Tensor filled(const ctsr::Shape& shape, float lo, float hi, uint32_t salt, Device device) {
-  std::vector<float> v(static_cast<size_t>(shape.numel()));
-  uint32_t h = 2166136261u ^ salt;
-  for (float& f : v) {
-    h = h * 1664525u + 1013904223u;
-    f = lo + (hi - lo) * float(h >> 8) * 5.9604645e-8f;
-  }
-  return Tensor::from_vector(v, shape, device);
-}
-
-bool skip_without_gpu(benchmark::State& state, Device device) {
-  if (device.kind == DeviceKind::cuda && !ctsr::cuda_available()) {
-    state.SkipWithError("no GPU");
-    return true;
-  }
-  return false;
-}
+using ctsr::bench::filled;
+using ctsr::bench::repeats_for;
+using ctsr::bench::skip_without_gpu;
 
 // Args: N, D, H, W, C, groups.
 void run_group_norm(benchmark::State& state, Device device, bool silu, bool backward) {
@@ -58,7 +41,7 @@ void run_group_norm(benchmark::State& state, Device device, bool silu, bool back
   ctsr::GroupNormOutput saved = silu ? ctsr::group_norm_silu_forward(x, gamma, beta, groups, 1e-5)
                                      : ctsr::group_norm_forward(x, gamma, beta, groups, 1e-5);
   Tensor dgamma, dbeta;
-  const int repeats = device.kind == DeviceKind::cuda ? kRepeats : 1;
+  const int repeats = repeats_for(device);
   ctsr::Stream stream = ctsr::Stream::current(device);
   stream.synchronize();
   for (auto _ : state) {
@@ -88,7 +71,7 @@ void memory_copy(benchmark::State& state, Device device) {
   const ctsr::Shape shape{state.range(0), state.range(1), state.range(2), state.range(3), state.range(4)};
   Tensor src = Tensor::zeros(shape, ctsr::DType::float32, device);
   Tensor dst = Tensor::empty(shape, ctsr::DType::float32, device);
-  const int repeats = device.kind == DeviceKind::cuda ? kRepeats : 1;
+  const int repeats = repeats_for(device);
   ctsr::Stream stream = ctsr::Stream::current(device);
   for (auto _ : state) {
     for (int r = 0; r < repeats; ++r) dst.copy_from(src);

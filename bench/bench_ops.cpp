@@ -14,7 +14,7 @@
 // Linear FLOPs: forward 2 rows in out (the bias add is not counted); backward 4 rows in out (dx
 // and dW; the bias-gradient sums are not counted).
 //
-// GPU cases enqueue kRepeats calls per benchmark iteration and synchronise once, so the figure
+// GPU cases enqueue bench::kGpuRepeats calls per benchmark iteration and synchronise once, so the figure
 // is throughput, not launch latency.
 #include <benchmark/benchmark.h>
 
@@ -24,6 +24,7 @@
 #include "kernels/linear.h"
 #include "kernels/loss.h"
 #include "runtime/stream.h"
+#include "bench/bench_util.h"
 #include "runtime/tensor.h"
 
 namespace {
@@ -31,29 +32,9 @@ namespace {
 using ctsr::Device;
 using ctsr::DeviceKind;
 using ctsr::Tensor;
-
-constexpr int kRepeats = 10;
-
-// Deterministic, varied values (no RNG needed for timing).
-Tensor filled(const ctsr::Shape& shape, float lo, float hi, uint32_t salt, Device device) {
-  std::vector<float> v(static_cast<size_t>(shape.numel()));
-  uint32_t h = 2166136261u ^ salt;
-  for (float& f : v) {
-    h = h * 1664525u + 1013904223u;
-    f = lo + (hi - lo) * float(h >> 8) * 5.9604645e-8f;
-  }
-  return Tensor::from_vector(v, shape, device);
-}
-
-bool skip_without_gpu(benchmark::State& state, Device device) {
-  if (device.kind == DeviceKind::cuda && !ctsr::cuda_available()) {
-    state.SkipWithError("no GPU");
-    return true;
-  }
-  return false;
-}
-
-int repeats_for(Device device) { return device.kind == DeviceKind::cuda ? kRepeats : 1; }
+using ctsr::bench::filled;
+using ctsr::bench::skip_without_gpu;
+using ctsr::bench::repeats_for;
 
 ctsr::Shape shape_from_args(const benchmark::State& state) {
   return ctsr::Shape{state.range(0), state.range(1), state.range(2), state.range(3), state.range(4)};

@@ -35,6 +35,8 @@
 //   4. input_grad      dx = rstd * gamma * dz + (x - mean) * w + u
 #include "runtime/kernel_prelude.h"
 
+#include "kernels/vector_access.h"
+
 #include "kernels/group_norm.h"
 
 namespace ctsr::kernels::CTSR_KERNEL_NS {
@@ -77,37 +79,6 @@ dim3 grid_of(const GroupNormShape& shape, const Geometry& g) {
 bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0; }
 
 // ---- small device helpers -------------------------------------------------------------------
-template <int V>
-struct Pack {
-  float v[V];
-};
-
-template <int V>
-CTSR_DEVICE_INLINE Pack<V> load_pack(const float* p) {
-  Pack<V> r;
-#if defined(__CUDACC__)
-  if constexpr (V == 4) {
-    const float4 t = *reinterpret_cast<const float4*>(p);
-    r.v[0] = t.x, r.v[1] = t.y, r.v[2] = t.z, r.v[3] = t.w;
-  } else
-#endif
-  {
-    for (int j = 0; j < V; ++j) r.v[j] = p[j];
-  }
-  return r;
-}
-
-template <int V>
-CTSR_DEVICE_INLINE void store_pack(float* p, const Pack<V>& r) {
-#if defined(__CUDACC__)
-  if constexpr (V == 4) {
-    *reinterpret_cast<float4*>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
-  } else
-#endif
-  {
-    for (int j = 0; j < V; ++j) p[j] = r.v[j];
-  }
-}
 
 CTSR_DEVICE_INLINE float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
 

@@ -19,6 +19,8 @@
 // order, never on the device: deterministic, no atomics.
 #include "runtime/kernel_prelude.h"
 
+#include "kernels/vector_access.h"
+
 #include "kernels/optimizer.h"
 
 namespace ctsr::kernels::CTSR_KERNEL_NS {
@@ -78,37 +80,6 @@ void for_each_group(const TensorList* const (&lists)[L], Launch&& launch) {
   flush();
 }
 
-template <int V>
-struct Pack {
-  float v[V];
-};
-
-template <int V>
-CTSR_DEVICE_INLINE Pack<V> load_pack(const float* p) {
-  Pack<V> r;
-#if defined(__CUDACC__)
-  if constexpr (V == 4) {
-    const float4 t = *reinterpret_cast<const float4*>(p);
-    r.v[0] = t.x, r.v[1] = t.y, r.v[2] = t.z, r.v[3] = t.w;
-  } else
-#endif
-  {
-    for (int j = 0; j < V; ++j) r.v[j] = p[j];
-  }
-  return r;
-}
-
-template <int V>
-CTSR_DEVICE_INLINE void store_pack(float* p, const Pack<V>& r) {
-#if defined(__CUDACC__)
-  if constexpr (V == 4) {
-    *reinterpret_cast<float4*>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
-  } else
-#endif
-  {
-    for (int j = 0; j < V; ++j) p[j] = r.v[j];
-  }
-}
 
 CTSR_DEVICE_INLINE double block_sum(double value, double* shared) {
   const int t = int(threadIdx.x);
