@@ -10,7 +10,7 @@
 // this process, i.e. it was not filtered out or skipped). The cpu and cuda_on_cpu cases run a
 // tiny shape, so `ctsr_bench --benchmark_filter=cpu --benchmark_min_time=0.001` stays quick.
 //
-// GPU cases enqueue kRepeats calls per benchmark iteration and synchronise once, so the figure
+// GPU cases enqueue 5 calls per benchmark iteration and synchronise once, so the figure
 // is throughput, not launch latency. backward_weight accumulates into one dw throughout.
 #include <benchmark/benchmark.h>
 
@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "kernels/conv3d.h"
 #include "kernels/conv_transpose3d.h"
 #include "runtime/stream.h"
@@ -33,8 +34,6 @@ using ctsr::Device;
 using ctsr::DeviceKind;
 using ctsr::Tensor;
 
-constexpr int kRepeats = 5;
-
 enum class Op { forward, backward_data, backward_weight, transpose_forward };
 
 const char* op_name(Op op) {
@@ -45,17 +44,6 @@ const char* op_name(Op op) {
     case Op::transpose_forward: return "transpose_forward";
   }
   return "?";
-}
-
-// Deterministic, varied values (no RNG needed for timing).
-Tensor filled(const ctsr::Shape& shape, float scale, uint32_t salt, Device device) {
-  std::vector<float> v(static_cast<size_t>(shape.numel()));
-  uint32_t h = 2166136261u ^ salt;
-  for (float& f : v) {
-    h = h * 1664525u + 1013904223u;
-    f = scale * (float(h >> 8) * 5.9604645e-8f - 0.5f);
-  }
-  return Tensor::from_vector(v, shape, device);
 }
 
 // cuDNN's TFLOP/s per (op, shape), for the custom engine's ratio.
@@ -82,17 +70,18 @@ void run_conv_body(benchmark::State& state, Device device, ConvEngine engine, Op
   const ctsr::Shape x_shape{n, d, h, w, ci};
   // conv3d: weight [Co, k, k, k, Ci]; conv_transpose3d: weight [Ci, k, k, k, Co].
   const bool transpose = op == Op::transpose_forward;
-  Tensor x = filled(x_shape, 2.0f, 1, device);
-  Tensor weight = filled(transpose ? ctsr::Shape{ci, k, k, k, co} : ctsr::Shape{co, k, k, k, ci}, 0.1f, 2, device);
-  Tensor bias = filled({co}, 0.2f, 3, device);
+  Tensor x = ctsr::bench::filled(x_shape, -1.0f, 1.0f, 1, device);
+  Tensor weight = ctsr::bench::filled(transpose ? ctsr::Shape{ci, k, k, k, co} : ctsr::Shape{co, k, k, k, ci}, -0.05f,
+                                      0.05f, 2, device);
+  Tensor bias = ctsr::bench::filled({co}, -0.1f, 0.1f, 3, device);
   Tensor y = transpose ? ctsr::conv_transpose3d_forward(x, weight, bias, params)
                        : ctsr::conv3d_forward(x, weight, bias, params);
-  Tensor dy = filled(y.shape(), 1.0f, 4, device);
+  Tensor dy = ctsr::bench::filled(y.shape(), -0.5f, 0.5f, 4, device);
   Tensor dw;
   // FLOPs of the convolution being computed: for the transposed one, its adjoint conv3d's.
   const double voxels = transpose ? double(x.numel() / ci) : double(y.numel() / co);
   const double flops = 2.0 * voxels * double(ci) * double(co) * double(k * k * k);
-  const int repeats = device.kind == DeviceKind::cuda ? kRepeats : 1;
+  const int repeats = ctsr::bench::repeats_for(device, 5);  // 5: a production call takes milliseconds
   auto run_once = [&] {
     switch (op) {
       case Op::forward: benchmark::DoNotOptimize(ctsr::conv3d_forward(x, weight, bias, params).raw_data()); break;
@@ -130,10 +119,7 @@ void run_conv_body(benchmark::State& state, Device device, ConvEngine engine, Op
 }
 
 void run_conv(benchmark::State& state, Device device, ConvEngine engine, Op op) {
-  if (device.kind == DeviceKind::cuda && !ctsr::cuda_available()) {
-    state.SkipWithError("no GPU");
-    return;
-  }
+  if (ctsr::bench::skip_without_gpu(state, device)) return;
   try {
     run_conv_body(state, device, engine, op);
   } catch (const ctsr::Error& e) {  // e.g. cuDNN refusing a shape: reported, the others still run

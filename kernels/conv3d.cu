@@ -32,6 +32,7 @@
 #include "runtime/kernel_prelude.h"
 
 #include "kernels/conv3d.h"
+#include "kernels/vector_access.h"
 
 #if defined(__CUDACC__)
 #define CTSR_CONV_UNROLL _Pragma("unroll")
@@ -52,27 +53,7 @@ constexpr int64_t kLargeTileMinBlocks = 256;
 constexpr int64_t kTargetBlocks = 1024;    // split reductions until about this many blocks; fixed, so
                                            // results do not depend on the device
 
-struct Vec4 {
-  float v[4];
-};
-
-CTSR_DEVICE_INLINE Vec4 load_global4(const float* p) {  // p 16-byte aligned
-#if defined(__CUDACC__)
-  const float4 t = __ldg(reinterpret_cast<const float4*>(p));
-  return {{t.x, t.y, t.z, t.w}};
-#else
-  return {{p[0], p[1], p[2], p[3]}};
-#endif
-}
-
-CTSR_DEVICE_INLINE Vec4 load_shared4(const float* p) {  // p 16-byte aligned
-#if defined(__CUDACC__)
-  const float4 t = *reinterpret_cast<const float4*>(p);
-  return {{t.x, t.y, t.z, t.w}};
-#else
-  return {{p[0], p[1], p[2], p[3]}};
-#endif
-}
+using Vec4 = Pack<4>;
 
 // Channels c .. c + 3 of a row starting at base + offset (offset points at channel c), zero for
 // channels >= limit and everywhere when !inside. With kVec (limit % 4 == 0, c % 4 == 0, row
@@ -83,7 +64,7 @@ CTSR_DEVICE_INLINE Vec4 fetch4(const float* base, int64_t offset, bool inside, i
   Vec4 r{{0.0f, 0.0f, 0.0f, 0.0f}};
   if (inside) {
     if constexpr (kVec) {
-      if (c < limit) r = load_global4(base + offset);
+      if (c < limit) r = load_pack<4>(base + offset);
     } else {
       for (int j = 0; j < 4; ++j)
         if (c + j < limit) r.v[j] = __ldg(base + offset + j);
@@ -108,12 +89,12 @@ CTSR_DEVICE_INLINE void multiply_tiles(const float* a, const float* b, int ty, i
     float av[4 * GM], bv[4 * GN];
     CTSR_CONV_UNROLL
     for (int g = 0; g < GM; ++g) {
-      const Vec4 t = load_shared4(a + k * kRowA + g * 64 + ty * 4);
+      const Vec4 t = load_pack<4>(a + k * kRowA + g * 64 + ty * 4);
       for (int i = 0; i < 4; ++i) av[g * 4 + i] = t.v[i];
     }
     CTSR_CONV_UNROLL
     for (int g = 0; g < GN; ++g) {
-      const Vec4 t = load_shared4(b + k * kRowB + g * 64 + tx * 4);
+      const Vec4 t = load_pack<4>(b + k * kRowB + g * 64 + tx * 4);
       for (int j = 0; j < 4; ++j) bv[g * 4 + j] = t.v[j];
     }
     CTSR_CONV_UNROLL
