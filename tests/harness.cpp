@@ -72,6 +72,25 @@ Tensor to_float(const Tensor& t) {
                                        << " vs expected " << e[first_bad] << "; max |error| " << max_err;
 }
 
+std::string error_message(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a ctsr::Error";
+  return "";
+}
+
+void expect_contains(const std::string& text, const std::string& part) {
+  EXPECT_NE(text.find(part), std::string::npos) << "'" << part << "' not in: " << text;
+}
+
+void expect_error_mentions(const std::function<void()>& f, const std::vector<std::string>& parts) {
+  const std::string message = error_message(f);
+  for (const std::string& part : parts) expect_contains(message, part);
+}
+
 ::testing::AssertionResult tensors_equal(const Tensor& actual, const Tensor& expected) {
   if (!(actual.shape() == expected.shape()) || actual.dtype() != expected.dtype()) {
     return ::testing::AssertionFailure() << actual.shape().str() << " " << dtype_name(actual.dtype()) << " vs "

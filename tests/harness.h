@@ -30,6 +30,13 @@ Tensor to_float(const Tensor& t);
 #define EXPECT_TENSORS_CLOSE(actual, expected, rtol, atol) \
   EXPECT_TRUE(::ctsr::test::tensors_close((actual), (expected), (rtol), (atol)))
 
+// The message of the ctsr::Error that f throws (a test failure, and "", when it throws none).
+std::string error_message(const std::function<void()>& f);
+// Expects `text` to contain `part`, printing both otherwise.
+void expect_contains(const std::string& text, const std::string& part);
+// Expects f to throw a ctsr::Error whose message contains every one of `parts`.
+void expect_error_mentions(const std::function<void()>& f, const std::vector<std::string>& parts);
+
 // Bitwise equality (for RNG and copies).
 ::testing::AssertionResult tensors_equal(const Tensor& actual, const Tensor& expected);
 

@@ -15,16 +15,6 @@
 namespace ctsr::test {
 namespace {
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a ctsr::Error";
-  return "";
-}
-
 // A GEMM problem with its buffers on the host in float64; stored A is (rows_a x lda) per batch
 // plus padding, so that leading dimensions and batch strides larger than needed are exercised.
 struct Problem {
@@ -170,31 +160,31 @@ void check_bad_arguments(Device device) {
   };
   GemmArgs g = args();
   g.m = -1;
-  std::string m = message_of([&] { gemm(device, g); });
+  std::string m = error_message([&] { gemm(device, g); });
   EXPECT_NE(m.find("negative size m=-1"), std::string::npos) << m;
 
   g = args();
   g.lda = 1;
-  m = message_of([&] { gemm(device, g); });
+  m = error_message([&] { gemm(device, g); });
   EXPECT_NE(m.find("lda=1"), std::string::npos) << m;
   EXPECT_NE(m.find("row length 2"), std::string::npos) << m;
 
   g = args();
   g.trans_b = true;  // B is then n x k = 3 x 2: ldb 3 is fine, ldb 1 is not
   g.ldb = 1;
-  m = message_of([&] { gemm(device, g); });
+  m = error_message([&] { gemm(device, g); });
   EXPECT_NE(m.find("ldb=1"), std::string::npos) << m;
   EXPECT_NE(m.find("row length 2"), std::string::npos) << m;
 
   g = args();
   g.ldc = 2;
-  m = message_of([&] { gemm(device, g); });
+  m = error_message([&] { gemm(device, g); });
   EXPECT_NE(m.find("ldc=2"), std::string::npos) << m;
   EXPECT_NE(m.find("row length 3"), std::string::npos) << m;
 
   g = args();
   g.dtype = DType::int32;
-  m = message_of([&] { gemm(device, g); });
+  m = error_message([&] { gemm(device, g); });
   EXPECT_NE(m.find("int32 not supported"), std::string::npos) << m;
 }
 

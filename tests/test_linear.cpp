@@ -13,20 +13,6 @@
 namespace ctsr::test {
 namespace {
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a ctsr::Error";
-  return "";
-}
-
-void expect_contains(const std::string& text, const std::string& part) {
-  EXPECT_NE(text.find(part), std::string::npos) << "'" << part << "' not in: " << text;
-}
-
 TEST(Linear, ReferenceKnownValues) {
   // x [2, 3], W [2, 3], b [2]
   Tensor x = Tensor::from_vector<double>({1, 2, 3, -1, 0.5, 2}, {2, 3});
@@ -133,20 +119,20 @@ TEST(Linear, FloatAndDoubleReferencesAgree) {
 
 TEST(Linear, RejectsBadInputs) {
   Tensor x = random_tensor({7, 4}, 1), w = random_tensor({3, 5}, 2), b = random_tensor({3}, 3);
-  std::string m = message_of([&] { linear_forward(x, w, b); });
+  std::string m = error_message([&] { linear_forward(x, w, b); });
   expect_contains(m, "linear_forward");
   expect_contains(m, "x of shape [7, 4]");
   expect_contains(m, "expected 5");
 
   Tensor x5 = random_tensor({7, 5}, 4);
-  m = message_of([&] { linear_forward(x5, w, random_tensor({4}, 5)); });
+  m = error_message([&] { linear_forward(x5, w, random_tensor({4}, 5)); });
   expect_contains(m, "linear_forward bias");
   expect_contains(m, "expected [3]");
 
-  m = message_of([&] { linear_forward(x5, random_tensor({15}, 6), b); });
+  m = error_message([&] { linear_forward(x5, random_tensor({15}, 6), b); });
   expect_contains(m, "weight must be [out, in]");
 
-  m = message_of([&] { linear_forward(x5, to_double(w), b); });
+  m = error_message([&] { linear_forward(x5, to_double(w), b); });
   expect_contains(m, "weight is float64");
 
   Tensor dy = random_tensor({7, 3}, 7);
@@ -154,7 +140,7 @@ TEST(Linear, RejectsBadInputs) {
   const Tensor bad_dw_before = bad_dw.clone();
   Tensor db = random_tensor({3}, 9);
   const Tensor db_before = db.clone();
-  m = message_of([&] { linear_backward(x5, w, dy, bad_dw, &db); });
+  m = error_message([&] { linear_backward(x5, w, dy, bad_dw, &db); });
   expect_contains(m, "linear_backward dweight");
   expect_contains(m, "expected [3, 5]");
   // Rejected before anything is accumulated.
@@ -163,11 +149,11 @@ TEST(Linear, RejectsBadInputs) {
 
   Tensor dw;
   Tensor bad_db = random_tensor({2}, 10);
-  m = message_of([&] { linear_backward(x5, w, dy, dw, &bad_db); });
+  m = error_message([&] { linear_backward(x5, w, dy, dw, &bad_db); });
   expect_contains(m, "linear_backward dbias");
   expect_contains(m, "expected [3]");
 
-  m = message_of([&] { linear_backward(x5, w, random_tensor({7, 4}, 11), dw, nullptr); });
+  m = error_message([&] { linear_backward(x5, w, random_tensor({7, 4}, 11), dw, nullptr); });
   expect_contains(m, "linear_backward dy");
   expect_contains(m, "expected [7, 3]");
 }
@@ -269,15 +255,15 @@ TEST_P(LinearParity, BiasGradientIsDeterministicAndAccumulates) {
 TEST_P(LinearParity, RejectsFloat64OnCudaPaths) {
   Tensor x = random_tensor({4, 3}, 1, DType::float64).to(device());
   Tensor w = random_tensor({2, 3}, 2, DType::float64).to(device());
-  std::string m = message_of([&] { linear_forward(x, w, Tensor()); });
+  std::string m = error_message([&] { linear_forward(x, w, Tensor()); });
   expect_contains(m, "expected float32");
 }
 
 TEST_P(LinearParity, RejectsTensorsOnDifferentDevices) {
   Tensor x = random_tensor({4, 3}, 1), w = random_tensor({2, 3}, 2), b = random_tensor({2}, 3);
-  std::string m = message_of([&] { linear_forward(x.to(device()), w, b); });
+  std::string m = error_message([&] { linear_forward(x.to(device()), w, b); });
   expect_contains(m, "weight is on cpu");
-  m = message_of([&] { linear_forward(x.to(device()), w.to(device()), b); });
+  m = error_message([&] { linear_forward(x.to(device()), w.to(device()), b); });
   expect_contains(m, "linear_forward bias");
 }
 

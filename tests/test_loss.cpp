@@ -18,16 +18,6 @@ Tensor scalar(double v, DType dtype, Device device = Device::cpu()) {
   return t.to(device);
 }
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a ctsr::Error";
-  return "";
-}
-
 TEST(MseLoss, ReferenceKnownValues) {
   Tensor pred = Tensor::from_vector<double>({1.0, 2.0, 3.0, -1.5}, {2, 2});
   Tensor target = Tensor::from_vector<double>({0.0, 0.5, 1.0, 0.5}, {2, 2});
@@ -79,25 +69,25 @@ TEST(MseLoss, FloatAndDoubleReferencesAgree) {
 
 TEST(MseLoss, RejectsBadInputs) {
   Tensor pred = random_tensor({4, 3}, 1), target = random_tensor({3, 4}, 2);
-  std::string m = message_of([&] { mse_loss(pred, target); });
+  std::string m = error_message([&] { mse_loss(pred, target); });
   EXPECT_NE(m.find("target"), std::string::npos) << m;
   EXPECT_NE(m.find("[3, 4]"), std::string::npos) << m;
   EXPECT_NE(m.find("[4, 3]"), std::string::npos) << m;
 
-  m = message_of([&] { mse_loss(pred, random_tensor({4, 3}, 2, DType::float64)); });
+  m = error_message([&] { mse_loss(pred, random_tensor({4, 3}, 2, DType::float64)); });
   EXPECT_NE(m.find("target is float64"), std::string::npos) << m;
 
-  m = message_of([&] { mse_loss(Tensor::empty({0, 3}), Tensor::empty({0, 3})); });
+  m = error_message([&] { mse_loss(Tensor::empty({0, 3}), Tensor::empty({0, 3})); });
   EXPECT_NE(m.find("no elements"), std::string::npos) << m;
 
-  m = message_of([&] { mse_loss(pred, Tensor()); });
+  m = error_message([&] { mse_loss(pred, Tensor()); });
   EXPECT_NE(m.find("target"), std::string::npos) << m;
 
-  m = message_of([&] { mse_loss_backward(pred, pred, random_tensor({2}, 3)); });
+  m = error_message([&] { mse_loss_backward(pred, pred, random_tensor({2}, 3)); });
   EXPECT_NE(m.find("dloss"), std::string::npos) << m;
   EXPECT_NE(m.find("expected [1]"), std::string::npos) << m;
 
-  m = message_of([&] { mse_loss_backward(pred, pred, scalar(1.0, DType::float64)); });
+  m = error_message([&] { mse_loss_backward(pred, pred, scalar(1.0, DType::float64)); });
   EXPECT_NE(m.find("dloss"), std::string::npos) << m;
   EXPECT_NE(m.find("expected float32"), std::string::npos) << m;
 }
@@ -150,9 +140,9 @@ TEST_P(MseLossParity, RejectsFloat64OnCudaPaths) {
 
 TEST_P(MseLossParity, RejectsTensorsOnDifferentDevices) {
   Tensor x = random_tensor({4}, 1);
-  std::string m = message_of([&] { mse_loss(x.to(device()), x); });
+  std::string m = error_message([&] { mse_loss(x.to(device()), x); });
   EXPECT_NE(m.find("target"), std::string::npos) << m;
-  m = message_of([&] { mse_loss_backward(x.to(device()), x.to(device()), scalar(1.0, DType::float32)); });
+  m = error_message([&] { mse_loss_backward(x.to(device()), x.to(device()), scalar(1.0, DType::float32)); });
   EXPECT_NE(m.find("dloss"), std::string::npos) << m;
 }
 

@@ -14,20 +14,6 @@
 namespace ctsr::test {
 namespace {
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a ctsr::Error";
-  return "";
-}
-
-void expect_contains(const std::string& text, const std::string& part) {
-  EXPECT_NE(text.find(part), std::string::npos) << "'" << part << "' not in: " << text;
-}
-
 // philox4x32_10(counter_lo, counter_hi, key) takes the 4 counter words as two 64-bit halves
 // (word 0 the low half of counter_lo) and the 2 key words as one 64-bit value (word 0 low).
 philox::Words philox_words(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
@@ -188,20 +174,20 @@ TEST(RandomFill, NormalStatistics) {
 
 TEST(RandomFill, RejectsBadInputs) {
   Tensor ints = Tensor::zeros({3}, DType::int32);
-  std::string m = message_of([&] { fill_uniform(ints, 1, 0); });
+  std::string m = error_message([&] { fill_uniform(ints, 1, 0); });
   expect_contains(m, "fill_uniform t");
   expect_contains(m, "int32");
   expect_contains(m, "expected float32 or float64");
   Tensor x = Tensor::empty({3});
-  m = message_of([&] { fill_uniform(x, 1, 0, 1.0, 1.0); });
+  m = error_message([&] { fill_uniform(x, 1, 0, 1.0, 1.0); });
   expect_contains(m, "[1, 1)");
   expect_contains(m, "lo < hi");
-  m = message_of([&] { fill_normal(x, 1, 0, 0.0, -1.0); });
+  m = error_message([&] { fill_normal(x, 1, 0, 0.0, -1.0); });
   expect_contains(m, "std = -1");
-  m = message_of([&] { fill_normal(x, 1, 0, std::nan(""), 1.0); });
+  m = error_message([&] { fill_normal(x, 1, 0, std::nan(""), 1.0); });
   expect_contains(m, "mean = nan");
   Tensor undefined;
-  m = message_of([&] { fill_normal(undefined, 1, 0); });
+  m = error_message([&] { fill_normal(undefined, 1, 0); });
   expect_contains(m, "fill_normal t");
 }
 
@@ -245,7 +231,7 @@ TEST_P(RandomFillParity, ShapeDoesNotChangeTheStream) {
 
 TEST_P(RandomFillParity, RejectsIntegerTensors) {
   Tensor t = Tensor::zeros({8}, DType::int64, device());
-  std::string m = message_of([&] { fill_normal(t, 1, 2); });
+  std::string m = error_message([&] { fill_normal(t, 1, 2); });
   expect_contains(m, "int64");
 }
 

@@ -10,15 +10,6 @@
 namespace ctsr::test {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(Tensor, ShapeBasics) {
   Shape s{3, 25, 16, 16, 5};
   EXPECT_EQ(s.ndim(), 5);
@@ -27,7 +18,7 @@ TEST(Tensor, ShapeBasics) {
   EXPECT_EQ(s.str(), "[3, 25, 16, 16, 5]");
   EXPECT_EQ(Shape{}.numel(), 1);
   EXPECT_THROW((Shape{1, 2, 3, 4, 5, 6, 7}), Error);
-  EXPECT_NE(error_of([&] { (void)s[5]; }).find("out of range"), std::string::npos);
+  EXPECT_NE(error_message([&] { (void)s[5]; }).find("out of range"), std::string::npos);
 }
 
 TEST(Tensor, EveryDtypeRoundTripsThroughEveryHostDevice) {
@@ -64,27 +55,27 @@ TEST(Tensor, ViewsShareStorage) {
 
 TEST(Tensor, ViewErrorsNameTheShape) {
   Tensor t = random_tensor({5, 3}, 1);
-  EXPECT_NE(error_of([&] { t.slice(2, 6); }).find("[5, 3]"), std::string::npos);
-  EXPECT_NE(error_of([&] { t.select(5); }).find("out of range"), std::string::npos);
-  std::string e = error_of([&] { t.reshape({4, 4}); });
+  EXPECT_NE(error_message([&] { t.slice(2, 6); }).find("[5, 3]"), std::string::npos);
+  EXPECT_NE(error_message([&] { t.select(5); }).find("out of range"), std::string::npos);
+  std::string e = error_message([&] { t.reshape({4, 4}); });
   EXPECT_NE(e.find("15 elements"), std::string::npos) << e;
-  EXPECT_NE(error_of([&] { t.reshape({-1, -1}); }).find("at most one"), std::string::npos);
+  EXPECT_NE(error_message([&] { t.reshape({-1, -1}); }).find("at most one"), std::string::npos);
 }
 
 TEST(Tensor, DtypeShapeDeviceMismatchErrors) {
   Tensor f = random_tensor({2, 3}, 1);
-  std::string e = error_of([&] { f.data<double>(); });
+  std::string e = error_message([&] { f.data<double>(); });
   EXPECT_NE(e.find("float32"), std::string::npos) << e;
   EXPECT_NE(e.find("float64"), std::string::npos) << e;
-  e = error_of([&] { f.check_shape({3, 2}, "op x"); });
+  e = error_message([&] { f.check_shape({3, 2}, "op x"); });
   EXPECT_NE(e.find("op x: tensor has shape [2, 3], expected [3, 2]"), std::string::npos) << e;
   Tensor g = f.to(Device::cuda_on_cpu());
-  e = error_of([&] { check_same_device("add", {{"a", &f}, {"b", &g}}); });
+  e = error_message([&] { check_same_device("add", {{"a", &f}, {"b", &g}}); });
   EXPECT_NE(e.find("add: b is on cuda_on_cpu but a is on cpu"), std::string::npos) << e;
   Tensor d = random_tensor({2, 3}, 1, DType::float64);
-  e = error_of([&] { check_same_dtype("mul", {{"a", &f}, {"b", &d}}); });
+  e = error_message([&] { check_same_dtype("mul", {{"a", &f}, {"b", &d}}); });
   EXPECT_NE(e.find("mul: b is float64 but a is float32"), std::string::npos) << e;
-  EXPECT_NE(error_of([&] { Tensor().raw_data(); }).find("undefined"), std::string::npos);
+  EXPECT_NE(error_message([&] { Tensor().raw_data(); }).find("undefined"), std::string::npos);
 }
 
 TEST(Tensor, CopyFromChecksAndCopiesAcrossDevices) {
@@ -123,7 +114,7 @@ TEST(Device, CudaQueriesNeverThrow) {
   EXPECT_GE(n, 0);
   EXPECT_FALSE(cuda_device_description(0).empty());
   if (n == 0) {
-    std::string e = error_of([] { Tensor::zeros({4}, DType::float32, Device::cuda(0)); });
+    std::string e = error_message([] { Tensor::zeros({4}, DType::float32, Device::cuda(0)); });
     EXPECT_FALSE(e.empty()) << "a tensor on cuda:0 without a GPU must fail";
     std::printf("no GPU: %s\n", cuda_device_description(0).c_str());
   }

@@ -12,20 +12,6 @@
 namespace ctsr::test {
 namespace {
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a ctsr::Error";
-  return "";
-}
-
-void expect_contains(const std::string& text, const std::string& part) {
-  EXPECT_NE(text.find(part), std::string::npos) << "'" << part << "' not in: " << text;
-}
-
 TEST(TimestepEmbedding, StepZeroIsCosOneSinZero) {
   for (DType dtype : {DType::float32, DType::float64}) {
     Tensor t = dtype == DType::float32 ? Tensor::from_vector<float>({0.0f, 0.0f}, {2})
@@ -103,29 +89,29 @@ TEST(TimestepEmbedding, ReferenceGradcheck) {
 
 TEST(TimestepEmbedding, RejectsBadInputs) {
   Tensor t = Tensor::from_vector<float>({1.0f, 2.0f}, {2});
-  std::string m = message_of([&] { timestep_embedding(t, 7); });
+  std::string m = error_message([&] { timestep_embedding(t, 7); });
   expect_contains(m, "timestep_embedding");
   expect_contains(m, "dim = 7");
   expect_contains(m, "even");
-  m = message_of([&] { timestep_embedding(t, 0); });
+  m = error_message([&] { timestep_embedding(t, 0); });
   expect_contains(m, "dim = 0");
 
-  m = message_of([&] { timestep_embedding(t.reshape({2, 1}), 8); });
+  m = error_message([&] { timestep_embedding(t.reshape({2, 1}), 8); });
   expect_contains(m, "t must be [N]");
   expect_contains(m, "[2, 1]");
 
-  m = message_of([&] { timestep_embedding(Tensor::zeros({2}, DType::uint8), 8); });
+  m = error_message([&] { timestep_embedding(Tensor::zeros({2}, DType::uint8), 8); });
   expect_contains(m, "t is uint8");
   expect_contains(m, "expected float32, float64, int32 or int64");
 
-  m = message_of([&] { timestep_embedding_backward(Tensor::zeros({2}, DType::int64), 8, random_tensor({2, 8}, 1)); });
+  m = error_message([&] { timestep_embedding_backward(Tensor::zeros({2}, DType::int64), 8, random_tensor({2, 8}, 1)); });
   expect_contains(m, "t is int64");
 
-  m = message_of([&] { timestep_embedding_backward(t, 8, random_tensor({2, 6}, 1)); });
+  m = error_message([&] { timestep_embedding_backward(t, 8, random_tensor({2, 6}, 1)); });
   expect_contains(m, "timestep_embedding_backward demb");
   expect_contains(m, "expected [2, 8]");
 
-  m = message_of([&] { timestep_embedding_backward(t, 8, random_tensor({2, 8}, 1, DType::float64)); });
+  m = error_message([&] { timestep_embedding_backward(t, 8, random_tensor({2, 8}, 1, DType::float64)); });
   expect_contains(m, "demb is float64");
 }
 
@@ -190,9 +176,9 @@ TEST_P(TimestepEmbeddingParity, BackwardMatchesReference) {
 
 TEST_P(TimestepEmbeddingParity, RejectsFloat64OnCudaPaths) {
   Tensor t = Tensor::from_vector<double>({1.0, 2.0}, {2}, device());
-  std::string m = message_of([&] { timestep_embedding(t, 8); });
+  std::string m = error_message([&] { timestep_embedding(t, 8); });
   expect_contains(m, "t is float64");
-  m = message_of([&] { timestep_embedding_backward(t, 8, random_tensor({2, 8}, 1, DType::float64).to(device())); });
+  m = error_message([&] { timestep_embedding_backward(t, 8, random_tensor({2, 8}, 1, DType::float64).to(device())); });
   expect_contains(m, "expected float32");
 }
 
