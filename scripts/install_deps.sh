@@ -9,6 +9,7 @@ packages=(
   libopenblas-dev libboost-context-dev
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libomp-dev
+  zlib1g-dev libnifti2-dev libniftiio-dev
 )
 
 missing=()
