@@ -40,6 +40,13 @@
   type* name = reinterpret_cast<type*>(::ctsr::cuda_on_cpu::dynamic_shared_memory())
 #endif
 
+// Full unrolling of a loop with a constant trip count, in both compilers' spelling.
+#if defined(__CUDACC__)
+#define CTSR_UNROLL _Pragma("unroll")
+#else
+#define CTSR_UNROLL _Pragma("GCC unroll 64")
+#endif
+
 #if defined(__CUDACC__)
 // CUDA has no float overloads of atomicCAS, atomicMax and atomicMin; the executor has them
 // (cuda_compat.h), so kernels may use them in both builds. CAS compares bit patterns.
