@@ -20,12 +20,17 @@ Tensor take(Tensor& saved, const char* layer) {
   saved = Tensor();
   return t;
 }
+
+// Keeps `value` for backward unless gradients are off (NoGradGuard).
+void save(Tensor& slot, const Tensor& value) {
+  if (grad_enabled()) slot = value;
+}
 }  // namespace
 
 // ---- SiLU ----------------------------------------------------------------------------------------
 
 Tensor SiLU::forward(const Tensor& x) {
-  x_ = x;
+  save(x_, x);
   return silu_forward(x);
 }
 
@@ -57,9 +62,9 @@ Tensor GroupNorm::forward(const Tensor& x) {
              " has ", x.ndim() >= 1 ? x.dim(-1) : 0, " channels in its last dimension");
   GroupNormOutput out = fused_silu_ ? group_norm_silu_forward(x, weight.value, bias.value, groups_, eps_)
                                     : group_norm_forward(x, weight.value, bias.value, groups_, eps_);
-  x_ = x;
-  mean_ = out.mean;
-  rstd_ = out.rstd;
+  save(x_, x);
+  save(mean_, out.mean);
+  save(rstd_, out.rstd);
   return out.y;
 }
 
@@ -121,7 +126,7 @@ void Linear::collect(const std::string& prefix, std::vector<Parameter*>& out) {
 }
 
 Tensor Linear::forward(const Tensor& x) {
-  x_ = x;
+  save(x_, x);
   return linear_forward(x, weight.value, bias.value);
 }
 
@@ -150,7 +155,7 @@ void Conv3d::collect(const std::string& prefix, std::vector<Parameter*>& out) {
 }
 
 Tensor Conv3d::forward(const Tensor& x) {
-  x_ = x;
+  save(x_, x);
   return conv3d_forward(x, weight.value, bias.value, params_);
 }
 
@@ -177,7 +182,7 @@ void ConvTranspose3d::collect(const std::string& prefix, std::vector<Parameter*>
 }
 
 Tensor ConvTranspose3d::forward(const Tensor& x) {
-  x_ = x;
+  save(x_, x);
   return conv_transpose3d_forward(x, weight.value, bias.value, params_);
 }
 
@@ -245,10 +250,11 @@ Tensor AttentionBlock::forward(const Tensor& x) {
   x_shape_ = x.shape();
   const int64_t batch = x.dim(0), tokens = x.numel() / (batch * channels_);
   Tensor h = norm.forward(x).reshape({batch, tokens, channels_});
-  qkv_out_ = qkv.forward(h);
-  AttentionOutput a = attention_forward(qkv_out_, heads_);
-  o_ = a.o;
-  lse_ = a.lse;
+  Tensor qkv_out = qkv.forward(h);
+  AttentionOutput a = attention_forward(qkv_out, heads_);
+  save(qkv_out_, qkv_out);
+  save(o_, a.o);
+  save(lse_, a.lse);
   return add(x, proj_out.forward(a.o).reshape(x_shape_));
 }
 

@@ -6,6 +6,14 @@
 
 namespace ctsr {
 
+namespace {
+thread_local bool grad_mode = true;
+}  // namespace
+
+bool grad_enabled() { return grad_mode; }
+NoGradGuard::NoGradGuard() : previous_(grad_mode) { grad_mode = false; }
+NoGradGuard::~NoGradGuard() { grad_mode = previous_; }
+
 std::vector<Parameter*> Module::parameters(const std::string& prefix) {
   std::vector<Parameter*> out;
   collect(prefix, out);

@@ -46,6 +46,21 @@ class Module {
   static Parameter make_parameter(const std::string& name, const Shape& shape, DType dtype, Device device);
 };
 
+// Inference without backward (a frozen VQ-AE, validation sampling): while a NoGradGuard lives on
+// a thread, forward passes on that thread save nothing for backward, so activations are freed
+// as soon as the next layer has consumed them.
+bool grad_enabled();
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // Fills a parameter uniformly in [-bound, bound) from Philox(seed, stream) on any device
 // (PyTorch's default for conv and linear layers uses bound = 1/sqrt(fan_in)).
 void init_uniform(Parameter& p, double bound, uint64_t seed, uint64_t stream);

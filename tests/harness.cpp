@@ -219,4 +219,13 @@ std::string device_param_name(const ::testing::TestParamInfo<Device>& info) {
   return info.param.kind == DeviceKind::cuda ? "gpu" : "cuda_on_cpu";
 }
 
+double relative_l2(const Tensor& got, const Tensor& want) {
+  CTSR_CHECK(got.numel() == want.numel(), "relative_l2: ", got.shape().str(), " vs ", want.shape().str());
+  const std::vector<double> g = to_double(got.to(Device::cpu())).to_vector<double>();
+  const std::vector<double> w = to_double(want.to(Device::cpu())).to_vector<double>();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < g.size(); ++i) num += (g[i] - w[i]) * (g[i] - w[i]), den += w[i] * w[i];
+  return std::sqrt(num / den);
+}
+
 }  // namespace ctsr::test

@@ -38,6 +38,9 @@ void expect_contains(const std::string& text, const std::string& part);
 void expect_error_mentions(const std::function<void()>& f, const std::vector<std::string>& parts);
 
 // Bitwise equality (for RNG and copies).
+// sqrt(sum (got - want)^2 / sum want^2) over all elements, in float64; tensors on any device.
+double relative_l2(const Tensor& got, const Tensor& want);
+
 ::testing::AssertionResult tensors_equal(const Tensor& actual, const Tensor& expected);
 
 // f: inputs -> outputs (all float64, cpu). backward: (inputs, output grads) -> input grads

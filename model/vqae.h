@@ -1,0 +1,146 @@
+// The frozen first stage: the PatchVolume VQ-AE of 3D-MedDiffusion (../shared/specs/
+// patchvolume-vqae.md), channels-last. Forward only, under NoGradGuard: the importer serves
+// encoding, caching and decoding; nothing here is trained (the VQ-AE training issue adds backward).
+//
+//   encode(x)            [N, D, H, W, 1] -> [N, D/8, H/8, W/8, 8]   pre_vq_conv(encoder(x)), unquantised
+//   patch_encode(x, p)   the same with every p^3 patch encoded on its own, latents put back in place
+//   decode(z)            [N, d, h, w, 8] -> [N, 8d, 8h, 8w, 1]      decoder(post_vq_conv(quantise(z)))
+//   decode_sliding(z, s) decode in axial slabs of s latent slices (plus a halo): bounded memory
+//   normalize_latent / denormalize_latent   z_n = (z - e_min) / (e_max - e_min) * 2 - 1, e_min/e_max
+//                                           the extremes of the codebook (their latent script's rule)
+// Module and parameter names follow the checkpoint's keys (encoder.conv_blocks.1.res1.norm1.weight,
+// ...) except where our layers use their own (attention: qkv -> to_qkv, proj_out -> to_out);
+// vqae_checkpoint_key() maps one to the other.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/layers.h"
+#include "runtime/formats/tensor_source.h"
+
+namespace ctsr {
+
+struct VqaeConfig {
+  int64_t n_hiddens = 48;
+  int64_t levels = 3;  // halvings per axis: downsample 2^levels
+  int64_t image_channels = 1;
+  int64_t embedding_dim = 8;
+  int64_t n_codes = 8192;
+  int64_t num_groups = 24;  // not in the weights: configs/vqae_8x.yaml or --num-groups
+  double eps = 1e-6;
+  int64_t attention_heads = 4, attention_head_dim = 32;
+
+  // Widths of the encoder's levels: n_hiddens * 2^i for i < levels, then the last again.
+  std::vector<int64_t> widths() const;
+  int64_t downsample() const { return int64_t(1) << levels; }
+  std::string str() const;  // "n_hiddens 48, levels 3 (8x), ..."
+};
+
+// Reads the architecture off the tensor shapes of a checkpoint (or our safetensors copy);
+// num_groups comes from the caller. Throws naming the file when a defining tensor is missing.
+VqaeConfig vqae_config_from(const io::TensorSource& source, int64_t num_groups);
+
+// Our parameter name -> the checkpoint's key.
+std::string vqae_checkpoint_key(const std::string& name);
+
+// ResBlockX (ci == co) and ResBlockXY (ci != co, with a 1x1x1 resConv):
+//   skip(x) + conv2(silu(norm2(conv1(silu(norm1(x))))))
+class VqaeResBlock : public Module {
+ public:
+  VqaeResBlock(int64_t in, int64_t out, const VqaeConfig& config, const LayerOptions& options);
+  Tensor forward(const Tensor& x);
+  GroupNorm norm1;  // fused with the SiLU that follows
+  Conv3d conv1;
+  GroupNorm norm2;
+  Conv3d conv2;
+  std::unique_ptr<Conv3d> res_conv;
+
+ protected:
+  void collect(const std::string& prefix, std::vector<Parameter*>& out) override;
+};
+
+class VqaeEncoder : public Module {
+ public:
+  VqaeEncoder(const VqaeConfig& config, const LayerOptions& options);
+  ~VqaeEncoder() override;
+  Tensor forward(const Tensor& x);
+
+ protected:
+  void collect(const std::string& prefix, std::vector<Parameter*>& out) override;
+
+ private:
+  struct Level;
+  std::unique_ptr<Conv3d> conv_first_;
+  std::vector<std::unique_ptr<Level>> levels_;
+  std::unique_ptr<VqaeResBlock> mid_res1_, mid_res2_;
+  std::unique_ptr<AttentionBlock> mid_attn_;
+  std::unique_ptr<GroupNorm> final_norm_;
+  std::unique_ptr<Conv3d> final_conv_;
+};
+
+class VqaeDecoder : public Module {
+ public:
+  VqaeDecoder(const VqaeConfig& config, const LayerOptions& options);
+  ~VqaeDecoder() override;
+  Tensor forward(const Tensor& z) { return forward_levels(forward_mid(z)); }
+  // conv_first and the middle block, at latent resolution (global attention)...
+  Tensor forward_mid(const Tensor& z);
+  // ...then the levels that upsample, and the final block.
+  Tensor forward_levels(const Tensor& h);
+
+ protected:
+  void collect(const std::string& prefix, std::vector<Parameter*>& out) override;
+
+ private:
+  struct Level;
+  std::unique_ptr<Conv3d> conv_first_;
+  std::unique_ptr<VqaeResBlock> mid_res1_, mid_res2_;
+  std::unique_ptr<AttentionBlock> mid_attn_;
+  std::vector<std::unique_ptr<Level>> levels_;
+  std::unique_ptr<GroupNorm> final_norm_;
+  std::unique_ptr<Conv3d> final_conv_;
+};
+
+class Vqae : public Module {
+ public:
+  Vqae(const VqaeConfig& config, const LayerOptions& options = {});
+  // Opens a .ckpt (torch.save) or our .safetensors, reads the architecture, builds and loads.
+  static std::unique_ptr<Vqae> load(const std::string& path, int64_t num_groups, Device device);
+  // Loads every parameter and the codebook from `source` (shapes must match this config).
+  void load_from(const io::TensorSource& source);
+
+  const VqaeConfig& config() const { return config_; }
+  Device device() const { return device_; }
+  const Tensor& codebook() const { return codebook_; }  // [n_codes, embedding_dim], float32
+  float code_min() const { return code_min_; }
+  float code_max() const { return code_max_; }
+  // The checkpoint keys this model uses, in our parameter order plus the codebook.
+  std::vector<std::string> checkpoint_keys();
+
+  Tensor encode(const Tensor& x);
+  Tensor patch_encode(const Tensor& x, int64_t patch, int64_t patches_per_batch = 8);
+  Tensor decode(const Tensor& z);
+  Tensor decode_sliding(const Tensor& z, int64_t slab, int64_t halo = 2);
+  Tensor normalize_latent(const Tensor& z) const;
+  Tensor denormalize_latent(const Tensor& z) const;
+
+  VqaeEncoder encoder;
+  VqaeDecoder decoder;
+  Conv3d pre_vq_conv, post_vq_conv;
+
+ protected:
+  void collect(const std::string& prefix, std::vector<Parameter*>& out) override;
+
+ private:
+  void check_volume(const Tensor& x, int64_t multiple, const char* what) const;
+  void check_latent(const Tensor& z, const char* what) const;
+  VqaeConfig config_;
+  Device device_;
+  Tensor codebook_;
+  float code_min_ = -1.0f, code_max_ = 1.0f;
+};
+
+}  // namespace ctsr

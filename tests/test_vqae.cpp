@@ -1,0 +1,158 @@
+// The VQ-AE importer against an independent PyTorch model of the spec (tools/reference/
+// make_vqae_golden.py, tests/data/vqae/): the architecture read off a Lightning-style checkpoint
+// with foreign objects, and encode, patch_encode and decode within 1e-4 relative L2 of PyTorch on
+// the reference path and on the CUDA paths; the sliding decode; the latent normalisation; and the
+// errors for volumes, latents and checkpoints that do not fit.
+#include <cmath>
+
+#include "kernels/codebook.h"
+#include "model/pytorch_import.h"
+#include "model/vqae.h"
+#include "runtime/formats/npy.h"
+#include "runtime/formats/safetensors.h"
+#include "tests/harness.h"
+#include "tests/tool_runner.h"
+
+namespace ctsr::test {
+namespace {
+
+const std::string kDir = std::string(CTSR_TEST_DATA_DIR) + "/vqae/";
+constexpr int64_t kGroups = 2;  // the golden model's GroupNorm groups (tools/reference/make_vqae_golden.py)
+
+// Golden volumes are [D, H, W]; ours [1, D, H, W, 1]. Golden latents [8, d, h, w]; ours [1, d, h, w, 8].
+Tensor golden_volume(const std::string& name) {
+  Tensor v = io::read_npy(kDir + name);
+  return v.reshape({1, v.dim(0), v.dim(1), v.dim(2), 1});
+}
+Tensor golden_latent(const std::string& name) {
+  Tensor z = io::read_npy(kDir + name);
+  return move_axis_last(z, 0).reshape({1, z.dim(1), z.dim(2), z.dim(3), z.dim(0)});
+}
+
+TEST(Vqae, ArchitectureReadOffTheCheckpoint) {
+  auto source = io::open_tensor_source(kDir + "tiny.ckpt");
+  const VqaeConfig c = vqae_config_from(*source, kGroups);
+  EXPECT_EQ(c.n_hiddens, 4);
+  EXPECT_EQ(c.levels, 3);
+  EXPECT_EQ(c.downsample(), 8);
+  EXPECT_EQ(c.image_channels, 1);
+  EXPECT_EQ(c.embedding_dim, 8);
+  EXPECT_EQ(c.n_codes, 64);
+  EXPECT_EQ(c.attention_heads, 4);
+  EXPECT_EQ(c.widths(), (std::vector<int64_t>{4, 8, 16, 16}));
+  // The released model's widths (spec): 48, 96, 192, 192.
+  VqaeConfig released;
+  EXPECT_EQ(released.widths(), (std::vector<int64_t>{48, 96, 192, 192}));
+  // Every key the model uses is in the file; the discriminator, perceptual loss and codebook
+  // training buffers are there and unused.
+  Vqae model(c);
+  int64_t used = 0;
+  for (const auto& key : model.checkpoint_keys()) {
+    EXPECT_TRUE(source->contains(key)) << key;
+    ++used;
+  }
+  EXPECT_LT(used, static_cast<int64_t>(source->names().size()));
+  for (const char* unused : {"codebook.N", "codebook.z_avg", "volume_discriminator.0.weight"})
+    EXPECT_TRUE(source->contains(unused)) << unused;
+  expect_error_mentions([&] { vqae_config_from(*source, 3); }, {"tiny.ckpt", "num_groups 3", "width 4", "--num-groups"});
+}
+
+void expect_parity(Device device) {
+  auto model = Vqae::load(kDir + "tiny.ckpt", kGroups, device);
+  const Tensor x = golden_volume("input.npy");
+  const double enc = relative_l2(model->encode(x.to(device)), golden_latent("encode.npy"));
+  const double patch = relative_l2(model->patch_encode(x.to(device), 16), golden_latent("patch16.npy"));
+  // Decode PyTorch's latent, so the comparison isolates the decoder (and quantisation).
+  const Tensor z = golden_latent("encode.npy");
+  const std::vector<int64_t> idx = codebook_nearest(z.to(device), model->codebook()).to(Device::cpu()).to_vector<int64_t>();
+  EXPECT_EQ(idx, io::read_npy(kDir + "indices.npy").to_vector<int64_t>()) << device.str();
+  const double dec = relative_l2(model->decode(z.to(device)), golden_volume("decode.npy"));
+  std::printf("%s: relative L2 to PyTorch: encode %.2e, patch_encode %.2e, decode %.2e\n", device.str().c_str(), enc,
+              patch, dec);
+  EXPECT_LT(enc, 1e-4) << device.str();
+  EXPECT_LT(patch, 1e-4) << device.str();
+  EXPECT_LT(dec, 1e-4) << device.str();
+}
+
+TEST(Vqae, MatchesPyTorchOnTheReferencePath) { expect_parity(Device::cpu()); }
+
+class VqaeCuda : public CudaPathTest {};
+TEST_P(VqaeCuda, MatchesPyTorch) { expect_parity(device()); }
+CTSR_INSTANTIATE_CUDA_PATHS(VqaeCuda);
+
+TEST(Vqae, PatchEncodeWithOnePatchIsEncode) {
+  auto model = Vqae::load(kDir + "tiny.ckpt", kGroups, Device::cpu());
+  Tensor x = random_tensor({1, 16, 16, 16, 1}, 5);
+  EXPECT_TRUE(tensors_equal(model->patch_encode(x, 16), model->encode(x)));
+  // Patches encoded in batches of 1, 4 or all at once give the same latent, up to the rounding of
+  // GEMMs whose blocking depends on the batch (the reference conv calls BLAS).
+  Tensor big = random_tensor({1, 16, 32, 48, 1}, 6);
+  Tensor all = model->patch_encode(big, 16, 100);
+  EXPECT_LT(relative_l2(model->patch_encode(big, 16, 1), all), 1e-6);
+  EXPECT_LT(relative_l2(model->patch_encode(big, 16, 4), all), 1e-6);
+}
+
+TEST(Vqae, SlidingDecode) {
+  auto model = Vqae::load(kDir + "tiny.ckpt", kGroups, Device::cpu());
+  const Tensor z = golden_latent("encode.npy");  // d = 4
+  const Tensor whole = model->decode(z);
+  // One slab covering the latent is the same computation.
+  EXPECT_TRUE(tensors_equal(model->decode_sliding(z, 4, 2), whole));
+  EXPECT_TRUE(tensors_equal(model->decode_sliding(z, 9, 0), whole));
+  // Smaller slabs normalise each slab's activations on their own (GroupNorm statistics over the
+  // slab and its halo, as the original's decode_sliding does over whole patches), so they only
+  // approximate the whole decode; a wider halo brings them closer. This random tiny model on a
+  // 4-slice latent exaggerates the gap (measured: slab 1 with halo 0, 1, 2: 0.94, 0.64, 0.24).
+  const double halo0 = relative_l2(model->decode_sliding(z, 1, 0), whole);
+  const double halo1 = relative_l2(model->decode_sliding(z, 1, 1), whole);
+  const double halo2 = relative_l2(model->decode_sliding(z, 1, 2), whole);
+  std::printf("sliding decode vs whole, slab 1: halo 0 %.3f, halo 1 %.3f, halo 2 %.3f\n", halo0, halo1, halo2);
+  EXPECT_EQ(relative_l2(model->decode_sliding(z, 2, 2), whole), 0.0);  // slab 2 + halo 2 spans the latent
+  EXPECT_GT(halo0, halo1);
+  EXPECT_GT(halo1, halo2);
+  EXPECT_GT(halo2, 0.0);
+}
+
+TEST(Vqae, LatentNormalisationUsesTheCodebookExtremes) {
+  auto model = Vqae::load(kDir + "tiny.ckpt", kGroups, Device::cpu());
+  Tensor n = model->normalize_latent(model->codebook().reshape({1, 1, 8, 8, 8}));
+  const std::vector<float> v = n.to_vector<float>();
+  EXPECT_FLOAT_EQ(*std::min_element(v.begin(), v.end()), -1.0f);
+  EXPECT_FLOAT_EQ(*std::max_element(v.begin(), v.end()), 1.0f);
+  const Tensor z = golden_latent("encode.npy");
+  EXPECT_LT(relative_l2(model->denormalize_latent(model->normalize_latent(z)), z), 1e-6);
+}
+
+TEST(Vqae, BadVolumesAndLatents) {
+  auto model = Vqae::load(kDir + "tiny.ckpt", kGroups, Device::cpu());
+  expect_error_mentions([&] { model->encode(random_tensor({1, 16, 12, 16, 1}, 1)); }, {"H = 12", "multiple of 8"});
+  expect_error_mentions([&] { model->patch_encode(random_tensor({1, 16, 24, 16, 1}, 1), 16); },
+                        {"H = 24", "multiple of 16"});
+  expect_error_mentions([&] { model->patch_encode(random_tensor({1, 16, 16, 16, 1}, 1), 12); },
+                        {"patch size 12", "multiple of 8"});
+  expect_error_mentions([&] { model->decode(random_tensor({1, 2, 2, 2, 7}, 1)); },
+                        {"latent has 7 channels", "expects 8"});
+}
+
+// A weights file with a tensor missing, and one with a tensor of the wrong shape.
+TEST(Vqae, CheckpointsThatDoNotFit) {
+  TempDir dir("vqae");
+  auto source = io::open_tensor_source(kDir + "tiny.ckpt");
+  std::vector<std::pair<std::string, Tensor>> all;
+  for (const auto& name : source->names()) all.emplace_back(name, source->load(name));
+  auto without = all;
+  std::erase_if(without, [](const auto& kv) { return kv.first == "decoder.conv_first.weight" || kv.first == "decoder.conv_first.bias"; });
+  io::write_safetensors(dir / "missing.safetensors", without);
+  expect_error_mentions([&] { Vqae::load((dir / "missing.safetensors").string(), kGroups, Device::cpu()); },
+                        {"missing.safetensors", "2 of the", "missing", "decoder.conv_first.weight"});
+  auto reshaped = all;
+  for (auto& [name, t] : reshaped)
+    if (name == "decoder.mid_block.res1.conv1.weight") t = random_tensor({16, 16, 3, 3, 1}, 1);
+  io::write_safetensors(dir / "shape.safetensors", reshaped);
+  expect_error_mentions([&] { Vqae::load((dir / "shape.safetensors").string(), kGroups, Device::cpu()); },
+                        {"shape.safetensors", "decoder.mid_block.res1.conv1.weight", "[16, 16, 3, 3, 1]",
+                         "expected [16, 16, 3, 3, 3]"});
+}
+
+}  // namespace
+}  // namespace ctsr::test
