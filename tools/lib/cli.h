@@ -1,0 +1,22 @@
+// What every ctsr program shares: CLI11 parsing, and one way to fail. A ctsr::Error (or any
+// std::exception) becomes a single line "<program>: error: <message>" on stderr and exit status 1;
+// a usage error prints CLI11's message and exits 2 (CLI11's convention for --help is 0).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+
+#include "runtime/device.h"
+
+namespace ctsr::tools {
+
+// "auto": the first GPU when there is one, else the CPU reference path; otherwise Device::parse.
+Device resolve_device(const std::string& text);
+
+int run_program(CLI::App& app, int argc, char** argv, const std::function<void()>& body);
+
+// "12.3 s", "850 ms": for progress lines.
+std::string format_seconds(double seconds);
+
+}  // namespace ctsr::tools

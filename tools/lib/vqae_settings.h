@@ -1,0 +1,27 @@
+// Settings of the VQ-AE programs: configs/vqae_8x.yaml, validated (an unknown key or a value of the
+// wrong type is an error naming the file and the key), then command-line flags on top.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "runtime/formats/volume.h"
+
+namespace ctsr::tools {
+
+struct VqaeSettings {
+  int64_t num_groups = 24;
+  int64_t patch_size = 64;
+  io::HuWindow window;
+  int64_t decode_slab = 0;
+};
+
+// Reads `path` over the defaults above.
+VqaeSettings read_vqae_settings(const std::filesystem::path& path);
+
+// The settings file a program uses when --config is not given: configs/vqae_8x.yaml under the
+// working directory when it exists (the repository root), else none (the defaults above, which
+// are that file's values).
+std::filesystem::path default_vqae_settings_path();
+
+}  // namespace ctsr::tools
