@@ -177,5 +177,28 @@ TEST(CtsrVqae, CacheIsResumable) {
   EXPECT_NE(third.output.find("1 pairs encoded, 2 already there"), std::string::npos) << third.output;
 }
 
+// The README's path for users without data: ctsr_phantom, then ctsr_vqae cache on its pairs.csv.
+TEST(CtsrVqae, CacheFromSyntheticPhantoms) {
+  TempDir dir("vqae-phantom");
+  ToolResult phantom = run_tool("ctsr_phantom", {"--out", (dir / "data").string(), "--count", "3", "--size", "32",
+                                                 "--seed", "4"});
+  ASSERT_EQ(phantom.exit_code, 0) << phantom.output;
+  ToolResult cache = vqae({"cache", "--weights", kCkpt, "--pairs", (dir / "data/pairs.csv").string(), "--out",
+                           (dir / "cache").string(), "--patch-size", "16", "--val-fraction", "0.34"});
+  ASSERT_EQ(cache.exit_code, 0) << cache.output;
+  EXPECT_NE(cache.output.find("3 pairs encoded, 0 already there; 2 train, 1 val"), std::string::npos) << cache.output;
+  int files = 0;
+  for (const char* split : {"train", "val"})
+    for (const auto& e : std::filesystem::directory_iterator(dir / "cache" / split)) {
+      io::SafetensorsReader entry(e.path());
+      EXPECT_EQ(entry.record("hd_latent").shape, (std::vector<int64_t>{8, 4, 4, 4})) << e.path();
+      // LD and HD phantoms differ (noise), so their latents do.
+      EXPECT_FALSE(tensors_equal(entry.load("ld_latent"), entry.load("hd_latent"))) << e.path();
+      EXPECT_EQ(entry.metadata().at("split"), split);
+      ++files;
+    }
+  EXPECT_EQ(files, 3);
+}
+
 }  // namespace
 }  // namespace ctsr::test
