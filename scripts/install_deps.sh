@@ -10,6 +10,7 @@ packages=(
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libomp-dev
   zlib1g-dev libnifti2-dev libniftiio-dev
+  libpng-dev
 )
 
 missing=()
