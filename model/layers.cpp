@@ -159,11 +159,11 @@ Tensor Conv3d::forward(const Tensor& x) {
   return conv3d_forward(x, weight.value, bias.value, params_);
 }
 
-Tensor Conv3d::backward(const Tensor& dy) {
+Tensor Conv3d::backward(const Tensor& dy, bool input_grad) {
   Tensor x = take(x_, "Conv3d");
   conv3d_backward_weight(x, dy, params_, weight.grad);
   if (bias.value.defined()) conv3d_backward_bias(dy, bias.grad);
-  return conv3d_backward_data(dy, weight.value, x.shape(), params_);
+  return input_grad ? conv3d_backward_data(dy, weight.value, x.shape(), params_) : Tensor();
 }
 
 // ---- ConvTranspose3d -----------------------------------------------------------------------------

@@ -101,7 +101,8 @@ class Conv3d : public Module {
   Conv3d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool bias,
          const LayerOptions& options = {});
   Tensor forward(const Tensor& x);
-  Tensor backward(const Tensor& dy);
+  // input_grad false: only the parameter gradients (a network's first layer); returns undefined.
+  Tensor backward(const Tensor& dy, bool input_grad = true);
   void clear_saved() override { x_ = Tensor(); }
   void zero_init();
   const Conv3dParams& params() const { return params_; }

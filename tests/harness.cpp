@@ -206,6 +206,85 @@ void expect_module_gradcheck(const std::string& name, Module& module, const std:
   load_params(all);
 }
 
+void expect_module_gradcheck_sampled(const std::string& name, Module& module, const std::vector<Tensor>& inputs,
+                                     const Forward& f, const Backward& backward, int elements, double tol, double eps,
+                                     uint64_t seed) {
+  std::vector<Parameter*> params = module.parameters();
+  std::vector<Tensor*> tensors;  // what is perturbed: the inputs (copies), then every parameter value
+  std::vector<Tensor> xs;
+  for (const Tensor& t : inputs) xs.push_back(t.defined() ? t.clone() : t);
+  for (Tensor& t : xs) tensors.push_back(&t);
+  for (Parameter* p : params) {
+    p->value.check_dtype(DType::float64, "expect_module_gradcheck_sampled parameter");
+    tensors.push_back(&p->value);
+  }
+  std::vector<Tensor> outputs = f(xs);
+  std::vector<Tensor> dys;
+  for (size_t k = 0; k < outputs.size(); ++k) dys.push_back(random_tensor(outputs[k].shape(), seed + k, DType::float64));
+  auto loss = [&] {
+    std::vector<Tensor> ys = f(xs);
+    double s = 0;
+    for (size_t k = 0; k < ys.size(); ++k) s += dot(ys[k], dys[k]);
+    return s;
+  };
+  module.zero_grad();
+  std::vector<Tensor> grads = backward(xs, dys);
+  for (Parameter* p : params) grads.push_back(p->grad.clone());
+
+  std::ostringstream line;
+  line << "gradcheck (sampled) " << name << ":";
+  double worst = 0;
+  std::string worst_name;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!grads[i].defined()) continue;
+    Tensor& x = *tensors[i];
+    double* p = x.data<double>();
+    const double* g = grads[i].data<double>();
+    const int64_t n = x.numel();
+    // Directional derivative along a random direction over the whole tensor.
+    Tensor direction = random_tensor(x.shape(), seed * 7919 + i, DType::float64);
+    const double* v = direction.data<double>();
+    const Tensor original = x.clone();
+    const double* o = original.data<double>();
+    auto shift = [&](double step) {
+      for (int64_t j = 0; j < n; ++j) p[j] = o[j] + step * v[j];
+    };
+    shift(eps);
+    const double up = loss();
+    shift(-eps);
+    const double down = loss();
+    x.copy_from(original);
+    const double numeric = (up - down) / (2 * eps);
+    double analytic = 0;
+    for (int64_t j = 0; j < n; ++j) analytic += g[j] * v[j];
+    double error = std::abs(numeric - analytic) / std::max(std::abs(numeric), 1e-300);
+    // Single elements, chosen by Philox.
+    double num2 = 0, diff2 = 0;
+    for (int e = 0; e < elements; ++e) {
+      const int64_t j = std::min<int64_t>(n - 1, int64_t(philox::uniform_at(seed, 0x5e1ecull + i, uint64_t(e)) * n));
+      p[j] = o[j] + eps;
+      const double u = loss();
+      p[j] = o[j] - eps;
+      const double d = loss();
+      p[j] = o[j];
+      const double numeric_j = (u - d) / (2 * eps);
+      num2 += numeric_j * numeric_j;
+      diff2 += (numeric_j - g[j]) * (numeric_j - g[j]);
+    }
+    // Judged against the tensor's typical gradient: an element whose true gradient is zero (the
+    // key bias of attention, say) would otherwise compare rounding noise with rounding noise.
+    double mean_g2 = 0;
+    for (int64_t j = 0; j < n; ++j) mean_g2 += g[j] * g[j] / double(n);
+    const double scale2 = num2 + elements * mean_g2;
+    if (scale2 > 0) error = std::max(error, std::sqrt(diff2 / scale2));
+    const std::string what = i < inputs.size() ? "input " + std::to_string(i) : params[i - inputs.size()]->name;
+    EXPECT_LT(error, tol) << name << ": gradient of " << what << " disagrees with finite differences";
+    if (error >= worst) worst = error, worst_name = what;
+  }
+  line << " " << tensors.size() << " tensors, worst " << worst << " (" << worst_name << ")";
+  std::printf("%s\n", line.str().c_str());
+}
+
 void CudaPathTest::SetUp() {
   if (device().kind == DeviceKind::cuda && !cuda_available()) {
     GTEST_SKIP() << "no GPU: " << cuda_device_description(0) << " (the cuda_on_cpu case of this test ran)";

@@ -61,6 +61,16 @@ void expect_gradcheck(const std::string& name, const std::vector<Tensor>& inputs
 void expect_module_gradcheck(const std::string& name, Module& module, const std::vector<Tensor>& inputs,
                              const Forward& f, const Backward& backward, double tol = 1e-7, double eps = 1e-6);
 
+// The same for modules too large for element-by-element differences (a whole network): each
+// input and parameter tensor gets one directional derivative along a random direction (its
+// whole extent at once) and `elements` randomly chosen single elements, all compared with the
+// analytic gradient (the elements relative to the tensor's RMS gradient, so an element whose
+// true gradient is zero compares against the tensor's scale, not against rounding noise).
+// Reports per tensor the worse of the two relative errors. Parameters must be float64 on the cpu.
+void expect_module_gradcheck_sampled(const std::string& name, Module& module, const std::vector<Tensor>& inputs,
+                                     const Forward& f, const Backward& backward, int elements = 3,
+                                     double tol = 1e-6, double eps = 1e-6, uint64_t seed = 11);
+
 class CudaPathTest : public ::testing::TestWithParam<Device> {
  protected:
   void SetUp() override;
