@@ -3,6 +3,7 @@
 #include "kernels/dropout.h"
 
 #include <cmath>
+#include <cstdint>
 
 #include "kernels/reference_dispatch.h"
 
@@ -10,9 +11,11 @@ namespace ctsr {
 
 namespace {
 
-Tensor apply(const char* op, const Tensor& in, double p, uint64_t seed, uint64_t offset) {
+Tensor apply(const char* op, const Tensor& in, double p, uint64_t seed, uint64_t offset, uint64_t element_base) {
   in.check_defined(op);
   CTSR_CHECK(p >= 0.0 && p < 1.0, op, ": drop probability p = ", p, " must lie in [0, 1)");
+  CTSR_CHECK(element_base <= UINT64_MAX - uint64_t(in.numel()), op, ": element_base ", element_base, " plus ",
+             in.numel(), " elements passes the end of the Philox stream (2^64 elements)");
   // The float nearest p decides the mask on every path (a p within 2^-25 of 1 rounds to 1.0f
   // and drops everything, which is what such a p means; scale stays finite).
   const float p32 = static_cast<float>(p);
@@ -22,22 +25,23 @@ Tensor apply(const char* op, const Tensor& in, double p, uint64_t seed, uint64_t
   if (in.device().kind == DeviceKind::cpu) {
     kernels::with_float_type(op, in, [&](auto tag) {
       using T = decltype(tag);
-      kernels::cpu::dropout_apply<T>(in.data<T>(), in.numel(), p32, T(scale), seed, offset, out.data<T>());
+      kernels::cpu::dropout_apply<T>(in.data<T>(), in.numel(), p32, T(scale), seed, offset, element_base,
+                                        out.data<T>());
     });
   } else {
-    CTSR_LAUNCH(in.device(), dropout_apply, in, p32, float(scale), seed, offset, out);
+    CTSR_LAUNCH(in.device(), dropout_apply, in, p32, float(scale), seed, offset, element_base, out);
   }
   return out;
 }
 
 }  // namespace
 
-Tensor dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
-  return apply("dropout_forward", x, p, seed, offset);
+Tensor dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offset, uint64_t element_base) {
+  return apply("dropout_forward", x, p, seed, offset, element_base);
 }
 
-Tensor dropout_backward(const Tensor& dy, double p, uint64_t seed, uint64_t offset) {
-  return apply("dropout_backward", dy, p, seed, offset);
+Tensor dropout_backward(const Tensor& dy, double p, uint64_t seed, uint64_t offset, uint64_t element_base) {
+  return apply("dropout_backward", dy, p, seed, offset, element_base);
 }
 
 }  // namespace ctsr

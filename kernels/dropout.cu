@@ -1,7 +1,9 @@
 // CUDA kernel for dropout (kernels/dropout.h), float32. One Philox4x32-10 call yields the four
-// uniforms of elements 4q .. 4q+3 (counter q, see runtime/philox.h), so each thread takes one
-// such quad: a quarter of the generator work of one call per element, and the same bits as the
-// reference's uniform_at(seed, offset, i). Memory-bound: one read and one write per element.
+// uniforms of stream elements 4q .. 4q+3 (counter q, see runtime/philox.h), so each thread takes
+// one such quad: a quarter of the generator work of one call per element, and the same bits as
+// the reference's uniform_at(seed, offset, element_base + i). The quads are those of the stream,
+// not of the tensor: with an element_base that is not a multiple of 4 the first and last quads
+// cover the tensor only in part. Memory-bound: one read and one write per element.
 #include "runtime/kernel_prelude.h"
 
 #include "kernels/dropout.h"
@@ -11,15 +13,18 @@ namespace ctsr::kernels::CTSR_KERNEL_NS {
 
 namespace {
 
+// Tensor element i is stream element element_base + i; quads [first_quad, first_quad + quads)
+// cover the stream range [element_base, element_base + n).
 __global__ void dropout_kernel(const float* __restrict__ in, int64_t n, float p, float scale, uint64_t seed,
-                               uint64_t offset, float* __restrict__ out) {
-  const int64_t quads = (n + 3) / 4;
+                               uint64_t offset, uint64_t element_base, uint64_t first_quad, int64_t quads,
+                               float* __restrict__ out) {
   for (int64_t q = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; q < quads; q += int64_t(gridDim.x) * blockDim.x) {
-    const philox::Words w = philox::philox4x32_10(uint64_t(q), offset, seed);
-    const int64_t base = 4 * q;
+    const uint64_t quad = first_quad + uint64_t(q);
+    const philox::Words w = philox::philox4x32_10(quad, offset, seed);
     for (int j = 0; j < 4; ++j) {
-      const int64_t i = base + j;
-      if (i < n) out[i] = philox::uniform01(w.v[j]) >= p ? in[i] * scale : 0.0f;
+      // Unsigned wrap-around makes stream elements before element_base huge, so one test suffices.
+      const uint64_t i = 4 * quad + uint64_t(j) - element_base;
+      if (i < uint64_t(n)) out[i] = philox::uniform01(w.v[j]) >= p ? in[i] * scale : 0.0f;
     }
   }
 }
@@ -29,12 +34,15 @@ constexpr unsigned kMaxBlocks = 4096;  // grid-stride beyond this
 
 }  // namespace
 
-void dropout_apply(const Tensor& in, float p, float scale, uint64_t seed, uint64_t offset, Tensor& out) {
+void dropout_apply(const Tensor& in, float p, float scale, uint64_t seed, uint64_t offset, uint64_t element_base,
+                   Tensor& out) {
   in.check_dtype(DType::float32, "dropout (CUDA) input");
-  const int64_t quads = (in.numel() + 3) / 4;
+  const uint64_t n = uint64_t(in.numel());
+  const uint64_t first_quad = element_base / 4, last_quad = (element_base + n - 1) / 4;  // n > 0 (dispatch)
+  const int64_t quads = int64_t(last_quad - first_quad + 1);
   const unsigned blocks = std::min<unsigned>(kMaxBlocks, std::max<unsigned>(1, blocks_for(quads, kThreads)));
   launch_kernel(in.device(), dropout_kernel, blocks, kThreads, 0, in.data<float>(), in.numel(), p, scale, seed,
-                offset, out.data<float>());
+                offset, element_base, first_quad, quads, out.data<float>());
 }
 
 }  // namespace ctsr::kernels::CTSR_KERNEL_NS

@@ -1,6 +1,6 @@
-// Dispatch of AdamW, the global gradient norm and clipping to the reference, CUDA or CUDA-on-CPU
-// path, with the argument checks shared by all paths: list lengths, per-tensor shapes, one dtype
-// and one device for everything, the hyper-parameters' ranges.
+// Dispatch of AdamW, the global gradient norm, clipping and the weight EMA to the reference, CUDA
+// or CUDA-on-CPU path, with the argument checks shared by all paths: list lengths, per-tensor
+// shapes, one dtype and one device for everything, the hyper-parameters' ranges.
 #include "kernels/optimizer.h"
 
 #include <cmath>
@@ -129,6 +129,38 @@ double clip_grad_norm(const std::vector<Tensor*>& grads, double max_norm) {
     if (factor < 1.0f) CTSR_LAUNCH(device, scale, tensor_list(read_only), factor, device);
   }
   return norm;
+}
+
+void ema_update(const std::vector<Tensor*>& ema, const std::vector<const Tensor*>& params, double decay) {
+  const char* op = "ema_update";
+  CTSR_CHECK(ema.size() == params.size(), op, ": ", ema.size(), " ema and ", params.size(),
+             " params tensors; the two lists must be equally long");
+  CTSR_CHECK(decay >= 0.0 && decay <= 1.0, op, ": decay must lie in [0, 1], got ", decay);
+  if (ema.empty()) return;
+  check_entry(op, "ema", 0, ema[0], nullptr);
+  const Tensor* first = ema[0];
+  for (size_t i = 0; i < ema.size(); ++i) {
+    check_entry(op, "ema", i, ema[i], first);
+    check_entry(op, "params", i, params[i], first);
+    CTSR_CHECK(params[i]->shape() == ema[i]->shape(), op, ": params[", i, "] is ", params[i]->shape().str(),
+               " but ema[", i, "] is ", ema[i]->shape().str());
+    CTSR_CHECK(ema[i]->numel() == 0 || params[i]->raw_data() != ema[i]->raw_data(), op, ": ema[", i,
+               "] is the same memory as params[", i, "]");
+  }
+  const Device device = first->device();
+  if (device.kind == DeviceKind::cpu) {
+    kernels::with_float_type(op, *first, [&](auto tag) {
+      using T = decltype(tag);
+      const kernels::EmaScalars<T> scalars = kernels::ema_scalars<T>(decay);
+      for (size_t i = 0; i < ema.size(); ++i)
+        kernels::cpu::ema_update<T>(ema[i]->data<T>(), params[i]->data<T>(), ema[i]->numel(), scalars);
+    });
+  } else {
+    first->check_dtype(DType::float32, "ema_update (CUDA) ema[0]");
+    const std::vector<const Tensor*> targets(ema.begin(), ema.end());
+    CTSR_LAUNCH(device, ema_update, tensor_list(targets), tensor_list(params), kernels::ema_scalars<float>(decay),
+                device);
+  }
 }
 
 }  // namespace ctsr

@@ -1,5 +1,5 @@
-// CUDA kernels for AdamW, the sum of squares behind the global gradient norm, and scaling
-// (kernels/optimizer.h), float32, multi-tensor.
+// CUDA kernels for AdamW, the sum of squares behind the global gradient norm, scaling and the
+// weight EMA (kernels/optimizer.h), float32, multi-tensor.
 //
 // Multi-tensor launches: each tensor is cut into chunks of kChunk elements, and one grid covers
 // the chunks of up to kMaxTensors tensors; block b finds its tensor by scanning the group's
@@ -12,6 +12,9 @@
 // stores on the GPU; the executor runs the same indexing with scalar accesses), the rest one
 // element at a time. The element update is adamw_update (kernels/optimizer.h), identical to
 // the reference's.
+//
+// The EMA has the same structure: ema and p read, ema written (12 bytes per element), packs of
+// 4 where both pointers are 16-byte aligned; the element update is ema_value, the reference's.
 //
 // Sum of squares (2 launches per group + 1): every block sums its chunk's squares in double and
 // a fixed tree over its threads, writing one partial per chunk; one block then sums all
@@ -126,6 +129,28 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(Group<4> group, AdamWSc
   else adamw_range<1>(p, g, m, v, begin, end, scalars);
 }
 
+// ema[begin, end) from p[begin, end), packs of V first as in adamw_range.
+template <int V>
+CTSR_DEVICE_INLINE void ema_range(float* ema, const float* p, int64_t begin, int64_t end, const EmaScalars<float>& s) {
+  const int64_t packed_end = begin + (end - begin) / V * V;
+  for (int64_t i = begin + int64_t(threadIdx.x) * V; i < packed_end; i += int64_t(kThreads) * V) {
+    Pack<V> ev = load_pack<V>(ema + i);
+    const Pack<V> pv = load_pack<V>(p + i);
+    for (int j = 0; j < V; ++j) ev.v[j] = ema_value<float>(ev.v[j], pv.v[j], s);
+    store_pack<V>(ema + i, ev);
+  }
+  for (int64_t i = packed_end + threadIdx.x; i < end; i += kThreads) ema[i] = ema_value<float>(ema[i], p[i], s);
+}
+
+__global__ void __launch_bounds__(kThreads) ema_kernel(Group<2> group, EmaScalars<float> scalars) {
+  const int64_t block = blockIdx.x;
+  const int t = tensor_of_block(group, block);
+  const int64_t begin = (block - group.first_block[t]) * kChunk;
+  const int64_t end = min(group.numel[t], begin + kChunk);
+  if (group.vec4[t]) ema_range<4>(group.data[0][t], group.data[1][t], begin, end, scalars);
+  else ema_range<1>(group.data[0][t], group.data[1][t], begin, end, scalars);
+}
+
 // partial[block] = the chunk's sum of squares (partial already points at this group's slots).
 __global__ void __launch_bounds__(kThreads) sum_of_squares_kernel(Group<1> group, double* __restrict__ partial) {
   __shared__ double reduce[kThreads];
@@ -197,6 +222,13 @@ void scale(const TensorList& tensors, float factor, Device device) {
   const TensorList* const lists[1] = {&tensors};
   for_each_group<1>(lists, [&](const Group<1>& group) {
     launch_kernel(device, scale_kernel, unsigned(group.blocks()), unsigned(kThreads), 0, group, factor);
+  });
+}
+
+void ema_update(const TensorList& ema, const TensorList& params, const EmaScalars<float>& scalars, Device device) {
+  const TensorList* const lists[2] = {&ema, &params};
+  for_each_group<2>(lists, [&](const Group<2>& group) {
+    launch_kernel(device, ema_kernel, unsigned(group.blocks()), unsigned(kThreads), 0, group, scalars);
   });
 }
 

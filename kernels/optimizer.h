@@ -1,6 +1,7 @@
 // The optimiser's tensor operations: AdamW over a list of parameter tensors, the global norm of
-// a list of gradients, and clipping by that norm. (The optimiser object that owns the state and
-// the step counter lives in train/; these are its kernels.)
+// a list of gradients, clipping by that norm, and the exponential moving average of weights.
+// (The optimiser object that owns the state and the step counter lives in train/; these are its
+// kernels.)
 //
 // adamw_step follows torch.optim.AdamW (amsgrad=False, maximize=False), one step for every
 // tensor i of the lists, with t = step (1-based, the step being taken):
@@ -26,6 +27,12 @@
 // dtype, every gradient is multiplied by coef when coef < 1 (torch's clamp(coef, max=1)), and
 // left untouched otherwise. Returns norm. A non-finite norm clips nothing (NaN) or scales by 0
 // (inf); the caller should check the returned norm and skip such a step.
+//
+// ema_update, for every tensor i of the lists and every element:
+//   ema = decay * ema + (1 - decay) * p
+// with decay and 1 - decay formed in double on the host and rounded to the dtype once, and the
+// two products and the sum each rounded (no fused multiply-add), so every path gives the same
+// bits. decay 0 copies p and decay 1 keeps ema, exactly (for finite values).
 //
 // Paths: cpu reference (float32, float64), CUDA and CUDA-on-CPU (float32). The CUDA kernels are
 // multi-tensor: one launch covers up to 32 tensors (their chunks of 4096 elements are the blocks
@@ -60,6 +67,10 @@ void adamw_step(const std::vector<Tensor*>& params, const std::vector<const Tens
 
 double global_grad_norm(const std::vector<const Tensor*>& grads);
 double clip_grad_norm(const std::vector<Tensor*>& grads, double max_norm);
+
+// Updates every ema[i] in place from params[i] (equally long lists; tensor i of both the same
+// shape; one dtype and one device for all). decay must lie in [0, 1].
+void ema_update(const std::vector<Tensor*>& ema, const std::vector<const Tensor*>& params, double decay);
 
 }  // namespace ctsr
 
@@ -101,6 +112,23 @@ CTSR_HD inline void adamw_update(T& p, T& m, T& v, T g, const AdamWScalars<T>& s
   p = add(p, div(mul(s.neg_step_size, m), denominator));
 }
 
+// The scalars of ema_update, rounded to T, and its element update (reference and kernel).
+template <class T>
+struct EmaScalars {
+  T decay, one_minus_decay;
+};
+
+template <class T>
+EmaScalars<T> ema_scalars(double decay) {
+  return {T(decay), T(1.0 - decay)};
+}
+
+template <class T>
+CTSR_HD inline T ema_value(T ema, T param, const EmaScalars<T>& s) {
+  using namespace rounded;
+  return add(mul(s.decay, ema), mul(s.one_minus_decay, param));
+}
+
 // The clipping coefficient of clip_grad_norm, in double; clipping happens when it is < 1.
 inline double clip_coefficient(double norm, double max_norm) { return max_norm / (norm + 1e-6); }
 
@@ -119,6 +147,7 @@ CTSR_DECLARE_LAUNCHERS(
   // sum = the sum of squares of every element, in double (waits for the device).
   void sum_of_squares(const TensorList& tensors, Device device, double& sum);
   void scale(const TensorList& tensors, float factor, Device device);
+  void ema_update(const TensorList& ema, const TensorList& params, const EmaScalars<float>& scalars, Device device);
 )
 
 namespace ctsr::kernels::cpu {
@@ -128,4 +157,6 @@ template <class T>
 double sum_of_squares(const T* x, int64_t n);
 template <class T>
 void scale(T* x, int64_t n, T factor);
+template <class T>
+void ema_update(T* ema, const T* param, int64_t n, const EmaScalars<T>& scalars);
 }  // namespace ctsr::kernels::cpu

@@ -79,11 +79,11 @@ Tensor GroupNorm::backward(const Tensor& dy) {
 
 Tensor Dropout::forward(const Tensor& x) {
   applied_ = training_ && p_ > 0.0;
-  return applied_ ? dropout_forward(x, p_, seed_, offset_) : x;
+  return applied_ ? dropout_forward(x, p_, seed_, offset_, element_base_) : x;
 }
 
 Tensor Dropout::backward(const Tensor& dy) {
-  return applied_ ? dropout_backward(dy, p_, seed_, offset_) : dy;
+  return applied_ ? dropout_backward(dy, p_, seed_, offset_, element_base_) : dy;
 }
 
 namespace {

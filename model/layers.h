@@ -57,14 +57,18 @@ class GroupNorm : public Module {
 };
 
 // Dropout with a Philox mask keyed by (seed, offset), regenerated in backward. The owner sets
-// the stream before each forward (set_rng) so resumed runs draw the same masks; in eval mode
+// the stream before each forward (set_rng) so resumed runs draw the same masks; element_base
+// (kernels/dropout.h) is where this input starts in the whole batch (first sample x elements per
+// sample), so a micro-batch draws the mask it has within the whole batch. In eval mode
 // (train(false)) it is the identity.
 class Dropout : public Module {
  public:
   explicit Dropout(double p) : p_(p) {}
   void train(bool on) { training_ = on; }
   bool training() const { return training_; }
-  void set_rng(uint64_t seed, uint64_t offset) { seed_ = seed, offset_ = offset; }
+  void set_rng(uint64_t seed, uint64_t offset, uint64_t element_base = 0) {
+    seed_ = seed, offset_ = offset, element_base_ = element_base;
+  }
   Tensor forward(const Tensor& x);
   Tensor backward(const Tensor& dy);
 
@@ -75,7 +79,7 @@ class Dropout : public Module {
   double p_;
   bool training_ = true;
   bool applied_ = false;
-  uint64_t seed_ = 0, offset_ = 0;
+  uint64_t seed_ = 0, offset_ = 0, element_base_ = 0;
 };
 
 // y = x W^T + b over the last dimension. weight [out, in], bias [out] (optional).

@@ -1,6 +1,7 @@
 #include "model/vqae.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <sstream>
 
@@ -9,6 +10,7 @@
 #include "kernels/copy.h"
 #include "model/pytorch_import.h"
 #include "runtime/error.h"
+#include "runtime/formats/safetensors.h"
 
 namespace ctsr {
 
@@ -43,6 +45,46 @@ std::string VqaeConfig::str() const {
   return s.str();
 }
 
+std::string VqaeConfig::num_groups_problem() const {
+  const auto w = widths();
+  for (int64_t width : w) {
+    if (num_groups > 0 && width % num_groups == 0) continue;
+    std::ostringstream s;
+    s << "num_groups " << num_groups << " does not divide the width " << width << " of this model (n_hiddens "
+      << n_hiddens << ", widths [";
+    for (size_t i = 0; i < w.size(); ++i) s << (i ? ", " : "") << w[i];
+    s << "])";
+    return s.str();
+  }
+  return "";
+}
+
+std::optional<int64_t> recorded_num_groups(const io::TensorSource& source) {
+  const auto* file = dynamic_cast<const io::SafetensorsReader*>(&source);
+  if (file == nullptr) return std::nullopt;
+  const auto it = file->metadata().find("num_groups");
+  if (it == file->metadata().end()) return std::nullopt;
+  const std::string& text = it->second;
+  int64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  CTSR_CHECK(error == std::errc() && end == text.data() + text.size() && value > 0, source.path().filename().string(),
+             ": metadata 'num_groups' is '", text, "', expected a positive integer");
+  return value;
+}
+
+int64_t choose_num_groups(const io::TensorSource& source, std::optional<int64_t> requested, int64_t fallback,
+                          std::string* warning) {
+  const std::optional<int64_t> recorded = recorded_num_groups(source);
+  if (!requested) return recorded ? *recorded : fallback;
+  if (recorded && *recorded != *requested && warning != nullptr) {
+    std::ostringstream s;
+    s << source.path().filename().string() << " records num_groups " << *recorded << "; using the requested "
+      << *requested;
+    *warning = s.str();
+  }
+  return *requested;
+}
+
 VqaeConfig vqae_config_from(const io::TensorSource& source, int64_t num_groups) {
   const std::string file = source.path().filename().string();
   auto need = [&](const std::string& key, int ndim) -> const io::TensorRecord& {
@@ -69,9 +111,8 @@ VqaeConfig vqae_config_from(const io::TensorSource& source, int64_t num_groups) 
              c.attention_head_dim);
   c.attention_heads = qkv.shape[0] / (3 * c.attention_head_dim);
   c.num_groups = num_groups;
-  for (int64_t w : c.widths())
-    CTSR_CHECK(num_groups > 0 && w % num_groups == 0, file, ": num_groups ", num_groups, " does not divide the width ",
-               w, " of this model (n_hiddens ", c.n_hiddens, "); set num_groups (--num-groups) to the value it was trained with");
+  const std::string problem = c.num_groups_problem();
+  CTSR_CHECK(problem.empty(), file, ": ", problem, "; set num_groups (--num-groups) to the value it was trained with");
   return c;
 }
 
@@ -260,13 +301,18 @@ std::vector<std::string> Vqae::checkpoint_keys() {
   return keys;
 }
 
-std::unique_ptr<Vqae> Vqae::load(const std::string& path, int64_t num_groups, Device device) {
+std::unique_ptr<Vqae> Vqae::load(const std::string& path, std::optional<int64_t> num_groups, Device device,
+                                 std::string* warning) {
   auto source = io::open_tensor_source(path);
-  const VqaeConfig config = vqae_config_from(*source, num_groups);
+  return load(*source, choose_num_groups(*source, num_groups, VqaeConfig{}.num_groups, warning), device);
+}
+
+std::unique_ptr<Vqae> Vqae::load(const io::TensorSource& source, int64_t num_groups, Device device) {
+  const VqaeConfig config = vqae_config_from(source, num_groups);
   LayerOptions o;
   o.device = device;
   auto model = std::make_unique<Vqae>(config, o);
-  model->load_from(*source);
+  model->load_from(source);
   return model;
 }
 

@@ -15,6 +15,7 @@
 
 #include <array>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,7 +30,7 @@ struct VqaeConfig {
   int64_t image_channels = 1;
   int64_t embedding_dim = 8;
   int64_t n_codes = 8192;
-  int64_t num_groups = 24;  // not in the weights: configs/vqae_8x.yaml or --num-groups
+  int64_t num_groups = 24;  // not in PyTorch's weights (our safetensors record it): settings or --num-groups
   double eps = 1e-6;
   int64_t attention_heads = 4, attention_head_dim = 32;
 
@@ -37,11 +38,25 @@ struct VqaeConfig {
   std::vector<int64_t> widths() const;
   int64_t downsample() const { return int64_t(1) << levels; }
   std::string str() const;  // "n_hiddens 48, levels 3 (8x), ..."
+  // Empty when num_groups divides every width (GroupNorm needs it), else what is wrong:
+  // "num_groups 3 does not divide the width 8 of this model (n_hiddens 8, widths [...])".
+  std::string num_groups_problem() const;
 };
 
 // Reads the architecture off the tensor shapes of a checkpoint (or our safetensors copy);
 // num_groups comes from the caller. Throws naming the file when a defining tensor is missing.
 VqaeConfig vqae_config_from(const io::TensorSource& source, int64_t num_groups);
+
+// The num_groups a weight file records: our safetensors files (ctsr_vqae convert and init) carry
+// it as the metadata entry "num_groups"; PyTorch checkpoints do not (nullopt). A recorded value
+// that is not a positive integer is an error naming the file.
+std::optional<int64_t> recorded_num_groups(const io::TensorSource& source);
+
+// The num_groups to build the model of `source` with: `requested` when given (an explicit choice:
+// --num-groups, a settings file's value), else the file's record, else `fallback`. When a request
+// overrides a different recorded value, *warning (if given) gets a one-line note saying so.
+int64_t choose_num_groups(const io::TensorSource& source, std::optional<int64_t> requested, int64_t fallback,
+                          std::string* warning = nullptr);
 
 // Our parameter name -> the checkpoint's key.
 std::string vqae_checkpoint_key(const std::string& name);
@@ -108,7 +123,11 @@ class Vqae : public Module {
  public:
   Vqae(const VqaeConfig& config, const LayerOptions& options = {});
   // Opens a .ckpt (torch.save) or our .safetensors, reads the architecture, builds and loads.
-  static std::unique_ptr<Vqae> load(const std::string& path, int64_t num_groups, Device device);
+  // num_groups as choose_num_groups picks it, with the released model's 24 as the fallback.
+  static std::unique_ptr<Vqae> load(const std::string& path, std::optional<int64_t> num_groups, Device device,
+                                    std::string* warning = nullptr);
+  // The same from an open file, with num_groups decided.
+  static std::unique_ptr<Vqae> load(const io::TensorSource& source, int64_t num_groups, Device device);
   // Loads every parameter and the codebook from `source` (shapes must match this config).
   void load_from(const io::TensorSource& source);
 

@@ -1,7 +1,13 @@
 // ctsr_vqae as users run it: info, convert, encode, decode and cache on the golden tiny model
 // (tests/data/vqae/), and every bad input the issue lists: a one-line error naming the file and
-// the expectation, exit status 1, and no output file left behind.
+// the expectation, exit status 1, and no output file left behind. init: a seeded random model in
+// convert's format that every command reads, the same bytes per seed, its bad arguments; and the
+// num_groups our files record, which an explicit choice overrides with a warning.
+#include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <map>
+#include <optional>
 
 #include "model/pytorch_import.h"
 #include "model/vqae.h"
@@ -44,9 +50,11 @@ TEST(CtsrVqae, ConvertedWeightsGiveTheSameModel) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   io::SafetensorsReader converted(dir / "w.safetensors");
   EXPECT_EQ(converted.metadata().at("format"), "ctsr-vqae/1");
+  EXPECT_EQ(converted.metadata().at("num_groups"), "2");
   EXPECT_FALSE(converted.contains("volume_discriminator.0.weight"));
   auto a = Vqae::load(kCkpt, 2, Device::cpu());
-  auto b = Vqae::load((dir / "w.safetensors").string(), 2, Device::cpu());
+  auto b = Vqae::load((dir / "w.safetensors").string(), std::nullopt, Device::cpu());  // the recorded 2
+  EXPECT_EQ(b->config().num_groups, 2);
   Tensor x = random_tensor({1, 16, 16, 24, 1}, 3);
   EXPECT_TRUE(tensors_equal(b->encode(x), a->encode(x)));
   Tensor z = random_tensor({1, 2, 3, 2, 8}, 4);
@@ -198,6 +206,230 @@ TEST(CtsrVqae, CacheFromSyntheticPhantoms) {
       ++files;
     }
   EXPECT_EQ(files, 3);
+}
+
+}  // namespace
+}  // namespace ctsr::test
+
+namespace ctsr::test {
+namespace {
+
+ToolResult init(const std::filesystem::path& out, std::vector<std::string> more) {
+  std::vector<std::string> args = {"init", "--out", out.string()};
+  args.insert(args.end(), more.begin(), more.end());
+  return run_tool("ctsr_vqae", args);
+}
+
+std::string file_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// The tiny golden model's architecture (n_hiddens 4, 64 codes) made by init has exactly the
+// tensors convert writes for the golden checkpoint: names in order, dtypes and PyTorch shapes,
+// and the same metadata entries.
+TEST(CtsrVqaeInit, WritesConvertsFormat) {
+  TempDir dir("vqae-init-format");
+  ASSERT_EQ(vqae({"convert", kCkpt, (dir / "converted.safetensors").string()}).exit_code, 0);
+  ToolResult r = init(dir / "init.safetensors", {"--seed", "5", "--n-hiddens", "4", "--num-groups", "2", "--n-codes", "64"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  io::SafetensorsReader converted(dir / "converted.safetensors"), made(dir / "init.safetensors");
+  ASSERT_EQ(made.names(), converted.names());
+  for (const std::string& name : converted.names()) {
+    EXPECT_EQ(made.record(name).shape, converted.record(name).shape) << name;
+    EXPECT_EQ(made.record(name).dtype, converted.record(name).dtype) << name;
+  }
+  for (const auto& [key, value] : converted.metadata()) EXPECT_TRUE(made.metadata().count(key)) << key;
+  EXPECT_EQ(made.metadata().at("num_groups"), "2");
+  EXPECT_EQ(made.metadata().at("architecture"), converted.metadata().at("architecture"));
+  EXPECT_EQ(made.metadata().at("seed"), "5");
+}
+
+// Defaults (n_hiddens 8, 4 groups, 512 codes): info, encode and decode read the file with its
+// recorded num_groups (the settings' 24 would not divide 8), and the tool's latent is the model's.
+TEST(CtsrVqaeInit, InfoEncodeDecodeRoundTrip) {
+  TempDir dir("vqae-init-use");
+  const std::string weights = (dir / "w.safetensors").string();
+  ToolResult r = init(weights, {"--seed", "11"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ToolResult info = run_tool("ctsr_vqae", {"info", weights});
+  ASSERT_EQ(info.exit_code, 0) << info.output;
+  for (const char* part : {"n_hiddens 8", "levels 3 (8x)", "widths [8, 16, 32, 32]", "image_channels 1",
+                           "embedding_dim 8", "n_codes 512", "num_groups 4", "attention 4 x 32", "ignored:    0 tensors"})
+    EXPECT_NE(info.output.find(part), std::string::npos) << part << " not in:\n" << info.output;
+  EXPECT_EQ(info.output.find("warning"), std::string::npos) << info.output;
+
+  Tensor volume = random_tensor({16, 16, 24}, 21);
+  io::write_npy(dir / "x.npy", volume);
+  ToolResult e = run_tool("ctsr_vqae", {"encode", "--weights", weights, "--input", (dir / "x.npy").string(), "--output",
+                                        (dir / "z.npy").string(), "--patch-size", "0", "--device", "cpu"});
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  Tensor z = io::read_npy(dir / "z.npy");
+  EXPECT_EQ(z.shape(), (Shape{8, 2, 2, 3}));
+  auto model = Vqae::load(weights, std::nullopt, Device::cpu());
+  EXPECT_EQ(model->config().num_groups, 4);
+  Tensor expected = model->encode(volume.reshape({1, 16, 16, 24, 1}));  // [1, 2, 2, 3, 8]
+  EXPECT_TRUE(tensors_equal(z, move_last_axis_to(expected.reshape({2, 2, 3, 8}), 0)));
+  ToolResult d = run_tool("ctsr_vqae", {"decode", "--weights", weights, "--input", (dir / "z.npy").string(),
+                                        "--output", (dir / "y.npy").string(), "--device", "cpu"});
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  Tensor y = io::read_npy(dir / "y.npy");
+  EXPECT_EQ(y.shape(), (Shape{16, 16, 24}));
+  double sum_sq = 0;
+  for (float v : y.to_vector<float>()) {
+    ASSERT_TRUE(std::isfinite(v));
+    sum_sq += double(v) * v;
+  }
+  EXPECT_GT(sum_sq, 0.0);  // a random decoder gives a non-trivial volume
+}
+
+// PyTorch's default init in the file: conv weights within +-1/sqrt(fan_in) and filling it,
+// GroupNorm 1 and 0, and a codebook whose 4096 elements look like N(0, 1).
+TEST(CtsrVqaeInit, ParametersHaveTheDefaultInitialisation) {
+  TempDir dir("vqae-init-values");
+  ASSERT_EQ(init(dir / "w.safetensors", {"--seed", "3"}).exit_code, 0);
+  io::SafetensorsReader file(dir / "w.safetensors");
+  auto check_uniform = [&](const std::string& key, double fan_in) {
+    const std::vector<float> w = file.load(key).to_vector<float>();
+    const double bound = 1.0 / std::sqrt(fan_in);
+    float largest = 0;
+    for (float v : w) largest = std::max(largest, std::fabs(v));
+    EXPECT_LE(largest, bound) << key;
+    EXPECT_GT(largest, 0.9 * bound) << key;
+  };
+  check_uniform("encoder.conv_first.weight", 1 * 27);
+  check_uniform("encoder.conv_blocks.1.res1.conv1.weight", 8 * 27);
+  check_uniform("decoder.conv_blocks.0.up.conv_trans.weight", 32 * 64);  // fan_in of a ConvTranspose: out * k^3
+  check_uniform("encoder.mid_block.attn.to_qkv.weight", 32);
+  for (float v : file.load("encoder.conv_blocks.0.res1.norm1.weight").to_vector<float>()) EXPECT_EQ(v, 1.0f);
+  for (float v : file.load("encoder.conv_blocks.0.res1.norm1.bias").to_vector<float>()) EXPECT_EQ(v, 0.0f);
+  const std::vector<float> codes = file.load("codebook.embeddings").to_vector<float>();
+  ASSERT_EQ(codes.size(), 512u * 8u);
+  double mean = 0, sq = 0;
+  for (float v : codes) mean += v, sq += double(v) * v;
+  mean /= double(codes.size());
+  const double std_dev = std::sqrt(sq / double(codes.size()) - mean * mean);
+  // Standard errors: 1/64 for the mean, about 1/90 for the standard deviation; 5 of them allowed.
+  EXPECT_NEAR(mean, 0.0, 5.0 / 64);
+  EXPECT_NEAR(std_dev, 1.0, 5.0 / 90);
+  // Layers sharing a shape draw from different streams.
+  EXPECT_FALSE(tensors_equal(file.load("encoder.conv_blocks.0.res1.conv1.weight"),
+                             file.load("encoder.conv_blocks.0.res2.conv1.weight")));
+}
+
+TEST(CtsrVqaeInit, SameSeedSameBytesOtherSeedDiffers) {
+  TempDir dir("vqae-init-seed");
+  ASSERT_EQ(init(dir / "a.safetensors", {"--seed", "7"}).exit_code, 0);
+  ASSERT_EQ(init(dir / "b.safetensors", {"--seed", "7"}).exit_code, 0);
+  ASSERT_EQ(init(dir / "c.safetensors", {"--seed", "8"}).exit_code, 0);
+  const std::string a = file_bytes(dir / "a.safetensors");
+  EXPECT_GT(a.size(), 1000u);
+  EXPECT_EQ(a, file_bytes(dir / "b.safetensors"));
+  EXPECT_NE(a, file_bytes(dir / "c.safetensors"));
+  io::SafetensorsReader ra(dir / "a.safetensors"), rc(dir / "c.safetensors");
+  for (const char* key : {"codebook.embeddings", "encoder.conv_first.weight", "decoder.final_block.2.bias"})
+    EXPECT_FALSE(tensors_equal(ra.load(key), rc.load(key))) << key;
+}
+
+TEST(CtsrVqaeInit, BadArgumentsFailAndLeaveNothing) {
+  TempDir dir("vqae-init-bad");
+  const auto out = dir / "w.safetensors";
+  auto expect_init_failure = [&](const ToolResult& r, const std::vector<std::string>& parts) {
+    expect_failure(r, parts);
+    EXPECT_FALSE(std::filesystem::exists(out));
+  };
+  expect_init_failure(init(out, {"--seed", "1", "--num-groups", "3"}),
+                      {"num_groups 3 does not divide the width 8", "widths [8, 16, 32, 32]", "--num-groups"});
+  expect_init_failure(init(out, {"--seed", "1", "--n-hiddens", "6", "--num-groups", "4"}),
+                      {"num_groups 4 does not divide the width 6"});
+  expect_init_failure(init(out, {"--seed", "1", "--n-hiddens", "0"}), {"--n-hiddens is 0", "positive"});
+  expect_init_failure(init(out, {"--seed", "1", "--n-hiddens", "-8"}), {"--n-hiddens is -8"});
+  expect_init_failure(init(out, {"--seed", "1", "--n-codes", "0"}), {"--n-codes is 0"});
+  expect_init_failure(init(out, {"--seed", "1", "--num-groups", "0"}), {"--num-groups is 0"});
+  EXPECT_NE(init(out, {}).exit_code, 0);  // --seed is required
+  EXPECT_FALSE(std::filesystem::exists(out));
+  EXPECT_TRUE(dir.entries().empty());
+  // Unwritable places: under a regular file, in a missing directory, over a directory.
+  { std::ofstream(dir / "file.txt") << "x"; }
+  expect_failure(init(dir / "file.txt" / "w.safetensors", {"--seed", "1"}), {"w.safetensors"});
+  expect_failure(init(dir / "missing" / "w.safetensors", {"--seed", "1"}), {"w.safetensors"});
+  std::filesystem::create_directories(dir / "adir");
+  expect_failure(init(dir / "adir", {"--seed", "1"}), {"adir"});
+  EXPECT_TRUE(std::filesystem::is_directory(dir / "adir"));
+  EXPECT_TRUE(std::filesystem::is_empty(dir / "adir"));
+  std::vector<std::string> left = dir.entries();
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"adir", "file.txt"})) << "a temporary was left behind";
+}
+
+TEST(CtsrVqaeInit, ReplacesAnExistingFileAtomically) {
+  TempDir dir("vqae-init-replace");
+  const auto out = dir / "w.safetensors";
+  { std::ofstream(out) << "an older file"; }
+  // A failing init leaves it as it was...
+  expect_failure(init(out, {"--seed", "1", "--num-groups", "3"}), {"num_groups 3"});
+  EXPECT_EQ(file_bytes(out), "an older file");
+  // ...a successful one replaces it with a complete file, and no temporary remains.
+  ToolResult r = init(out, {"--seed", "1", "--n-hiddens", "4", "--num-groups", "2", "--n-codes", "16"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(Vqae::load(out.string(), std::nullopt, Device::cpu())->config().n_codes, 16);
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"w.safetensors"}));
+}
+
+// An explicit --num-groups or --config value that differs from the file's record wins, with a
+// one-line warning; the same value, or a settings file without model.num_groups, says nothing.
+TEST(CtsrVqaeInit, ExplicitNumGroupsOverridesTheRecordWithAWarning) {
+  TempDir dir("vqae-groups");
+  const std::string weights = (dir / "w.safetensors").string();
+  ASSERT_EQ(init(weights, {"--seed", "2", "--n-hiddens", "4", "--num-groups", "2", "--n-codes", "32"}).exit_code, 0);
+  io::write_npy(dir / "x.npy", random_tensor({8, 8, 16}, 5));
+  auto encode = [&](const std::string& name, std::vector<std::string> more) {
+    std::vector<std::string> args = {"encode", "--weights", weights, "--input", (dir / "x.npy").string(), "--output",
+                                     (dir / name).string(), "--patch-size", "0"};
+    args.insert(args.end(), more.begin(), more.end());
+    return run_tool("ctsr_vqae", args);
+  };
+  const std::string note = "ctsr_vqae: warning: w.safetensors records num_groups 2; using the requested ";
+  ToolResult recorded = encode("recorded.npy", {});
+  ASSERT_EQ(recorded.exit_code, 0) << recorded.output;
+  EXPECT_EQ(recorded.output.find("warning"), std::string::npos) << recorded.output;
+  ToolResult same = encode("same.npy", {"--num-groups", "2"});
+  ASSERT_EQ(same.exit_code, 0) << same.output;
+  EXPECT_EQ(same.output.find("warning"), std::string::npos) << same.output;
+  ToolResult flag = encode("flag.npy", {"--num-groups", "4"});
+  ASSERT_EQ(flag.exit_code, 0) << flag.output;
+  EXPECT_NE(flag.output.find(note + "4\n"), std::string::npos) << flag.output;
+  { std::ofstream(dir / "one.yaml") << "model:\n  num_groups: 1\n"; }
+  { std::ofstream(dir / "none.yaml") << "encode:\n  patch_size: 0\n"; }
+  ToolResult config = encode("config.npy", {"--config", (dir / "one.yaml").string()});
+  ASSERT_EQ(config.exit_code, 0) << config.output;
+  EXPECT_NE(config.output.find(note + "1\n"), std::string::npos) << config.output;
+  ToolResult no_key = encode("no_key.npy", {"--config", (dir / "none.yaml").string()});
+  ASSERT_EQ(no_key.exit_code, 0) << no_key.output;
+  EXPECT_EQ(no_key.output.find("warning"), std::string::npos) << no_key.output;
+  // The override really changes the model: GroupNorm over 4 groups of 1 channel, not 2 of 2.
+  const Tensor z = io::read_npy(dir / "recorded.npy");
+  EXPECT_TRUE(tensors_equal(io::read_npy(dir / "same.npy"), z));
+  EXPECT_TRUE(tensors_equal(io::read_npy(dir / "no_key.npy"), z));
+  EXPECT_FALSE(tensors_equal(io::read_npy(dir / "flag.npy"), z));
+  EXPECT_FALSE(tensors_equal(io::read_npy(dir / "config.npy"), z));
+  // An explicit value that does not fit the file's widths is still an error.
+  expect_failure(encode("bad.npy", {"--num-groups", "3"}), {"w.safetensors", "num_groups 3 does not divide"});
+}
+
+TEST(CtsrVqaeInit, ABadRecordedNumGroupsIsAnError) {
+  TempDir dir("vqae-groups-bad");
+  ASSERT_EQ(init(dir / "w.safetensors", {"--seed", "2", "--n-hiddens", "4", "--num-groups", "2", "--n-codes", "32"}).exit_code, 0);
+  io::SafetensorsReader good(dir / "w.safetensors");
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const std::string& name : good.names()) tensors.emplace_back(name, good.load(name));
+  for (const char* bad : {"two", "0", "-2", "2x"}) {
+    std::map<std::string, std::string> metadata = good.metadata();
+    metadata["num_groups"] = bad;
+    io::write_safetensors(dir / "bad.safetensors", tensors, metadata);
+    expect_error_mentions([&] { Vqae::load((dir / "bad.safetensors").string(), std::nullopt, Device::cpu()); },
+                          {"bad.safetensors", "metadata 'num_groups' is '" + std::string(bad) + "'", "positive integer"});
+  }
 }
 
 }  // namespace

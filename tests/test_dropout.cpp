@@ -1,6 +1,7 @@
 // Dropout with a Philox mask regenerated in backward: the same bits on every path, the kept
 // fraction, backward applying exactly the forward's mask, p = 0 as the identity, the range of
-// p, and a gradient check (with (seed, offset) fixed the op is linear).
+// p, a gradient check (with (seed, offset) fixed the op is linear), and element_base: a slice
+// of a batch dropped on its own with its place in the batch gets the batch's mask, on every path.
 #include <algorithm>
 #include <cmath>
 
@@ -96,7 +97,72 @@ TEST(Dropout, ReferenceGradcheck) {
       });
 }
 
+TEST(Dropout, ElementBaseShiftsTheDraws) {
+  // Element i draws stream element element_base + i, in float32 and float64.
+  for (DType dtype : {DType::float32, DType::float64}) {
+    Tensor x = random_tensor({3, 11}, 9, dtype, 0.5, 1.5);
+    const double p = 0.4;
+    for (uint64_t base : {uint64_t(0), uint64_t(1), uint64_t(6), uint64_t(1) << 40}) {
+      std::vector<double> xs = to_double(x).to_vector<double>();
+      std::vector<double> y = to_double(dropout_forward(x, p, kSeed, kOffset, base)).to_vector<double>();
+      for (size_t i = 0; i < xs.size(); ++i) {
+        const bool keep = philox::uniform_at(kSeed, kOffset, base + i) >= float(p);
+        ASSERT_EQ(y[i] != 0.0, keep) << dtype_name(dtype) << " base " << base << " element " << i;
+      }
+    }
+  }
+  // Base 0 is the default.
+  Tensor x = random_tensor({257}, 10, DType::float32, 0.5, 1.5);
+  EXPECT_TRUE(tensors_equal(dropout_forward(x, 0.3, kSeed, kOffset, 0), dropout_forward(x, 0.3, kSeed, kOffset)));
+  EXPECT_FALSE(tensors_equal(dropout_forward(x, 0.3, kSeed, kOffset, 3), dropout_forward(x, 0.3, kSeed, kOffset)));
+}
+
+TEST(Dropout, RejectsAnElementBasePastTheStream) {
+  Tensor x = random_tensor({8}, 6, DType::float32);
+  expect_error_mentions([&] { dropout_forward(x, 0.1, kSeed, kOffset, UINT64_MAX - 3); },
+                        {"dropout_forward", "element_base", "8 elements"});
+}
+
 using DropoutParity = CudaPathTest;
+
+// Samples [a, b) of a batch, dropped on their own with element_base = a * (elements per sample),
+// equal those samples of the whole batch's dropout, forward and backward. Per-sample sizes are
+// odd (45) or a single element, so the bases 45 a and a fall anywhere inside a quad of the
+// kernels' group-of-4 counter layout, and a slice may lie inside one quad.
+void expect_slices_match_batch(Device device, DType dtype) {
+  for (Shape shape : {Shape{7, 3, 5, 3}, Shape{9, 1}, Shape{6, 1, 1, 7, 1}}) {
+    const int64_t per_sample = shape.numel() / shape[0];
+    Tensor x = random_tensor(shape, 11, dtype, 0.5, 1.5).to(device);
+    const double p = 0.35;
+    Tensor whole = dropout_forward(x, p, kSeed, kOffset);
+    Tensor whole_back = dropout_backward(x, p, kSeed + 1, kOffset);
+    for (auto [a, b] : {std::pair<int64_t, int64_t>{0, 2}, {1, 4}, {2, 3}, {3, shape[0]}, {5, 6}, {1, shape[0]}}) {
+      SCOPED_TRACE(shape.str() + " samples [" + std::to_string(a) + ", " + std::to_string(b) + ")");
+      const uint64_t base = uint64_t(a * per_sample);
+      Tensor part = dropout_forward(x.slice(a, b), p, kSeed, kOffset, base);
+      EXPECT_EQ(part.device(), device);
+      EXPECT_TRUE(tensors_equal(part, whole.slice(a, b)));
+      EXPECT_TRUE(tensors_equal(dropout_backward(x.slice(a, b), p, kSeed + 1, kOffset, base), whole_back.slice(a, b)));
+      // The same bits as the reference with that base.
+      EXPECT_TRUE(tensors_equal(part, dropout_forward(x.slice(a, b).to(Device::cpu()), p, kSeed, kOffset, base)));
+    }
+  }
+}
+
+TEST(Dropout, SliceOfBatchWithElementBaseEqualsBatch) {
+  for (DType dtype : {DType::float32, DType::float64}) expect_slices_match_batch(Device::cpu(), dtype);
+}
+
+TEST_P(DropoutParity, SliceOfBatchWithElementBaseEqualsBatch) { expect_slices_match_batch(device(), DType::float32); }
+
+TEST_P(DropoutParity, ElementBaseIsBitwiseTheReference) {
+  // A large tensor with a base not a multiple of 4, so grid-striding and partial quads meet.
+  Tensor x = random_tensor({100003}, 12, DType::float32, -2, 2);
+  for (uint64_t base : {uint64_t(1), uint64_t(2), uint64_t(4095), (uint64_t(1) << 33) + 3}) {
+    Tensor y = dropout_forward(x.to(device()), 0.2, kSeed, kOffset, base);
+    EXPECT_TRUE(tensors_equal(y, dropout_forward(x, 0.2, kSeed, kOffset, base))) << "base " << base;
+  }
+}
 
 // Same mask and same float32 values on the reference, the executor and the GPU: bitwise.
 TEST_P(DropoutParity, BitwiseEqualToReference) {

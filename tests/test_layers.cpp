@@ -53,6 +53,20 @@ TEST(Layers, DropoutGradcheckAndEvalIdentity) {
   EXPECT_TRUE(tensors_equal(layer.forward(x), x));
 }
 
+TEST(Layers, DropoutElementBaseGivesAMicroBatchItsPlaceInTheBatch) {
+  // Samples [2, 5) of a batch of 5 (21 elements each): set_rng(seed, offset, 2 * 21) reproduces
+  // the whole batch's mask on them, forward and backward.
+  Dropout whole(0.4), part(0.4);
+  whole.set_rng(99, 7);
+  part.set_rng(99, 7, 2 * 21);
+  Tensor x = random_tensor({5, 7, 3}, 5, DType::float32, 0.5, 1.5), dy = random_tensor({5, 7, 3}, 6);
+  Tensor y = whole.forward(x), dx = whole.backward(dy);
+  EXPECT_TRUE(tensors_equal(part.forward(x.slice(2, 5)), y.slice(2, 5)));
+  EXPECT_TRUE(tensors_equal(part.backward(dy.slice(2, 5)), dx.slice(2, 5)));
+  part.set_rng(99, 7);  // without the base the slice draws the batch's first samples' mask
+  EXPECT_FALSE(tensors_equal(part.forward(x.slice(2, 5)), y.slice(2, 5)));
+}
+
 TEST(Layers, BackwardAccumulatesParameterGradients) {
   GroupNorm layer(6, 3, 1e-5, false, f64());
   Tensor x = random_tensor({2, 5, 6}, 5, DType::float64);

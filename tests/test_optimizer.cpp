@@ -1,9 +1,12 @@
-// AdamW, the global gradient norm and clipping: torch.optim.AdamW's states
+// AdamW, the global gradient norm, clipping and the weight EMA: torch.optim.AdamW's states
 // (tests/data/adamw_golden.txt, from tools/reference/make_adamw_golden.py) on every path, the
 // first step in closed form, bitwise agreement of the reference and the CUDA paths (many
 // tensors: several multi-tensor groups, several chunks, aligned and unaligned tensors), norms
-// of known tensors, clipping by exactly the specified factor, and bad arguments.
+// of known tensors, clipping by exactly the specified factor, the EMA against its formula in
+// double, and bad arguments.
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <cstring>
 #include <fstream>
@@ -145,6 +148,11 @@ struct State {
   std::vector<Tensor*> param_ptrs() {
     std::vector<Tensor*> v;
     for (Tensor& t : params) v.push_back(&t);
+    return v;
+  }
+  std::vector<const Tensor*> param_const_ptrs() const {
+    std::vector<const Tensor*> v;
+    for (const Tensor& t : params) v.push_back(&t);
     return v;
   }
   std::vector<const Tensor*> grad_ptrs() const {
@@ -361,6 +369,102 @@ TEST_P(OptimizerParity, ClipScalesByMaxNormOverNormPlusEpsilon) {
     EXPECT_NEAR(global_grad_norm(s.grad_ptrs()), max_norm, 1e-5 * max_norm);
     EXPECT_TRUE(s.guards_intact());
   }
+}
+
+TEST_P(OptimizerParity, EmaIsBitwiseTheReference) {
+  // The many_tensors lists (two groups, aligned and unaligned, 1 to 3 chunks): exp_avg serves as
+  // the EMA of params. Three updates at different decays, then bit-for-bit comparison.
+  State ref = many_tensors(Device::cpu(), 17), dev = many_tensors(device(), 17);
+  for (double decay : {0.999, 0.9, 0.3}) {
+    ema_update(ref.avg_ptrs(), ref.param_const_ptrs(), decay);
+    ema_update(dev.avg_ptrs(), dev.param_const_ptrs(), decay);
+  }
+  for (size_t i = 0; i < ref.exp_avg.size(); ++i) {
+    ASSERT_TRUE(tensors_equal(dev.exp_avg[i], ref.exp_avg[i])) << "ema[" << i << "]";
+    ASSERT_TRUE(tensors_equal(dev.params[i], ref.params[i])) << "params[" << i << "] changed";
+  }
+  EXPECT_TRUE(dev.guards_intact());
+  EXPECT_TRUE(ref.guards_intact());
+}
+
+TEST_P(OptimizerParity, EmaDecayZeroCopiesAndDecayOneKeeps) {
+  for (Device dev : {Device::cpu(), device()}) {
+    SCOPED_TRACE(dev.str());
+    State s = many_tensors(dev, 19);
+    const std::vector<Tensor*> ema = s.avg_ptrs();
+    const std::vector<const Tensor*> params = s.param_const_ptrs();
+    std::vector<Tensor> before;
+    for (const Tensor& e : s.exp_avg) before.push_back(e.clone());
+    ema_update(ema, params, 1.0);
+    for (size_t i = 0; i < before.size(); ++i) ASSERT_TRUE(tensors_equal(s.exp_avg[i], before[i])) << i;
+    ema_update(ema, params, 0.0);
+    for (size_t i = 0; i < before.size(); ++i) ASSERT_TRUE(tensors_equal(s.exp_avg[i], s.params[i])) << i;
+    EXPECT_TRUE(s.guards_intact());
+  }
+}
+
+// The reference against decay * ema + (1 - decay) * p written out in double: identical in
+// float64 (the same correctly rounded operations), and in float32 within the roundings of d and
+// 1 - d to float, of the two products and of the sum: each at most 2^-24 relative, together at
+// most 3 * 2^-24 (1.5 ulp at 2^-23) of |d ema| + |(1 - d) p|.
+TEST(Ema, ReferenceMatchesTheFormulaInDouble) {
+  const Shape shapes[] = {{7}, {3, 5, 11}, {1}, {4099}};
+  for (double decay : {0.9999, 0.9, 0.5, 0.123}) {
+    SCOPED_TRACE("decay " + std::to_string(decay));
+    for (DType dtype : {DType::float64, DType::float32}) {
+      std::vector<Tensor> ema, params;
+      for (size_t k = 0; k < std::size(shapes); ++k) {
+        ema.push_back(random_tensor(shapes[k], 30 + k, dtype, -3, 3));
+        params.push_back(random_tensor(shapes[k], 40 + k, dtype, -3, 3));
+      }
+      std::vector<std::vector<double>> e0;
+      for (const Tensor& e : ema) e0.push_back(to_double(e).to_vector<double>());
+      std::vector<Tensor*> ema_ptrs;
+      std::vector<const Tensor*> param_ptrs;
+      for (size_t k = 0; k < ema.size(); ++k) ema_ptrs.push_back(&ema[k]), param_ptrs.push_back(&params[k]);
+      ema_update(ema_ptrs, param_ptrs, decay);
+      double worst_ulps = 0;
+      for (size_t k = 0; k < ema.size(); ++k) {
+        const std::vector<double> e1 = to_double(ema[k]).to_vector<double>(), p = to_double(params[k]).to_vector<double>();
+        for (size_t i = 0; i < p.size(); ++i) {
+          const double exact = decay * e0[k][i] + (1 - decay) * p[i];
+          if (dtype == DType::float64) {
+            ASSERT_EQ(e1[i], exact) << "tensor " << k << " element " << i;
+          } else {
+            const double scale = std::fabs(decay * e0[k][i]) + std::fabs((1 - decay) * p[i]);
+            const double ulp = std::ldexp(1.0, -23) * scale;
+            ASSERT_LE(std::fabs(e1[i] - exact), 1.5 * ulp * (1 + 1e-12)) << "tensor " << k << " element " << i;
+            worst_ulps = std::max(worst_ulps, std::fabs(e1[i] - exact) / ulp);
+          }
+        }
+      }
+      if (dtype == DType::float32) {
+        std::printf("[ measured ] ema_update float32, decay %.4f: worst error %.3f ulp (2^-23 of the terms)\n", decay,
+                    worst_ulps);
+        EXPECT_GT(worst_ulps, 0.0);  // float32 really rounds: the comparison is not vacuous
+      }
+    }
+  }
+}
+
+TEST(Ema, RejectsBadArguments) {
+  Tensor e = random_tensor({3, 4}, 1), p = random_tensor({3, 4}, 2), q = random_tensor({5}, 3);
+  expect_error_mentions([&] { ema_update({&e}, {&p, &q}, 0.9); }, {"ema_update", "1 ema and 2 params", "equally long"});
+  expect_error_mentions([&] { ema_update({&e}, {&q}, 0.9); }, {"params[0]", "[5]", "ema[0]", "[3, 4]"});
+  for (double decay : {-0.1, 1.5, std::nan("")})
+    expect_error_mentions([&] { ema_update({&e}, {&p}, decay); }, {"decay", "[0, 1]"});
+  expect_error_mentions([&] { ema_update({&e}, {&e}, 0.9); }, {"same memory"});
+  expect_error_mentions([&] { ema_update({&e}, {nullptr}, 0.9); }, {"params[0]", "null"});
+  Tensor p64 = random_tensor({3, 4}, 4, DType::float64);
+  expect_error_mentions([&] { ema_update({&e}, {&p64}, 0.9); }, {"params[0]", "float64"});
+#if CTSR_HAVE_CUDA_ON_CPU
+  Tensor p_executor = p.to(Device::cuda_on_cpu());
+  expect_error_mentions([&] { ema_update({&e}, {&p_executor}, 0.9); }, {"params[0]", "cuda_on_cpu"});
+  Tensor e64 = random_tensor({3}, 5, DType::float64).to(Device::cuda_on_cpu());
+  Tensor p64e = random_tensor({3}, 6, DType::float64).to(Device::cuda_on_cpu());
+  expect_error_mentions([&] { ema_update({&e64}, {&p64e}, 0.9); }, {"ema_update", "float64"});
+#endif
+  ema_update({}, {}, 0.5);  // nothing to do is not an error
 }
 
 TEST(GradNorm, ClipOnTheReferenceInFloat64) {

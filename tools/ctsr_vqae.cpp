@@ -1,18 +1,25 @@
 // ctsr_vqae: the frozen PatchVolume VQ-AE from its PyTorch checkpoint.
 //   info CKPT                     the architecture found, the parameter count, the tensors ignored
 //   convert CKPT OUT.safetensors  the tensors the model uses, float32, PyTorch names and layouts
+//   init --out W --seed S         a seeded random model in that same format (a stand-in for the
+//                                 trained model until one ships)
 //   encode / decode               one volume <-> one latent
 //   cache                         every LD/HD pair of a pairs.csv into a latent cache
 // Settings the checkpoint lacks come from configs/vqae_8x.yaml (--config), flags override them.
+// num_groups: our safetensors files record it; an explicit --num-groups (or a --config value)
+// overrides the record with a warning, and the settings' value serves files without one.
+#include <functional>
 #include <iostream>
 #include <map>
 #include <optional>
 #include <set>
 #include <sstream>
 
+#include "kernels/random.h"
 #include "model/pytorch_import.h"
 #include "model/vqae.h"
 #include "runtime/error.h"
+#include "runtime/philox.h"
 #include "runtime/formats/safetensors.h"
 #include "runtime/formats/torch_checkpoint.h"
 #include "runtime/formats/volume.h"
@@ -32,7 +39,8 @@ struct Common {
 
   void add_to(CLI::App* app, bool with_device = true) {
     app->add_option("--config", config, "settings file (default: configs/vqae_8x.yaml when present)");
-    app->add_option("--num-groups", num_groups, "GroupNorm groups of the checkpoint's model (default 24)");
+    app->add_option("--num-groups", num_groups,
+                    "GroupNorm groups of the model (default: the file's record, else the settings' 24)");
     if (with_device) app->add_option("--device", device, "auto | cpu | cuda | cuda:N | cuda_on_cpu");
   }
   tools::VqaeSettings settings() const {
@@ -42,10 +50,49 @@ struct Common {
     return s;
   }
   Device resolve_device() const { return tools::resolve_device(device); }
+  // num_groups chosen by the user: --num-groups, else model.num_groups of a --config file (the
+  // settings file found by default only supplies the fallback).
+  std::optional<int64_t> explicit_num_groups(const tools::VqaeSettings& s) const {
+    if (num_groups) return num_groups;
+    if (!config.empty() && s.num_groups_set) return s.num_groups;
+    return std::nullopt;
+  }
+  // The architecture of the weights in `source`, num_groups explicit, else the file's record,
+  // else the settings'. An override of the record is reported once the value is known to fit
+  // (a value that does not fit is an error, on its own line).
+  VqaeConfig config_for(const io::TensorSource& source, const tools::VqaeSettings& s) const {
+    std::string warning;
+    const VqaeConfig config =
+        vqae_config_from(source, choose_num_groups(source, explicit_num_groups(s), s.num_groups, &warning));
+    if (!warning.empty()) std::cerr << "ctsr_vqae: warning: " << warning << "\n";
+    return config;
+  }
 };
 
 std::unique_ptr<Vqae> load_model(const std::string& weights, const Common& common, const tools::VqaeSettings& s) {
-  return Vqae::load(weights, s.num_groups, common.resolve_device());
+  auto source = io::open_tensor_source(weights);
+  return Vqae::load(*source, common.config_for(*source, s).num_groups, common.resolve_device());
+}
+
+// Our weight file, the format every --weights reads: each parameter under its checkpoint key in
+// PyTorch's layout with the rank pytorch_rank(key, value) gives, float32, then the codebook.
+void write_weights(const std::string& out, Vqae& model, const Tensor& codebook,
+                   const std::function<int(const std::string&, const Tensor&)>& pytorch_rank,
+                   std::map<std::string, std::string> metadata) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (Parameter* p : model.parameters()) {
+    const std::string key = vqae_checkpoint_key(p->name);
+    tensors.emplace_back(key, to_pytorch_layout(p->value, pytorch_rank(key, p->value)));
+  }
+  tensors.emplace_back("codebook.embeddings", codebook.to(Device::cpu()));
+  const VqaeConfig& config = model.config();
+  metadata["format"] = "ctsr-vqae/1";
+  metadata["architecture"] = config.str();
+  metadata["num_groups"] = std::to_string(config.num_groups);
+  metadata["layout"] = "PyTorch (conv [out, in, k, k, k]; conv_trans [in, out, k, k, k])";
+  io::write_safetensors(out, tensors, metadata);
+  std::cout << "wrote " << out << ": " << tensors.size() << " tensors, " << model.parameter_count()
+            << " parameters (" << config.str() << ")\n";
 }
 
 // Keys of the file the model does not use, grouped by their first two name parts.
@@ -65,7 +112,7 @@ std::map<std::string, int64_t> ignored_groups(const io::TensorSource& source, Vq
 void command_info(const std::string& ckpt, const Common& common) {
   const auto s = common.settings();
   auto source = io::open_tensor_source(ckpt);
-  const VqaeConfig config = vqae_config_from(*source, s.num_groups);
+  const VqaeConfig config = common.config_for(*source, s);
   Vqae model(config, LayerOptions{});
   model.load_from(*source);
   std::cout << "file:       " << ckpt << "\n";
@@ -92,22 +139,54 @@ void command_info(const std::string& ckpt, const Common& common) {
 void command_convert(const std::string& ckpt, const std::string& out, const Common& common) {
   const auto s = common.settings();
   auto source = io::open_tensor_source(ckpt);
-  const VqaeConfig config = vqae_config_from(*source, s.num_groups);
+  const VqaeConfig config = common.config_for(*source, s);
   Vqae model(config, LayerOptions{});
   model.load_from(*source);  // validates every tensor before anything is written
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  for (Parameter* p : model.parameters()) {
-    const std::string key = vqae_checkpoint_key(p->name);
-    tensors.emplace_back(key, to_pytorch_layout(p->value, static_cast<int>(source->record(key).shape.size())));
-  }
-  tensors.emplace_back("codebook.embeddings", model.codebook().to(Device::cpu()));
-  io::write_safetensors(out, tensors,
-                        {{"format", "ctsr-vqae/1"},
-                         {"source", std::filesystem::path(ckpt).filename().string()},
-                         {"architecture", config.str()},
-                         {"layout", "PyTorch (conv [out, in, k, k, k]; conv_trans [in, out, k, k, k])"}});
-  std::cout << "wrote " << out << ": " << tensors.size() << " tensors, " << model.parameter_count()
-            << " parameters (" << config.str() << ")\n";
+  // Each tensor keeps the rank it has in the checkpoint.
+  write_weights(out, model, model.codebook(),
+                [&](const std::string& key, const Tensor&) { return int(source->record(key).shape.size()); },
+                {{"source", std::filesystem::path(ckpt).filename().string()}});
+}
+
+struct InitOptions {
+  std::string out;
+  uint64_t seed = 0;
+  int64_t n_hiddens = 8, num_groups = 4, n_codes = 512;
+};
+
+// The Philox purpose of the random codebook (runtime/philox.h); the layers draw from streams
+// below 2^48 (model/layers.h), so this one is apart from all of them.
+constexpr uint32_t kCodebookPurpose = 0x4342;  // "CB"
+
+// A seeded, randomly initialised VQ-AE of the released model's architecture at a chosen width:
+// PyTorch's default initialisation for every layer (model/layers.h), GroupNorm 1 and 0, and a
+// codebook of N(0, 1) draws (as nn.Embedding and the original's randn).
+void command_init(const InitOptions& o) {
+  CTSR_CHECK(o.n_hiddens > 0, "init: --n-hiddens is ", o.n_hiddens, ", expected a positive width");
+  CTSR_CHECK(o.n_codes > 0, "init: --n-codes is ", o.n_codes, ", expected a positive number of codes");
+  CTSR_CHECK(o.num_groups > 0, "init: --num-groups is ", o.num_groups, ", expected a positive number of groups");
+  VqaeConfig config;
+  config.n_hiddens = o.n_hiddens;
+  config.n_codes = o.n_codes;
+  config.num_groups = o.num_groups;
+  const std::string problem = config.num_groups_problem();
+  CTSR_CHECK(problem.empty(), "init: ", problem, "; choose --num-groups dividing --n-hiddens ", o.n_hiddens,
+             " (then it divides every width)");
+  LayerOptions layers;
+  layers.seed = o.seed;
+  Vqae model(config, layers);
+  Tensor codebook = Tensor::empty({config.n_codes, config.embedding_dim}, DType::float32, Device::cpu());
+  fill_normal(codebook, o.seed, philox::stream_offset(kCodebookPurpose, 0));
+  // PyTorch's ranks: our tensors' own, except the attention's to_out, a 1x1x1 conv there and a
+  // Linear here (the ranks convert keeps from the checkpoint).
+  auto pytorch_rank = [](const std::string& key, const Tensor& value) {
+    const std::string to_out = ".to_out.weight";
+    const bool is_to_out =
+        key.size() >= to_out.size() && key.compare(key.size() - to_out.size(), to_out.size(), to_out) == 0;
+    return is_to_out ? 5 : static_cast<int>(value.ndim());
+  };
+  write_weights(o.out, model, codebook, pytorch_rank,
+                {{"source", "ctsr_vqae init (random initialisation, untrained)"}, {"seed", std::to_string(o.seed)}});
 }
 
 void command_encode(const std::string& weights, const std::string& input, const std::string& output,
@@ -205,6 +284,19 @@ int main(int argc, char** argv) {
   convert->add_option("OUT", out, "output .safetensors")->required();
   common.add_to(convert, false);
 
+  InitOptions init_options;
+  auto* init = app.add_subcommand(
+      "init",
+      "write a seeded, randomly initialised VQ-AE (untrained: a stand-in for the trained model until one ships) "
+      "in convert's format");
+  init->add_option("--out", init_options.out, "output .safetensors (replaced atomically)")->required();
+  init->add_option("--seed", init_options.seed, "initialisation seed (the same seed gives the same file)")->required();
+  init->add_option("--n-hiddens", init_options.n_hiddens, "width of the first level (levels: n, 2n, 4n, 4n)")
+      ->capture_default_str();
+  init->add_option("--num-groups", init_options.num_groups, "GroupNorm groups; must divide --n-hiddens")
+      ->capture_default_str();
+  init->add_option("--n-codes", init_options.n_codes, "codebook size")->capture_default_str();
+
   auto* encode = app.add_subcommand("encode", "encode a volume (.nii, .nii.gz, .npy on [-1, 1]) to a latent");
   encode->add_option("--weights", weights, ".ckpt or .safetensors")->required();
   encode->add_option("--input", input, "volume")->required();
@@ -237,6 +329,7 @@ int main(int argc, char** argv) {
   return tools::run_program(app, argc, argv, [&] {
     if (*info) command_info(ckpt, common);
     if (*convert) command_convert(ckpt, out, common);
+    if (*init) command_init(init_options);
     if (*encode) command_encode(weights, input, output, patch, normalize, window, common);
     if (*decode) command_decode(weights, input, output, denormalize, key, slab, window, common);
     if (*cache) {

@@ -46,7 +46,10 @@ VqaeSettings read_vqae_settings(const std::filesystem::path& path) {
   only_keys(root, {"model", "encode", "decode"}, file, "");
   if (auto m = root["model"]) {
     only_keys(m, {"num_groups"}, file, "model");
-    if (m["num_groups"]) s.num_groups = scalar<int64_t>(m["num_groups"], file, "model.num_groups", "an integer");
+    if (m["num_groups"]) {
+      s.num_groups = scalar<int64_t>(m["num_groups"], file, "model.num_groups", "an integer");
+      s.num_groups_set = true;
+    }
     CTSR_CHECK(s.num_groups > 0, file, ": 'model.num_groups' is ", s.num_groups, ", expected a positive integer");
   }
   if (auto e = root["encode"]) {

@@ -11,6 +11,7 @@ namespace ctsr::tools {
 
 struct VqaeSettings {
   int64_t num_groups = 24;
+  bool num_groups_set = false;  // the settings file gave model.num_groups (not just the default)
   int64_t patch_size = 64;
   io::HuWindow window;
   int64_t decode_slab = 0;
