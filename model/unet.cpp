@@ -127,8 +127,15 @@ Tensor UNetResBlock::run_forward(const Tensor& x, const Tensor& temb_act) {
   time_shape_ = Shape{n, 1, 1, 1, out_channels_};
   Tensor h = conv1.forward(norm1.forward(x));
   h = add(h, time_proj.forward(temb_act).reshape(time_shape_));
-  h = conv2.forward(dropout.forward(norm2.forward(h)));
+  h = norm2.forward(h);
+  dropout.set_rng(dropout_seed_, dropout_offset_, uint64_t(dropout_first_sample_) * uint64_t(h.numel() / n));
+  h = conv2.forward(dropout.forward(h));
   return add(skip ? skip->forward(x) : x, h);
+}
+
+void UNetResBlock::set_dropout_rng(uint64_t seed, uint64_t offset, int64_t first_sample) {
+  CTSR_CHECK(first_sample >= 0, "UNet ResBlock: first_sample ", first_sample, " is negative");
+  dropout_seed_ = seed, dropout_offset_ = offset, dropout_first_sample_ = first_sample;
 }
 
 Tensor UNetResBlock::forward(const Tensor& x, const Tensor& temb_act) {
@@ -260,9 +267,8 @@ void UNet3D::set_checkpointing(bool on) {
 }
 
 void UNet3D::set_dropout_rng(uint64_t seed, uint64_t step, int64_t first_sample) {
-  (void)first_sample;  // TODO(split-invariant dropout): element base once the dropout kernels take one
   for (size_t k = 0; k < blocks_.size(); ++k)
-    blocks_[k]->dropout.set_rng(seed, philox::stream_offset(kDropoutPurpose + uint32_t(k), step));
+    blocks_[k]->set_dropout_rng(seed, philox::stream_offset(kDropoutPurpose + uint32_t(k), step), first_sample);
 }
 
 void UNet3D::clear_saved() {

@@ -67,6 +67,9 @@ class UNetResBlock : public Module {
   Tensor backward(const Tensor& dy, Tensor& dtemb_act);
   void clear_saved() override;
   void set_checkpointing(bool on) { checkpoint_ = on; }
+  // The dropout stream of the next forward; sample n of the batch is sample first_sample + n of
+  // the global batch, and draws that sample's part of the stream.
+  void set_dropout_rng(uint64_t seed, uint64_t offset, int64_t first_sample);
 
   GroupNorm norm1;  // fused with the SiLU that follows
   Conv3d conv1;
@@ -83,6 +86,8 @@ class UNetResBlock : public Module {
   Tensor run_forward(const Tensor& x, const Tensor& temb_act);
   bool checkpoint_ = false;
   int64_t out_channels_;
+  uint64_t dropout_seed_ = 0, dropout_offset_ = 0;
+  int64_t dropout_first_sample_ = 0;
   Tensor saved_x_, saved_temb_act_;  // checkpointing: the block's inputs
   Shape time_shape_;                 // [N, 1, 1, 1, co]
 };

@@ -216,6 +216,26 @@ TEST(UNet, DropoutOffInEvalModeAndMasksFollowTheStep) {
   EXPECT_FALSE(test::tensors_equal(e1, a));
 }
 
+// Data parallelism splits a batch across ranks: sample n's dropout masks (and so its output)
+// must not depend on which other samples share its micro-batch.
+TEST(UNet, DropoutMasksDoNotDependOnHowTheBatchIsSplit) {
+  UNet3D net(parity_config());
+  perturb_parameters(net, 450);
+  Tensor x = random_tensor({3, 3, 5, 3, 16}, 12);
+  Tensor t = timesteps({9, 99, 999}, Device::cpu());
+  NoGradGuard no_grad;
+  net.set_dropout_rng(7, 11, 0);
+  Tensor whole = net.forward(x, t);
+  net.set_dropout_rng(7, 11, 1);
+  Tensor tail = net.forward(x.slice(1, 3), Tensor::from_vector(std::vector<int64_t>{99, 999}, {2}));
+  // Equal up to the GEMMs' blocking, which may differ with the batch size; other masks would
+  // change the output by far more.
+  EXPECT_LT(test::relative_l2(tail, whole.slice(1, 3)), 1e-6);
+  net.set_dropout_rng(7, 11, 0);
+  Tensor tail_unshifted = net.forward(x.slice(1, 3), Tensor::from_vector(std::vector<int64_t>{99, 999}, {2}));
+  EXPECT_GT(test::relative_l2(tail_unshifted, whole.slice(1, 3)), 1e-2);
+}
+
 class UNetParity : public test::CudaPathTest {};
 
 // Forward and backward of the whole network on the CUDA kernels against the reference.
