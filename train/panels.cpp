@@ -1,0 +1,352 @@
+// Validation panels: each panel is a list of rows (a label and four planes: LD, SR, HD, |SR-HD|)
+// cut from the volumes (a slice or a maximum projection along one axis), laid out by one
+// compositor with titles, row labels and a colour bar (the layout is spelled out in panels.h).
+// The drawing primitives (font, rectangles, colour map) are at the top of this file.
+#include "train/panels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <optional>
+#include <vector>
+
+#include "runtime/error.h"
+
+namespace ctsr::train {
+
+// ---- drawing primitives --------------------------------------------------------------------------
+
+namespace {
+
+// 5x7 glyphs, one byte per row, top row first, bit 4 the leftmost pixel.
+struct Glyph {
+  char character;
+  std::array<uint8_t, 7> rows;
+};
+
+constexpr Glyph kFont[] = {
+    {'0', {0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110}},
+    {'1', {0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110}},
+    {'2', {0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111}},
+    {'3', {0b11111, 0b00010, 0b00100, 0b00010, 0b00001, 0b10001, 0b01110}},
+    {'4', {0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010}},
+    {'5', {0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110}},
+    {'6', {0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110}},
+    {'7', {0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000}},
+    {'8', {0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110}},
+    {'9', {0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100}},
+    {'A', {0b01110, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001}},
+    {'B', {0b11110, 0b10001, 0b10001, 0b11110, 0b10001, 0b10001, 0b11110}},
+    {'C', {0b01110, 0b10001, 0b10000, 0b10000, 0b10000, 0b10001, 0b01110}},
+    {'D', {0b11100, 0b10010, 0b10001, 0b10001, 0b10001, 0b10010, 0b11100}},
+    {'E', {0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b11111}},
+    {'F', {0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b10000}},
+    {'G', {0b01110, 0b10001, 0b10000, 0b10111, 0b10001, 0b10001, 0b01111}},
+    {'H', {0b10001, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001}},
+    {'I', {0b01110, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110}},
+    {'J', {0b00111, 0b00010, 0b00010, 0b00010, 0b00010, 0b10010, 0b01100}},
+    {'K', {0b10001, 0b10010, 0b10100, 0b11000, 0b10100, 0b10010, 0b10001}},
+    {'L', {0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b11111}},
+    {'M', {0b10001, 0b11011, 0b10101, 0b10101, 0b10001, 0b10001, 0b10001}},
+    {'N', {0b10001, 0b10001, 0b11001, 0b10101, 0b10011, 0b10001, 0b10001}},
+    {'O', {0b01110, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110}},
+    {'P', {0b11110, 0b10001, 0b10001, 0b11110, 0b10000, 0b10000, 0b10000}},
+    {'Q', {0b01110, 0b10001, 0b10001, 0b10001, 0b10101, 0b10010, 0b01101}},
+    {'R', {0b11110, 0b10001, 0b10001, 0b11110, 0b10100, 0b10010, 0b10001}},
+    {'S', {0b01111, 0b10000, 0b10000, 0b01110, 0b00001, 0b00001, 0b11110}},
+    {'T', {0b11111, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100}},
+    {'U', {0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110}},
+    {'V', {0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01010, 0b00100}},
+    {'W', {0b10001, 0b10001, 0b10001, 0b10101, 0b10101, 0b10101, 0b01010}},
+    {'X', {0b10001, 0b10001, 0b01010, 0b00100, 0b01010, 0b10001, 0b10001}},
+    {'Y', {0b10001, 0b10001, 0b01010, 0b00100, 0b00100, 0b00100, 0b00100}},
+    {'Z', {0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0b11111}},
+    {'|', {0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100}},
+    {'-', {0b00000, 0b00000, 0b00000, 0b01110, 0b00000, 0b00000, 0b00000}},
+    {'.', {0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b01100, 0b01100}},
+    {' ', {0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b00000}},
+};
+constexpr int kGlyphWidth = 5, kGlyphHeight = 7, kGlyphAdvance = 6;
+
+const Glyph& glyph_for(char c) {
+  for (const Glyph& g : kFont)
+    if (g.character == c) return g;
+  CTSR_FAIL("draw_text: no glyph for the character '", c, "' (the font has 0-9, A-Z, '|', '-', '.' and ' ')");
+}
+
+void fill_rect(RgbImage& image, int64_t x, int64_t y, int64_t width, int64_t height, Rgb colour) {
+  const int64_t x0 = std::max<int64_t>(x, 0), x1 = std::min(x + width, image.width);
+  const int64_t y0 = std::max<int64_t>(y, 0), y1 = std::min(y + height, image.height);
+  for (int64_t py = y0; py < y1; ++py)
+    for (int64_t px = x0; px < x1; ++px) std::copy(colour.begin(), colour.end(), &image.rgb[3 * (py * image.width + px)]);
+}
+
+void set_pixel(RgbImage& image, int64_t x, int64_t y, Rgb colour) {
+  std::copy(colour.begin(), colour.end(), &image.rgb[3 * (y * image.width + x)]);
+}
+
+}  // namespace
+
+uint8_t intensity_to_grey(float value) {
+  const double v = std::clamp(static_cast<double>(value), -1.0, 1.0);
+  return static_cast<uint8_t>(std::lround((v + 1.0) * 127.5));
+}
+
+Rgb error_colour(double t) {
+  // Control points sampled by eye from the inferno map; luminance 0.3, 38, 85, 155, 248.
+  static constexpr std::array<Rgb, 5> points{{{0, 0, 4}, {87, 16, 110}, {188, 55, 84}, {249, 142, 9}, {252, 255, 164}}};
+  t = std::isnan(t) ? 0.0 : std::clamp(t, 0.0, 1.0);
+  const double position = t * (points.size() - 1);
+  const size_t i = std::min(static_cast<size_t>(position), points.size() - 2);
+  const double f = position - static_cast<double>(i);
+  Rgb c;
+  for (int k = 0; k < 3; ++k)
+    c[k] = static_cast<uint8_t>(std::lround(points[i][k] + f * (points[i + 1][k] - points[i][k])));
+  return c;
+}
+
+std::string format_tick(double value) {
+  if (value == 0) return "0";
+  // Decimals for three significant digits, then trailing zeros dropped: 0.5 -> "0.5", 2 -> "2".
+  const int magnitude = static_cast<int>(std::floor(std::log10(std::abs(value))));
+  const int decimals = std::clamp(2 - magnitude, 0, 9);
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), "%.*f", decimals, value);
+  std::string s = buffer;
+  if (s.find('.') != std::string::npos) {
+    s.erase(s.find_last_not_of('0') + 1);
+    if (s.back() == '.') s.pop_back();
+  }
+  return s;
+}
+
+int64_t text_width(const std::string& text, int scale) {
+  return text.empty() ? 0 : (kGlyphAdvance * static_cast<int64_t>(text.size()) - 1) * scale;
+}
+
+void draw_text(RgbImage& image, int64_t x, int64_t y, const std::string& text, int scale, Rgb colour) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const Glyph& g = glyph_for(text[i]);
+    const int64_t left = x + static_cast<int64_t>(i) * kGlyphAdvance * scale;
+    for (int row = 0; row < kGlyphHeight; ++row)
+      for (int col = 0; col < kGlyphWidth; ++col)
+        if (g.rows[row] & (1 << (kGlyphWidth - 1 - col)))
+          fill_rect(image, left + col * scale, y + row * scale, scale, scale, colour);
+  }
+}
+
+// ---- planes cut from the volumes -----------------------------------------------------------------
+
+namespace {
+
+// A 2D view: `rows` x `cols` values with the physical size of one step along each.
+struct Plane {
+  int64_t rows = 0, cols = 0;
+  double row_spacing = 1, col_spacing = 1;
+  std::vector<float> values;
+  float at(int64_t r, int64_t c) const { return values[static_cast<size_t>(r * cols + c)]; }
+};
+
+struct Volume {
+  std::array<int64_t, 3> dims;  // D, H, W
+  const float* data;
+  float at(int64_t d, int64_t h, int64_t w) const { return data[(d * dims[1] + h) * dims[2] + w]; }
+};
+
+// The plane across `axis` (0 = D, 1 = H, 2 = W): the slice at `index`, or, without one, the maximum
+// along the axis (NaN if any voxel on the ray is NaN, so a diverged model shows). The plane's axes
+// are the two others, in order.
+Plane cut_plane(const Volume& v, const std::array<double, 3>& spacing, int axis, std::optional<int64_t> index) {
+  const int row_axis = axis == 0 ? 1 : 0, col_axis = axis == 2 ? 1 : 2;
+  Plane p;
+  p.rows = v.dims[row_axis];
+  p.cols = v.dims[col_axis];
+  p.row_spacing = spacing[row_axis];
+  p.col_spacing = spacing[col_axis];
+  p.values.resize(static_cast<size_t>(p.rows * p.cols));
+  const int64_t first = index.value_or(0), last = index ? *index + 1 : v.dims[axis];
+  for (int64_t r = 0; r < p.rows; ++r)
+    for (int64_t c = 0; c < p.cols; ++c) {
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t k = first; k < last; ++k) {
+        std::array<int64_t, 3> at{};
+        at[axis] = k;
+        at[row_axis] = r;
+        at[col_axis] = c;
+        const float x = v.at(at[0], at[1], at[2]);
+        m = std::isnan(x) || std::isnan(m) ? std::numeric_limits<float>::quiet_NaN() : std::max(m, x);
+      }
+      p.values[static_cast<size_t>(r * p.cols + c)] = m;
+    }
+  return p;
+}
+
+struct PanelRow {
+  std::string label;
+  std::array<Plane, 4> tiles;  // LD, SR, HD (grey) and |SR - HD| (colour)
+};
+
+// Cuts the same plane from LD, SR, HD and the error volume.
+struct PanelVolumes {
+  Volume ld, sr, hd, error;
+  std::vector<float> error_values;
+  std::array<double, 3> spacing;
+
+  PanelRow row(std::string label, int axis, std::optional<int64_t> index) const {
+    return {std::move(label),
+            {cut_plane(ld, spacing, axis, index), cut_plane(sr, spacing, axis, index),
+             cut_plane(hd, spacing, axis, index), cut_plane(error, spacing, axis, index)}};
+  }
+};
+
+PanelVolumes check_and_wrap(const char* panel, const Tensor& ld, const Tensor& sr, const Tensor& hd,
+                            const PanelOptions& options) {
+  for (const auto& [name, t] : {std::pair{"ld", &ld}, std::pair{"sr", &sr}, std::pair{"hd", &hd}}) {
+    CTSR_CHECK(t->defined(), panel, ": ", name, " is undefined");
+    CTSR_CHECK(t->ndim() == 3, panel, ": ", name, " has shape ", t->shape().str(), "; expected a volume [D, H, W]");
+    CTSR_CHECK(t->dtype() == DType::float32, panel, ": ", name, " is ", dtype_name(t->dtype()), "; expected float32");
+    CTSR_CHECK(t->device() == Device::cpu(), panel, ": ", name, " is on ", t->device().str(), "; expected cpu");
+    CTSR_CHECK(t->numel() > 0, panel, ": ", name, " has shape ", t->shape().str(), ", which is empty");
+    CTSR_CHECK(t->shape() == ld.shape(), panel, ": ", name, " has shape ", t->shape().str(), " but ld has ",
+               ld.shape().str());
+  }
+  for (int a = 0; a < 3; ++a)
+    CTSR_CHECK(std::isfinite(options.spacing[a]) && options.spacing[a] > 0, panel, ": spacing[", a, "] is ",
+               options.spacing[a], "; expected a positive size in mm");
+  CTSR_CHECK(std::isfinite(options.error_max) && options.error_max > 0, panel, ": error_max is ", options.error_max,
+             "; expected a positive value");
+  CTSR_CHECK(options.slices >= 1, panel, ": slices is ", options.slices, "; expected at least 1");
+  CTSR_CHECK(options.scale >= 1 && options.scale <= 64, panel, ": scale is ", options.scale, "; expected 1 to 64");
+
+  const std::array<int64_t, 3> dims{ld.dim(0), ld.dim(1), ld.dim(2)};
+  PanelVolumes v{{dims, ld.data<float>()}, {dims, sr.data<float>()}, {dims, hd.data<float>()}, {}, {}, options.spacing};
+  v.error_values.resize(static_cast<size_t>(ld.numel()));
+  for (size_t i = 0; i < v.error_values.size(); ++i) v.error_values[i] = std::abs(v.sr.data[i] - v.hd.data[i]);
+  v.error = {dims, v.error_values.data()};
+  return v;
+}
+
+// ---- the compositor ------------------------------------------------------------------------------
+
+constexpr int64_t kMaxPanelPixels = int64_t(1) << 28;  // 768 MiB of RGB: surely a mistaken scale or spacing
+
+RgbImage compose(const char* panel, const std::vector<PanelRow>& rows, const PanelOptions& options) {
+  const int64_t s = options.scale, gap = 2 * s, text_height = 7 * s;
+  const double min_spacing = *std::min_element(options.spacing.begin(), options.spacing.end());
+  auto side = [&](int64_t n, double spacing) {
+    const double pixels = static_cast<double>(n) * static_cast<double>(s) * spacing / min_spacing;
+    CTSR_CHECK(pixels <= double(kMaxPanelPixels), panel, ": an axis of ", n, " voxels at spacing ", spacing,
+               " mm would be ", pixels, " pixels (finest spacing ", min_spacing, " mm, scale ", s, ")");
+    return std::max<int64_t>(1, std::llround(pixels));
+  };
+  static const std::array<std::string, 4> titles{"LD", "SR", "HD", "|SR-HD|"};
+
+  int64_t label_width = 0, column_width = 0, rows_height = 0;
+  for (const auto& title : titles) column_width = std::max(column_width, text_width(title, options.scale));
+  std::vector<int64_t> row_heights;
+  for (const PanelRow& row : rows) {
+    label_width = std::max(label_width, text_width(row.label, options.scale));
+    int64_t height = text_height;
+    for (const Plane& p : row.tiles) {
+      column_width = std::max(column_width, side(p.cols, p.col_spacing));
+      height = std::max(height, side(p.rows, p.row_spacing));
+    }
+    row_heights.push_back(height);
+    rows_height += height + (row_heights.size() > 1 ? gap : 0);
+  }
+  if (rows_height < 24 * s) {
+    row_heights.back() += 24 * s - rows_height;
+    rows_height = 24 * s;
+  }
+
+  std::vector<double> tick_values{0.0, options.error_max};
+  if (rows_height >= 40 * s) tick_values.push_back(options.error_max / 2);
+  int64_t tick_label_width = 0;
+  for (double v : tick_values) tick_label_width = std::max(tick_label_width, text_width(format_tick(v), options.scale));
+
+  const int64_t columns_x = gap + label_width + gap;
+  const int64_t bar_x = columns_x + 4 * column_width + 3 * gap + gap, bar_width = 4 * s;
+  const int64_t tick_label_x = bar_x + bar_width + gap;
+  const int64_t rows_y = gap + text_height + gap;
+
+  RgbImage image;
+  image.width = tick_label_x + tick_label_width + gap;
+  image.height = rows_y + rows_height + gap;
+  CTSR_CHECK(image.width * image.height <= kMaxPanelPixels, panel, ": the panel would be ", image.width, " x ",
+             image.height, " pixels; lower the scale");
+  image.rgb.resize(static_cast<size_t>(image.width * image.height * 3));
+  fill_rect(image, 0, 0, image.width, image.height, kPanelBackground);
+
+  for (size_t j = 0; j < titles.size(); ++j) {
+    const int64_t x = columns_x + static_cast<int64_t>(j) * (column_width + gap);
+    draw_text(image, x + (column_width - text_width(titles[j], options.scale)) / 2, gap, titles[j], options.scale,
+              kPanelText);
+  }
+  int64_t y = rows_y;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    draw_text(image, gap, y, rows[i].label, options.scale, kPanelText);
+    for (size_t j = 0; j < 4; ++j) {
+      const Plane& p = rows[i].tiles[j];
+      const int64_t height = side(p.rows, p.row_spacing), width = side(p.cols, p.col_spacing);
+      const int64_t x0 = columns_x + static_cast<int64_t>(j) * (column_width + gap) + (column_width - width) / 2;
+      for (int64_t py = 0; py < height; ++py)
+        for (int64_t px = 0; px < width; ++px) {
+          // Nearest neighbour at the pixel centre, in integers: floor((p + 0.5) * n / side).
+          const float v = p.at((2 * py + 1) * p.rows / (2 * height), (2 * px + 1) * p.cols / (2 * width));
+          const uint8_t grey = intensity_to_grey(v);
+          const Rgb colour = std::isnan(v) ? kPanelNan
+                             : j < 3       ? Rgb{grey, grey, grey}
+                                           : error_colour(v / options.error_max);
+          set_pixel(image, x0 + px, y + py, colour);
+        }
+    }
+    y += row_heights[i] + gap;
+  }
+
+  for (int64_t r = 0; r < rows_height; ++r)
+    fill_rect(image, bar_x, rows_y + r, bar_width, 1,
+              error_colour(1.0 - (static_cast<double>(r) + 0.5) / static_cast<double>(rows_height)));
+  // No tick marks: beside a label they read as a minus sign. Each label's vertical position along
+  // the bar is its value's, so the top and bottom labels end flush with the bar.
+  for (double v : tick_values) {
+    const double from_top = 1.0 - v / options.error_max;
+    const int64_t label_y = rows_y + std::llround(from_top * static_cast<double>(rows_height - text_height));
+    draw_text(image, tick_label_x, label_y, format_tick(v), options.scale, kPanelText);
+  }
+  return image;
+}
+
+}  // namespace
+
+// ---- the panels ----------------------------------------------------------------------------------
+
+RgbImage render_slices_panel(const Tensor& ld, const Tensor& sr, const Tensor& hd, const PanelOptions& options) {
+  const PanelVolumes v = check_and_wrap("render_slices_panel", ld, sr, hd, options);
+  const int64_t depth = v.ld.dims[0], count = std::min<int64_t>(options.slices, depth);
+  std::vector<PanelRow> rows;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t d = (i + 1) * depth / (count + 1);
+    rows.push_back(v.row("Z " + std::to_string(d), 0, d));
+  }
+  return compose("render_slices_panel", rows, options);
+}
+
+RgbImage render_orthogonal_panel(const Tensor& ld, const Tensor& sr, const Tensor& hd, const PanelOptions& options) {
+  const PanelVolumes v = check_and_wrap("render_orthogonal_panel", ld, sr, hd, options);
+  const auto& dims = v.ld.dims;
+  return compose("render_orthogonal_panel",
+                 {v.row("AXIAL Z " + std::to_string(dims[0] / 2), 0, dims[0] / 2),
+                  v.row("CORONAL Y " + std::to_string(dims[1] / 2), 1, dims[1] / 2),
+                  v.row("SAGITTAL X " + std::to_string(dims[2] / 2), 2, dims[2] / 2)},
+                 options);
+}
+
+RgbImage render_mip_panel(const Tensor& ld, const Tensor& sr, const Tensor& hd, const PanelOptions& options) {
+  const PanelVolumes v = check_and_wrap("render_mip_panel", ld, sr, hd, options);
+  return compose("render_mip_panel",
+                 {v.row("MIP D", 0, std::nullopt), v.row("MIP H", 1, std::nullopt), v.row("MIP W", 2, std::nullopt)},
+                 options);
+}
+
+}  // namespace ctsr::train

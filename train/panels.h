@@ -1,0 +1,80 @@
+// Validation pictures: LD, SR and HD volumes side by side with the error |SR - HD|.
+//
+// Inputs are float32 cpu tensors [D, H, W] on the [-1, 1] intensity scale (-1, the lower edge of
+// the HU window, is black; +1 is white), all of one shape. Views are shown in array order, no
+// flips: an axial view (fixed d) has h downwards and w rightwards; coronal (fixed h) and sagittal
+// (fixed w) have d downwards. NaN voxels are drawn magenta (kPanelNan).
+//
+// Layout, with s = scale and every length in pixels:
+//   * A pixel covers min(spacing) / s mm in both directions, so an axis of n voxels with spacing
+//     sp becomes a tile side of max(1, round(n * s * sp / min(spacing))) pixels, sampled nearest
+//     neighbour at pixel centres: voxel = floor((p + 0.5) * n / side).
+//   * gap g = 2s around and between everything; text is 7s high, a string of k characters is
+//     (6k - 1)s wide (5x7 glyphs on a 6-pixel advance, each font pixel an s x s block).
+//   * Left to right: g, row labels (as wide as the widest), g, then four columns LD SR HD |SR-HD|
+//     of equal width C = max(widest tile, widest title) separated by g, then g, the colour bar
+//     (4s wide), g, tick labels (as wide as the widest), g.
+//     Tiles are centred in their column: x = column_x + (C - tile_width) / 2.
+//   * Top to bottom: g, the titles (7s), g, then the rows, each as high as max(its tallest tile,
+//     7s) and separated by g, then g. If the rows add up to less than 24s, the last row is
+//     stretched so that the colour bar can hold its labels. Tiles sit at the top of their row.
+//   * The colour bar spans the rows' height; bar row r of R (top = 0) shows
+//     error_colour(1 - (r + 0.5) / R). Tick labels: error_max flush with the top, "0" flush with
+//     the bottom, and error_max / 2 centred when the bar is at least 40s high; the label of value
+//     v has its top at round((1 - v / error_max) * (R - 7s)) below the bar's top.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "runtime/tensor.h"
+#include "train/png.h"
+
+namespace ctsr::train {
+
+struct PanelOptions {
+  std::array<double, 3> spacing{1, 1, 1};  // voxel size {sd, sh, sw} in mm
+  double error_max = 0.5;                  // |SR - HD| shown at full colour (the [-1, 1] scale); above saturates
+  int slices = 4;                          // rows of render_slices_panel
+  int scale = 2;                           // pixels per voxel along the finest axis, and text size
+};
+
+// Rows: n = min(slices, D) axial slices, evenly spread and never repeated: d = (i + 1) * D / (n + 1)
+// (integer division), i = 0 ... n - 1, labelled "Z <d>". Columns: LD, SR, HD in grey, |SR - HD| in colour, a colour bar on the right.
+RgbImage render_slices_panel(const Tensor& ld, const Tensor& sr, const Tensor& hd, const PanelOptions& options);
+
+// Rows: the axial, coronal and sagittal planes through the centre voxel (D/2, H/2, W/2), labelled
+// "AXIAL Z <d>", "CORONAL Y <h>", "SAGITTAL X <w>".
+RgbImage render_orthogonal_panel(const Tensor& ld, const Tensor& sr, const Tensor& hd, const PanelOptions& options);
+
+// Rows: maximum-intensity projections along D, H and W ("MIP D", "MIP H", "MIP W"); the error
+// column is the maximum of |SR - HD| along the same rays (so no error along a ray is hidden).
+RgbImage render_mip_panel(const Tensor& ld, const Tensor& sr, const Tensor& hd, const PanelOptions& options);
+
+// ---- drawing primitives (shared by the panels, usable for other pictures) -------------------------
+
+using Rgb = std::array<uint8_t, 3>;
+
+inline constexpr Rgb kPanelBackground{40, 40, 40};  // not black, so that a tile's black edge shows
+inline constexpr Rgb kPanelText{235, 235, 235};
+inline constexpr Rgb kPanelNan{255, 0, 255};
+
+// Grey level of an intensity on the [-1, 1] scale: round((clamp(v, -1, 1) + 1) * 127.5).
+uint8_t intensity_to_grey(float value);
+
+// The error colour map, t in [0, 1] (clamped): piecewise linear through five inferno-like
+// points, black-violet to pale yellow, luminance strictly increasing.
+Rgb error_colour(double t);
+
+// Tick label text: at most three significant digits, no exponent ("0.5", "0.25", "0.005", "2").
+std::string format_tick(double value);
+
+// Width in pixels of `text` at `scale`: (6 * length - 1) * scale (0 for "").
+int64_t text_width(const std::string& text, int scale);
+
+// Draws `text` with its top-left corner at (x, y), clipped to the image. Characters: 0-9, A-Z,
+// '|', '-', '.', ' '; anything else is an error.
+void draw_text(RgbImage& image, int64_t x, int64_t y, const std::string& text, int scale, Rgb colour);
+
+}  // namespace ctsr::train
