@@ -39,13 +39,7 @@ int main(int argc, char** argv) {
     const io::HuWindow window = io::parse_hu_window(window_text);
     CTSR_CHECK(std::isfinite(data_range) && data_range > 0, "--data-range ", data_range,
                ": expected a finite number > 0 (2.0 for intensities on [-1, 1])");
-    const Device device = Device::parse(device_text);
-    const int gpus = cuda_device_count();
-    CTSR_CHECK(device.kind != DeviceKind::cuda || device.index < gpus, "--device ", device_text, ": ",
-               gpus == 0 ? std::string("no CUDA GPU is available; expected cpu or cuda_on_cpu")
-                         : "this machine has " + std::to_string(gpus) + " GPU(s); expected cuda:0 to cuda:" +
-                               std::to_string(gpus - 1) + ", cpu or cuda_on_cpu");
-    if (device.kind == DeviceKind::cuda) set_cuda_device(device.index);
+    const Device device = tools::device_from_flag(device_text);
 
     const io::Volume pred = io::read_volume_unit(pred_path, window);
     const io::Volume target = io::read_volume_unit(target_path, window);

@@ -4,6 +4,8 @@
 #include <exception>
 #include <iostream>
 
+#include "runtime/error.h"
+
 namespace ctsr::tools {
 
 int run_program(CLI::App& app, int argc, char** argv, const std::function<void()>& body) {
@@ -28,6 +30,17 @@ int run_program(CLI::App& app, int argc, char** argv, const std::function<void()
 Device resolve_device(const std::string& text) {
   if (text == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
   return Device::parse(text);
+}
+
+Device device_from_flag(const std::string& text) {
+  const Device device = resolve_device(text);
+  const int gpus = cuda_device_count();
+  CTSR_CHECK(device.kind != DeviceKind::cuda || device.index < gpus, "--device ", text, ": ",
+             gpus == 0 ? std::string("no CUDA GPU is available; expected cpu or cuda_on_cpu")
+                       : "this machine has " + std::to_string(gpus) + " GPU(s); expected cuda:0 to cuda:" +
+                             std::to_string(gpus - 1) + ", cpu or cuda_on_cpu");
+  if (device.kind == DeviceKind::cuda) set_cuda_device(device.index);
+  return device;
 }
 
 std::string format_seconds(double seconds) {

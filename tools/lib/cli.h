@@ -13,6 +13,9 @@ namespace ctsr::tools {
 
 // "auto": the first GPU when there is one, else the CPU reference path; otherwise Device::parse.
 Device resolve_device(const std::string& text);
+// resolve_device for a --device flag, checked against the GPUs this machine has (an error names
+// the flag, the value and the choices), and made the calling thread's CUDA device.
+Device device_from_flag(const std::string& text);
 
 int run_program(CLI::App& app, int argc, char** argv, const std::function<void()>& body);
 

@@ -1,0 +1,169 @@
+#include "train/checkpoint.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <regex>
+
+#include "runtime/error.h"
+#include "runtime/formats/safetensors.h"
+
+namespace ctsr::train {
+
+namespace {
+
+constexpr const char* kFormat = "ctsr-train-checkpoint/1";
+
+std::string number(double v) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.17g", v);
+  return buffer;
+}
+
+int64_t read_int(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& file) {
+  auto it = meta.find(key);
+  CTSR_CHECK(it != meta.end(), file, ": checkpoint metadata has no '", key, "'");
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(it->second, &used);
+    if (used == it->second.size()) return v;
+  } catch (const std::exception&) {
+  }
+  CTSR_FAIL(file, ": checkpoint metadata '", key, "' is '", it->second, "', expected an integer");
+}
+
+double read_double(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& file) {
+  auto it = meta.find(key);
+  CTSR_CHECK(it != meta.end(), file, ": checkpoint metadata has no '", key, "'");
+  if (it->second == "-inf") return -std::numeric_limits<double>::infinity();
+  try {
+    return std::stod(it->second);
+  } catch (const std::exception&) {
+    CTSR_FAIL(file, ": checkpoint metadata '", key, "' is '", it->second, "', expected a number");
+  }
+}
+
+CheckpointInfo info_from(const std::map<std::string, std::string>& meta, const std::string& file) {
+  auto format = meta.find("format");
+  CTSR_CHECK(format != meta.end() && format->second == kFormat, file, ": not a ctsr_train checkpoint (format '",
+             format == meta.end() ? "" : format->second, "', expected '", kFormat, "')");
+  CheckpointInfo info;
+  TrainingState& s = info.state;
+  s.step = read_int(meta, "state.step", file);
+  s.optimizer_updates = read_int(meta, "state.optimizer_updates", file);
+  s.ema_updates = read_int(meta, "state.ema_updates", file);
+  s.skipped_steps = read_int(meta, "state.skipped_steps", file);
+  s.consecutive_skips = read_int(meta, "state.consecutive_skips", file);
+  s.best_ssim = read_double(meta, "state.best_ssim", file);
+  s.best_step = read_int(meta, "state.best_step", file);
+  info.seed = static_cast<uint64_t>(std::stoull(meta.at("rng.seed")));
+  auto config = meta.find("config");
+  CTSR_CHECK(config != meta.end(), file, ": checkpoint metadata has no 'config'");
+  info.config_yaml = config->second;
+  for (const auto& [k, v] : meta)
+    if (k.rfind("extra.", 0) == 0) info.extra[k.substr(6)] = v;
+  return info;
+}
+
+template <class Each>
+void for_each_group(const CheckpointTensors& t, Each&& each) {
+  for (size_t i = 0; i < t.model.size(); ++i) {
+    const std::string& name = t.model[i]->name;
+    each("model/" + name, t.model[i]->value);
+    if (i < t.ema.size()) each("ema/" + name, t.ema[i]->value);
+    if (i < t.adam_m.size()) each("adam_m/" + name, *t.adam_m[i]);
+    if (i < t.adam_v.size()) each("adam_v/" + name, *t.adam_v[i]);
+  }
+}
+
+void load_into(const io::SafetensorsReader& reader, const std::string& key, Tensor& target) {
+  const std::string file = reader.path().string();
+  CTSR_CHECK(reader.contains(key), file, ": no tensor '", key,
+             "' (a checkpoint of another architecture? compare its configuration with this one)");
+  const io::TensorRecord& r = reader.record(key);
+  CTSR_CHECK(Shape(r.shape) == target.shape(), file, ": '", key, "' has shape ", Shape(r.shape).str(),
+             " but this model's is ", target.shape().str(), " (a checkpoint of another architecture)");
+  Tensor host = reader.load(key);
+  CTSR_CHECK(host.dtype() == target.dtype(), file, ": '", key, "' is ", dtype_name(host.dtype()), ", expected ",
+             dtype_name(target.dtype()));
+  target.copy_from(host);
+}
+
+}  // namespace
+
+std::filesystem::path checkpoint_path(const std::filesystem::path& dir, int64_t step) {
+  char name[64];
+  std::snprintf(name, sizeof name, "step_%08lld.safetensors", static_cast<long long>(step));
+  return dir / name;
+}
+
+std::vector<std::pair<int64_t, std::filesystem::path>> list_checkpoints(const std::filesystem::path& dir) {
+  std::vector<std::pair<int64_t, std::filesystem::path>> out;
+  if (!std::filesystem::is_directory(dir)) return out;
+  static const std::regex pattern("step_([0-9]+)\\.safetensors");
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::smatch m;
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && std::regex_match(name, m, pattern)) out.emplace_back(std::stoll(m[1]), entry.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& dir) {
+  auto all = list_checkpoints(dir);
+  if (all.empty()) return std::nullopt;
+  return all.back().second;
+}
+
+void save_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors, const CheckpointInfo& info) {
+  std::vector<std::pair<std::string, Tensor>> named;
+  for_each_group(tensors, [&](const std::string& key, const Tensor& t) { named.emplace_back(key, t); });
+  const TrainingState& s = info.state;
+  std::map<std::string, std::string> meta{
+      {"format", kFormat},
+      {"state.step", std::to_string(s.step)},
+      {"state.optimizer_updates", std::to_string(s.optimizer_updates)},
+      {"state.ema_updates", std::to_string(s.ema_updates)},
+      {"state.skipped_steps", std::to_string(s.skipped_steps)},
+      {"state.consecutive_skips", std::to_string(s.consecutive_skips)},
+      {"state.best_ssim", std::isfinite(s.best_ssim) ? number(s.best_ssim) : "-inf"},
+      {"state.best_step", std::to_string(s.best_step)},
+      {"rng.scheme", "philox4x32-10 keyed by (seed, purpose, step, sample index); no other state"},
+      {"rng.seed", std::to_string(info.seed)},
+      {"config", info.config_yaml},
+  };
+  for (const auto& [k, v] : info.extra) meta["extra." + k] = v;
+  std::filesystem::create_directories(path.parent_path());
+  io::write_safetensors(path, named, meta);
+}
+
+CheckpointInfo read_checkpoint_info(const std::filesystem::path& path) {
+  CTSR_CHECK(std::filesystem::is_regular_file(path), path.string(), ": no such checkpoint");
+  io::SafetensorsReader reader(path);
+  return info_from(reader.metadata(), path.string());
+}
+
+CheckpointInfo load_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors) {
+  CTSR_CHECK(std::filesystem::is_regular_file(path), path.string(), ": no such checkpoint");
+  io::SafetensorsReader reader(path);
+  CheckpointInfo info = info_from(reader.metadata(), path.string());
+  for_each_group(tensors, [&](const std::string& key, Tensor& t) { load_into(reader, key, t); });
+  return info;
+}
+
+void load_weights(const std::filesystem::path& path, const std::string& group, const std::vector<Parameter*>& params) {
+  CTSR_CHECK(std::filesystem::is_regular_file(path), path.string(), ": no such checkpoint");
+  io::SafetensorsReader reader(path);
+  info_from(reader.metadata(), path.string());
+  for (Parameter* p : params) load_into(reader, group + "/" + p->name, p->value);
+}
+
+void prune_checkpoints(const std::filesystem::path& dir, int64_t keep, int64_t best_step) {
+  auto all = list_checkpoints(dir);
+  const int64_t n = static_cast<int64_t>(all.size());
+  for (int64_t i = 0; i < n - keep; ++i)
+    if (all[size_t(i)].first != best_step) std::filesystem::remove(all[size_t(i)].second);
+}
+
+}  // namespace ctsr::train

@@ -1,0 +1,68 @@
+// Training checkpoints: one safetensors file per saved step, OUTPUT/checkpoints/step_<8 digits>.safetensors,
+// written to a temporary name and renamed, holding
+//   model/<name>      the trained weights            ema/<name>       their exponential moving average
+//   adam_m/<name>     AdamW's first moments          adam_v/<name>    its second moments
+// (names as in model/unet.h) and metadata: the training state (step, optimiser updates, EMA
+// updates, skip counters, best validation SSIM and its step), the random-number scheme and seed
+// (every draw is Philox keyed by seed and step, so these are the whole RNG state), the resolved
+// configuration (YAML) and what the run trained on (the cache's latent shape, window and patch
+// size, read by ctsr_infer).
+//
+// Retention: the last `keep` checkpoints are kept, plus the best by validation SSIM.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/module.h"
+
+namespace ctsr::train {
+
+struct TrainingState {
+  int64_t step = 0;                 // optimiser steps done (skipped ones included)
+  int64_t optimizer_updates = 0;    // AdamW's t: steps whose update was applied
+  int64_t ema_updates = 0;
+  int64_t skipped_steps = 0;        // NaN/Inf steps in the whole run
+  int64_t consecutive_skips = 0;
+  double best_ssim = -std::numeric_limits<double>::infinity();
+  int64_t best_step = -1;           // -1: no full validation yet
+};
+
+// What a checkpoint holds besides the tensors.
+struct CheckpointInfo {
+  TrainingState state;
+  uint64_t seed = 0;
+  std::string config_yaml;
+  std::map<std::string, std::string> extra;  // e.g. "cache.hu_window", "cache.latent_shape"
+};
+
+// The tensors of one checkpoint, aligned with the model's parameter list.
+struct CheckpointTensors {
+  std::vector<Parameter*> model;   // value is saved
+  std::vector<Parameter*> ema;     // value is saved (an identical module holding the average)
+  std::vector<Tensor*> adam_m, adam_v;
+};
+
+std::filesystem::path checkpoint_path(const std::filesystem::path& dir, int64_t step);
+// Checkpoints in dir, by step, ascending (temporaries and other files ignored).
+std::vector<std::pair<int64_t, std::filesystem::path>> list_checkpoints(const std::filesystem::path& dir);
+std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& dir);
+
+void save_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors, const CheckpointInfo& info);
+// Reads the metadata only.
+CheckpointInfo read_checkpoint_info(const std::filesystem::path& path);
+// Loads into the given tensors (any device); every name must be present with the same shape,
+// else an error naming the file and the tensor (a checkpoint of another architecture).
+CheckpointInfo load_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors);
+// Loads one group ("model" or "ema") into a module's parameters, for inference.
+void load_weights(const std::filesystem::path& path, const std::string& group, const std::vector<Parameter*>& params);
+
+// Removes all but the `keep` newest checkpoints and the one of `best_step` (when >= 0).
+void prune_checkpoints(const std::filesystem::path& dir, int64_t keep, int64_t best_step);
+
+}  // namespace ctsr::train

@@ -1,0 +1,606 @@
+#include "train/trainer.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <optional>
+#include <sstream>
+
+#include "kernels/activation.h"
+#include "kernels/binary.h"
+#include "kernels/conv3d.h"
+#include "kernels/copy.h"
+#include "kernels/loss.h"
+#include "kernels/metrics.h"
+#include "kernels/optimizer.h"
+#include "kernels/random.h"
+#include "kernels/resample.h"
+#include "runtime/error.h"
+#include "runtime/formats/atomic_file.h"
+#include "runtime/formats/volume.h"
+#include "runtime/philox.h"
+#include "train/latent_data.h"
+#include "train/metrics_log.h"
+#include "train/panels.h"
+#include "train/png.h"
+#include "train/tensorboard.h"
+
+namespace ctsr::train {
+
+namespace {
+
+// Philox purposes of the training draws (runtime/philox.h stream_offset).
+constexpr uint32_t kTimestepPurpose = 0x5453;     // "TS"
+constexpr uint32_t kNoisePurpose = 0x4e4f;        // "NO"
+constexpr uint32_t kLightTimestepPurpose = 0x4c54;  // "LT": fixed timesteps of the light tier
+constexpr uint32_t kLightNoisePurpose = 0x4c4e;     // "LN": its fixed noise
+// Seed of the full tier's sampler, apart from the training seed (model/diffusion.h asks for one).
+uint64_t sampling_seed(uint64_t seed) { return seed ^ 0x53414d504c455253ull; }  // "SAMPLERS"
+
+using Clock = std::chrono::steady_clock;
+
+std::atomic<int> g_signal{0};
+extern "C" void on_stop_signal(int signal) { g_signal.store(signal); }
+
+// Installs the SIGINT/SIGTERM handlers for the life of a run; a second signal while the
+// checkpoint is written falls back to the default action (the process ends).
+class StopSignals {
+ public:
+  StopSignals() {
+    g_signal.store(0);
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESETHAND;
+    sigaction(SIGINT, &action, &old_int_);
+    sigaction(SIGTERM, &action, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  int received() const { return g_signal.load(); }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  char buffer[32];
+  if (s >= 3600)
+    std::snprintf(buffer, sizeof buffer, "%lldh%02lldm", (long long)(s / 3600), (long long)(s / 60 % 60));
+  else if (s >= 60)
+    std::snprintf(buffer, sizeof buffer, "%lldm%02llds", (long long)(s / 60), (long long)(s % 60));
+  else
+    std::snprintf(buffer, sizeof buffer, "%llds", (long long)s);
+  return buffer;
+}
+
+std::vector<double> parse_numbers(const std::string& text) {
+  std::vector<double> out;
+  std::stringstream s(text);
+  std::string item;
+  while (std::getline(s, item, ',')) out.push_back(std::stod(item));
+  return out;
+}
+
+Tensor scalar_tensor(double value, DType dtype, Device device) {
+  if (dtype == DType::float64) return Tensor::from_vector(std::vector<double>{value}, {1}, device);
+  return Tensor::from_vector(std::vector<float>{static_cast<float>(value)}, {1}, device);
+}
+
+double host_scalar(const Tensor& t) {
+  Tensor h = t.to(Device::cpu());
+  return h.dtype() == DType::float64 ? h.to_vector<double>()[0] : double(h.to_vector<float>()[0]);
+}
+
+// Fills sample i of a batch with standard normals from (seed, offset_of(i)).
+template <class OffsetOf>
+Tensor per_sample_normal(const Shape& shape, DType dtype, Device device, uint64_t seed, OffsetOf offset_of) {
+  Tensor noise = Tensor::empty(shape, dtype, device);
+  for (int64_t i = 0; i < shape[0]; ++i) {
+    Tensor row = noise.select(i);
+    fill_normal(row, seed, offset_of(i));
+  }
+  return noise;
+}
+
+}  // namespace
+
+// ---- data and outputs ----------------------------------------------------------------------------
+
+struct Trainer::Data {
+  std::unique_ptr<LatentDataset> train, val;
+  std::unique_ptr<SampleOrder> order;
+  std::unique_ptr<Prefetcher> prefetch;
+  std::unique_ptr<MetricsLog> metrics;
+  std::unique_ptr<TensorBoardWriter> tensorboard;
+  bool warned_target = false;
+};
+
+Trainer::~Trainer() = default;
+
+Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options)
+    : config_(config), options_(options), out_dir_(config.output.dir), schedule_(config.diffusion),
+      data_(std::make_unique<Data>()) {
+  validate(config_);
+  const TrainConfig& c = config_;
+  const Device device = options_.device;
+
+  // The data, checked before anything is built or written.
+  data_->train = std::make_unique<LatentDataset>(c.data.cache_dir, "train");
+  const Shape& latent = data_->train->latent_shape();
+  CTSR_CHECK(latent[0] == c.model.out_channels, "model.out_channels is ", c.model.out_channels, " but the latents of ",
+             data_->train->folder().string(), " have ", latent[0], " channels (model.in_channels must be twice that)");
+  const bool validating = c.validation.light_every > 0 || c.validation.full_every > 0;
+  if (validating) {
+    CTSR_CHECK(std::filesystem::is_directory(std::filesystem::path(c.data.cache_dir) / "val"), "validation is on (",
+               "validation.light_every ", c.validation.light_every, ", validation.full_every ", c.validation.full_every,
+               ") but the cache ", c.data.cache_dir, " has no val/ split (ctsr_vqae cache --val-fraction)");
+    data_->val = std::make_unique<LatentDataset>(c.data.cache_dir, "val");
+    CTSR_CHECK(data_->val->latent_shape() == latent, data_->val->folder().string(), ": latents ",
+               data_->val->latent_shape().str(), " differ from the train split's ", latent.str());
+  }
+  const auto first_meta = data_->train->metadata(0);
+  auto meta = [&](const char* key) {
+    auto it = first_meta.find(key);
+    return it == first_meta.end() ? std::string() : it->second;
+  };
+  cache_info_ = {{"cache.latent_shape", latent.str()},
+                 {"cache.hu_window", meta("hu_window")},
+                 {"cache.patch_size", meta("patch_size")},
+                 {"cache.latent_min", meta("latent_min")},
+                 {"cache.latent_max", meta("latent_max")},
+                 {"cache.weights", meta("weights")}};
+  if (c.validation.full_every > 0) {
+    CTSR_CHECK(std::filesystem::is_regular_file(c.data.vqae_weights), "data.vqae_weights: ", c.data.vqae_weights,
+               ": no such file (the VQ-AE decodes samples for the full validation tier)");
+    std::optional<int64_t> groups;
+    if (c.data.vqae_num_groups > 0) groups = c.data.vqae_num_groups;
+    std::string warning;
+    vqae_ = Vqae::load(c.data.vqae_weights, groups, device, &warning);
+    if (!warning.empty()) log_line("warning: " + warning);
+    CTSR_CHECK(vqae_->config().embedding_dim == latent[0], "data.vqae_weights: ", c.data.vqae_weights, " has ",
+               vqae_->config().embedding_dim, " latent channels but the cache's latents have ", latent[0]);
+    // The cache's normalisation must be this VQ-AE's, or decoding would use other bounds.
+    if (!meta("latent_min").empty()) {
+      const double lo = std::stod(meta("latent_min")), hi = std::stod(meta("latent_max"));
+      CTSR_CHECK(std::abs(lo - vqae_->code_min()) <= 1e-6 * (1 + std::abs(lo)) &&
+                     std::abs(hi - vqae_->code_max()) <= 1e-6 * (1 + std::abs(hi)),
+                 "data.vqae_weights: ", c.data.vqae_weights, " has codebook bounds [", vqae_->code_min(), ", ",
+                 vqae_->code_max(), "] but the cache was normalised with [", lo, ", ", hi,
+                 "]: the cache was made with other weights (", meta("weights"), ")");
+    }
+  }
+
+  // Where to start.
+  const std::filesystem::path checkpoint_dir = out_dir_ / "checkpoints";
+  std::optional<std::filesystem::path> resume_from;
+  if (options_.resume == "auto") {
+    resume_from = latest_checkpoint(checkpoint_dir);
+  } else if (!options_.resume.empty()) {
+    CTSR_CHECK(std::filesystem::is_regular_file(options_.resume), "--resume ", options_.resume, ": no such checkpoint");
+    resume_from = std::filesystem::path(options_.resume);
+  } else if (auto existing = latest_checkpoint(checkpoint_dir)) {
+    CTSR_FAIL("output.dir ", out_dir_.string(), " already holds checkpoints (", existing->filename().string(),
+              "); pass --resume auto to continue that run, or choose another output.dir");
+  }
+
+  set_conv_engine(parse_conv_engine(c.kernels.conv));
+  LayerOptions layer;
+  layer.device = device;
+  layer.seed = c.seed;
+  model_ = std::make_unique<UNet3D>(c.model, layer);
+  ema_ = std::make_unique<UNet3D>(c.model, layer);
+  ema_->train(false);
+  ema_->set_checkpointing(false);
+  for (Parameter* p : ema_->parameters()) p->grad = Tensor();  // never trained: no gradient memory
+  for (Parameter* p : trained()) {
+    adam_m_.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
+    adam_v_.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
+  }
+  if (resume_from) {
+    std::vector<Tensor*> m, v;
+    for (size_t i = 0; i < adam_m_.size(); ++i) m.push_back(&adam_m_[i]), v.push_back(&adam_v_[i]);
+    CheckpointInfo info = load_checkpoint(*resume_from, {trained(), ema_->parameters(), m, v});
+    CTSR_CHECK(info.seed == c.seed, resume_from->string(), ": the checkpoint's run used seed ", info.seed,
+               " but the configuration says seed ", c.seed, "; a resumed run must keep its seed");
+    state_ = info.state;
+    log_line("resuming from " + resume_from->string() + " at step " + std::to_string(state_.step));
+  }
+
+  // Outputs. metrics.jsonl loses the lines of steps after the checkpoint (they will be redone).
+  std::filesystem::create_directories(out_dir_);
+  io::write_file_atomically(out_dir_ / "config.yaml", [&](std::ostream& o) { o << to_yaml(c); });
+  data_->metrics = std::make_unique<MetricsLog>(out_dir_ / "metrics.jsonl", resume_from ? state_.step : 0);
+  data_->tensorboard = std::make_unique<TensorBoardWriter>(out_dir_ / "tensorboard");
+
+  // Training order and the reader thread, from the first micro-batch still to do.
+  data_->order = std::make_unique<SampleOrder>(data_->train->size(), c.seed);
+  const int64_t micro = c.micro_batch_size(), batch = c.training.batch_size;
+  data_->prefetch = std::make_unique<Prefetcher>(
+      *data_->train,
+      [this, micro, batch, accumulation = c.training.gradient_accumulation_steps](int64_t m) {
+        std::vector<int64_t> indices;
+        const int64_t step = m / accumulation, first = (m % accumulation) * micro;
+        for (int64_t i = 0; i < micro; ++i) indices.push_back(data_->order->at(step * batch + first + i));
+        return indices;
+      },
+      state_.step * c.training.gradient_accumulation_steps, c.data.prefetch_batches);
+}
+
+void Trainer::log_line(const std::string& text) {
+  std::ostream& out = options_.log ? *options_.log : std::cerr;
+  out << text << std::endl;
+}
+
+// ---- one optimiser step --------------------------------------------------------------------------
+
+double Trainer::step() {
+  const TrainConfig& c = config_;
+  const Device device = options_.device;
+  const int64_t s = state_.step, batch = c.training.batch_size, micro = c.micro_batch_size();
+  const int64_t accumulation = c.training.gradient_accumulation_steps;
+  const int64_t T = schedule_.timesteps();
+  model_->train(true);
+  model_->zero_grad();
+  double loss_sum = 0;
+  for (int64_t j = 0; j < accumulation; ++j) {
+    LatentBatch host = data_->prefetch->next();
+    Tensor hd = host.hd.to(device), ld = host.ld.to(device);
+    std::vector<int64_t> t(static_cast<size_t>(micro));
+    for (int64_t i = 0; i < micro; ++i) {
+      const uint64_t g = uint64_t(j * micro + i);
+      const double u = philox::uniform_at(c.seed, philox::stream_offset(kTimestepPurpose, uint64_t(s)), g);
+      t[size_t(i)] = std::min<int64_t>(T - 1, static_cast<int64_t>(u * double(T)));
+    }
+    Tensor noise = per_sample_normal(hd.shape(), hd.dtype(), device, c.seed, [&](int64_t i) {
+      return philox::stream_offset(kNoisePurpose, uint64_t(s * batch + j * micro + i));
+    });
+    Tensor x_t = q_sample(schedule_, hd, noise, t);
+    Tensor target = training_target(schedule_, c.diffusion.prediction_type, hd, noise, t);
+    model_->set_dropout_rng(c.seed, uint64_t(s), j * micro);
+    Tensor prediction = model_->forward(concat_channels(x_t, ld), Tensor::from_vector(t, {micro}, device));
+    Tensor loss = mse_loss(prediction, target);
+    loss_sum += host_scalar(loss);
+    Tensor dloss = scalar_tensor(1.0 / double(accumulation), prediction.dtype(), device);
+    model_->backward(mse_loss_backward(prediction, target, dloss).dpred, /*input_grad=*/false);
+  }
+  const double loss = loss_sum / double(accumulation);
+
+  std::vector<Tensor*> grads;
+  std::vector<Parameter*> params = trained();
+  for (Parameter* p : params) grads.push_back(&p->grad);
+  const double norm = c.training.max_grad_norm > 0
+                          ? clip_grad_norm(grads, c.training.max_grad_norm)
+                          : global_grad_norm(std::vector<const Tensor*>(grads.begin(), grads.end()));
+  last_grad_norm_ = norm;
+  ++state_.step;
+  if (!std::isfinite(loss) || !std::isfinite(norm)) {
+    ++state_.skipped_steps;
+    ++state_.consecutive_skips;
+    std::ostringstream text;
+    text << "step " << state_.step << ": " << (!std::isfinite(loss) ? "loss" : "gradient norm") << " is "
+         << (!std::isfinite(loss) ? loss : norm) << "; the update is skipped (" << state_.consecutive_skips
+         << " in a row, training.max_consecutive_skips " << c.training.max_consecutive_skips << ")";
+    log_line(text.str());
+    data_->metrics->write({{"step", state_.step}, {"skipped", true}, {"loss", std::isfinite(loss) ? loss : -1.0},
+                           {"reason", !std::isfinite(loss) ? "loss" : "grad_norm"}});
+    CTSR_CHECK(state_.consecutive_skips < c.training.max_consecutive_skips, "training aborted at step ", state_.step,
+               ": ", state_.consecutive_skips,
+               " steps in a row had a NaN or Inf loss or gradient (training.max_consecutive_skips ",
+               c.training.max_consecutive_skips, "); check the data and lower training.learning_rate");
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  state_.consecutive_skips = 0;
+
+  AdamWConfig adam;
+  adam.lr = learning_rate_at(c, s);
+  adam.beta1 = c.optimizer.beta1;
+  adam.beta2 = c.optimizer.beta2;
+  adam.eps = c.optimizer.eps;
+  adam.weight_decay = c.optimizer.weight_decay;
+  std::vector<Tensor*> values, m, v;
+  std::vector<const Tensor*> const_grads;
+  for (size_t i = 0; i < params.size(); ++i) {
+    values.push_back(&params[i]->value);
+    const_grads.push_back(&params[i]->grad);
+    m.push_back(&adam_m_[i]);
+    v.push_back(&adam_v_[i]);
+  }
+  adamw_step(values, const_grads, m, v, adam, ++state_.optimizer_updates);
+
+  // The EMA, with the warm-up of ema.warmup over the updates it has seen.
+  const double n = double(state_.ema_updates);
+  const double decay = c.ema.warmup ? std::min(c.ema.decay, (1.0 + n) / (10.0 + n)) : c.ema.decay;
+  std::vector<Tensor*> ema_values;
+  std::vector<const Tensor*> model_values;
+  for (Parameter* p : ema_->parameters()) ema_values.push_back(&p->value);
+  for (Parameter* p : params) model_values.push_back(&p->value);
+  ema_update(ema_values, model_values, decay);
+  ++state_.ema_updates;
+  return loss;
+}
+
+// ---- validation ----------------------------------------------------------------------------------
+
+UNet3D& Trainer::eval_model() {
+  UNet3D& net = config_.validation.use_ema ? *ema_ : *model_;
+  net.train(false);
+  return net;
+}
+
+Tensor Trainer::eval_denoise(UNet3D& net, const Tensor& x_t, const Tensor& ld, const std::vector<int64_t>& t) {
+  return net.forward(concat_channels(x_t, ld), Tensor::from_vector(t, {int64_t(t.size())}, x_t.device()));
+}
+
+double Trainer::validate_light() {
+  CTSR_CHECK(data_->val, "validate_light: the cache has no val/ split");
+  const TrainConfig& c = config_;
+  const Device device = options_.device;
+  const int64_t T = schedule_.timesteps();
+  const int64_t count = std::min(c.validation.light_samples, data_->val->size());
+  UNet3D& net = eval_model();
+  NoGradGuard no_grad;
+  double sum = 0;
+  for (int64_t first = 0; first < count; first += c.validation.batch_size) {
+    std::vector<int64_t> indices;
+    for (int64_t i = first; i < std::min(count, first + c.validation.batch_size); ++i) indices.push_back(i);
+    LatentBatch host = data_->val->load(indices);
+    Tensor hd = host.hd.to(device), ld = host.ld.to(device);
+    std::vector<int64_t> t;
+    for (int64_t i : indices) {
+      const double u = philox::uniform_at(c.seed, philox::stream_offset(kLightTimestepPurpose, 0), uint64_t(i));
+      t.push_back(std::min<int64_t>(T - 1, static_cast<int64_t>(u * double(T))));
+    }
+    Tensor noise = per_sample_normal(hd.shape(), hd.dtype(), device, c.seed, [&](int64_t k) {
+      return philox::stream_offset(kLightNoisePurpose, uint64_t(indices[size_t(k)]));
+    });
+    Tensor prediction = eval_denoise(net, q_sample(schedule_, hd, noise, t), ld, t);
+    Tensor target = training_target(schedule_, c.diffusion.prediction_type, hd, noise, t);
+    sum += host_scalar(mse_loss(prediction, target)) * double(indices.size());
+  }
+  return sum / double(count);
+}
+
+FullValidation Trainer::validate_full() {
+  CTSR_CHECK(data_->val, "validate_full: the cache has no val/ split");
+  CTSR_CHECK(vqae_, "validate_full: no VQ-AE (data.vqae_weights)");
+  const TrainConfig& c = config_;
+  const Device device = options_.device;
+  const int64_t count = std::min(c.validation.num_samples, data_->val->size());
+  UNet3D& net = eval_model();
+  NoGradGuard no_grad;
+  FullValidation result;
+  const std::filesystem::path images = out_dir_ / "images";
+  for (int64_t first = 0; first < count; first += c.validation.batch_size) {
+    std::vector<int64_t> indices;
+    std::vector<uint64_t> keys;
+    for (int64_t i = first; i < std::min(count, first + c.validation.batch_size); ++i) {
+      indices.push_back(i);
+      keys.push_back(uint64_t(i));
+    }
+    const int64_t n = static_cast<int64_t>(indices.size());
+    LatentBatch host = data_->val->load(indices);
+    Tensor ld = host.ld.to(device), hd = host.hd.to(device);
+    Denoiser denoiser = [&](const Tensor& x_t, int64_t t) {
+      return eval_denoise(net, x_t, ld, std::vector<int64_t>(size_t(n), t));
+    };
+    Tensor z = sample(schedule_, c.diffusion, ld.shape(), ld.dtype(), device, denoiser, sampling_seed(c.seed), keys);
+    auto decode = [&](const Tensor& latent) {
+      Tensor volume = clamp(vqae_->decode(vqae_->denormalize_latent(latent)), -1.0, 1.0);
+      return volume.reshape({volume.dim(0), volume.dim(1), volume.dim(2), volume.dim(3)});
+    };
+    Tensor sr = decode(z), ld_volume = decode(ld);
+    // The target: the HD volumes the cache was made from, windowed as the cache was; the decoded
+    // HD latents when those files are gone.
+    Tensor target = Tensor::empty(sr.shape(), sr.dtype(), Device::cpu());
+    bool from_volumes = true;
+    std::vector<std::array<double, 3>> spacing(size_t(n), {1, 1, 1});
+    for (int64_t k = 0; k < n && from_volumes; ++k) {
+      const auto meta = data_->val->metadata(indices[size_t(k)]);
+      auto path = meta.find("hd_path");
+      auto window = meta.find("hu_window");
+      if (meta.count("spacing_xyz")) {
+        const auto xyz = parse_numbers(meta.at("spacing_xyz"));
+        if (xyz.size() == 3) spacing[size_t(k)] = {xyz[2], xyz[1], xyz[0]};
+      }
+      if (path == meta.end() || window == meta.end() || !std::filesystem::is_regular_file(path->second)) {
+        from_volumes = false;
+        break;
+      }
+      const auto w = parse_numbers(window->second);
+      io::Volume v = io::read_volume_unit(path->second, io::HuWindow{float(w.at(0)), float(w.at(1))});
+      if (v.data.numel() != sr.numel() / n) {
+        from_volumes = false;
+        break;
+      }
+      std::memcpy(static_cast<char*>(target.raw_data()) + size_t(k) * v.data.nbytes(), v.data.raw_data(),
+                  v.data.nbytes());
+    }
+    Tensor target_device = from_volumes ? target.to(device) : decode(hd);
+    if (!from_volumes) {
+      result.target_is_volume = false;
+      if (!data_->warned_target) {
+        log_line("warning: the HD volumes named in the cache's metadata are not readable from here; the full "
+                 "validation tier scores against the decoded HD latents instead");
+        data_->warned_target = true;
+      }
+    }
+    SsimResult ssim_sr = ssim(sr, target_device, c.validation.data_range);
+    SsimResult ssim_ld = ssim(ld_volume, target_device, c.validation.data_range);
+    PsnrResult psnr_sr = psnr(sr, target_device, c.validation.data_range);
+    PsnrResult psnr_ld = psnr(ld_volume, target_device, c.validation.data_range);
+    auto values = [](const Tensor& t) { return t.to(Device::cpu()).to_vector<float>(); };
+    const auto s_sr = values(ssim_sr.per_sample), s_ld = values(ssim_ld.per_sample);
+    const auto p_sr = values(psnr_sr.psnr), p_ld = values(psnr_ld.psnr);
+    for (int64_t k = 0; k < n; ++k) {
+      result.ssim += s_sr[size_t(k)];
+      result.ssim_ld += s_ld[size_t(k)];
+      result.psnr += p_sr[size_t(k)];
+      result.psnr_ld += p_ld[size_t(k)];
+    }
+    result.samples += n;
+
+    // Pictures of the first samples.
+    const Tensor sr_host = sr.to(Device::cpu()), ld_host = ld_volume.to(Device::cpu());
+    const Tensor hd_host = target_device.to(Device::cpu());
+    for (int64_t k = 0; k < n && indices[size_t(k)] < c.validation.panels; ++k) {
+      PanelOptions panel;
+      panel.spacing = spacing[size_t(k)];
+      const std::string id = data_->val->id(indices[size_t(k)]);
+      char prefix[64];
+      std::snprintf(prefix, sizeof prefix, "step_%08lld_", static_cast<long long>(state_.step));
+      const Tensor a = ld_host.select(k), b = sr_host.select(k), h = hd_host.select(k);
+      const std::pair<const char*, RgbImage> panels[] = {{"slices", render_slices_panel(a, b, h, panel)},
+                                                          {"orthogonal", render_orthogonal_panel(a, b, h, panel)},
+                                                          {"mip", render_mip_panel(a, b, h, panel)}};
+      std::filesystem::create_directories(images);
+      for (const auto& [kind, image] : panels) {
+        write_png(images / (prefix + id + "_" + kind + ".png"), image);
+        data_->tensorboard->add_image("val/" + id + "/" + kind, image, state_.step);
+      }
+    }
+  }
+  result.ssim /= double(result.samples);
+  result.ssim_ld /= double(result.samples);
+  result.psnr /= double(result.samples);
+  result.psnr_ld /= double(result.samples);
+  return result;
+}
+
+// ---- checkpoints ---------------------------------------------------------------------------------
+
+std::filesystem::path Trainer::save_checkpoint_now() {
+  const std::filesystem::path dir = out_dir_ / "checkpoints";
+  const std::filesystem::path path = checkpoint_path(dir, state_.step);
+  std::vector<Tensor*> m, v;
+  for (size_t i = 0; i < adam_m_.size(); ++i) m.push_back(&adam_m_[i]), v.push_back(&adam_v_[i]);
+  CheckpointInfo info;
+  info.state = state_;
+  info.seed = config_.seed;
+  info.config_yaml = to_yaml(config_);
+  info.extra = cache_info_;
+  save_checkpoint(path, {trained(), ema_->parameters(), m, v}, info);
+  prune_checkpoints(dir, config_.training.keep_checkpoints, state_.best_step);
+  return path;
+}
+
+// ---- the run -------------------------------------------------------------------------------------
+
+void Trainer::maybe_validate(int64_t done) {
+  const ValidationConfig& v = config_.validation;
+  if (v.light_every > 0 && done % v.light_every == 0) {
+    const double loss = validate_light();
+    data_->metrics->write({{"step", done}, {"tier", "light"}, {"loss", loss}});
+    data_->tensorboard->add_scalar("val/light_loss", loss, done);
+  }
+  if (v.full_every > 0 && done % v.full_every == 0) {
+    const FullValidation r = validate_full();
+    data_->metrics->write({{"step", done},
+                           {"tier", "full"},
+                           {"ssim", r.ssim},
+                           {"psnr", r.psnr},
+                           {"ssim_ld", r.ssim_ld},
+                           {"psnr_ld", r.psnr_ld},
+                           {"samples", r.samples},
+                           {"target", r.target_is_volume ? "volume" : "decoded_latent"}});
+    for (auto [tag, value] : {std::pair<const char*, double>{"val/ssim", r.ssim}, {"val/psnr", r.psnr},
+                              {"val/ssim_ld", r.ssim_ld}, {"val/psnr_ld", r.psnr_ld}})
+      data_->tensorboard->add_scalar(tag, value, done);
+    char text[160];
+    std::snprintf(text, sizeof text, "validation at step %lld: ssim %.4f (LD %.4f), psnr %.2f dB (LD %.2f dB)",
+                  static_cast<long long>(done), r.ssim, r.ssim_ld, r.psnr, r.psnr_ld);
+    log_line(text);
+    if (r.ssim > state_.best_ssim) {
+      state_.best_ssim = r.ssim;
+      state_.best_step = done;
+      save_checkpoint_now();  // the best is kept by the pruning
+    }
+  }
+  data_->tensorboard->flush();
+}
+
+RunSummary Trainer::run() {
+  const TrainConfig& c = config_;
+  StopSignals signals;
+  RunSummary summary;
+  summary.first_step = state_.step;
+  const bool tty = options_.progress && isatty(STDERR_FILENO);
+  std::ostream& out = options_.log ? *options_.log : std::cerr;
+  {
+    std::ostringstream text;
+    text << "training " << c.model.str() << " (" << model_->parameter_count() << " parameters) on "
+         << options_.device.str() << "; " << data_->train->size() << " training pairs, batch "
+         << c.training.batch_size << " (" << c.training.gradient_accumulation_steps << " x "
+         << c.micro_batch_size() << "), steps " << state_.step << " -> " << c.training.max_steps;
+    log_line(text.str());
+  }
+  const auto run_start = Clock::now();
+  auto interval_start = run_start;
+  double interval_loss = 0;
+  int64_t interval_steps = 0, last_saved = -1;
+  while (state_.step < c.training.max_steps) {
+    const double loss = step();
+    summary.losses.push_back(loss);
+    const int64_t done = state_.step;
+    if (std::isfinite(loss)) interval_loss += loss, ++interval_steps;
+    const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
+    const double per_step = elapsed / double(done - summary.first_step);
+    const double samples_per_s = double(c.training.batch_size) / per_step;
+    const double lr = learning_rate_at(c, done - 1);
+    if (done % c.training.log_every == 0 && interval_steps > 0) {
+      const double seconds = std::chrono::duration<double>(Clock::now() - interval_start).count();
+      const double rate = double(c.training.batch_size) * double(c.training.log_every) / seconds;
+      data_->metrics->write({{"step", done},
+                             {"loss", interval_loss / double(interval_steps)},
+                             {"lr", lr},
+                             {"grad_norm", last_grad_norm_},
+                             {"samples_per_s", rate}});
+      data_->tensorboard->add_scalar("train/loss", interval_loss / double(interval_steps), done);
+      data_->tensorboard->add_scalar("train/lr", lr, done);
+      data_->tensorboard->add_scalar("train/grad_norm", last_grad_norm_, done);
+      data_->tensorboard->add_scalar("train/samples_per_s", rate, done);
+      interval_loss = 0, interval_steps = 0, interval_start = Clock::now();
+    }
+    if (options_.progress && (tty || done % c.training.log_every == 0 || done == c.training.max_steps)) {
+      char line[200];
+      std::snprintf(line, sizeof line, "step %lld/%lld  loss %.5f  lr %.3g  %.1f samples/s  ETA %s",
+                    static_cast<long long>(done), static_cast<long long>(c.training.max_steps), loss, lr,
+                    samples_per_s, format_duration(per_step * double(c.training.max_steps - done)).c_str());
+      if (tty) out << "\r" << line << "\x1b[K" << std::flush;
+      else out << line << std::endl;
+    }
+    maybe_validate(done);
+    if (c.training.checkpoint_every > 0 && done % c.training.checkpoint_every == 0) {
+      save_checkpoint_now();
+      last_saved = done;
+    }
+    if (options_.after_step) options_.after_step(done);
+    if (signals.received()) {
+      if (tty) out << std::endl;
+      if (last_saved != done) save_checkpoint_now();
+      log_line(std::string("stopped by ") + (signals.received() == SIGINT ? "SIGINT" : "SIGTERM") + " at step " +
+               std::to_string(done) + "; checkpoint saved; continue with --resume auto");
+      summary.interrupted = true;
+      summary.last_step = done;
+      data_->tensorboard->flush();
+      return summary;
+    }
+  }
+  if (tty) out << std::endl;
+  if (last_saved != state_.step) save_checkpoint_now();
+  data_->tensorboard->flush();
+  summary.last_step = state_.step;
+  return summary;
+}
+
+}  // namespace ctsr::train

@@ -1,0 +1,105 @@
+// The training loop of ctsr_train (../shared/specs/unet3d-diffusion.md): conditional latent
+// diffusion of the UNet on the latent cache, with two-tier validation, checkpoints and logs.
+//
+// One optimiser step s (0-based) over the global batch of B = training.batch_size samples, in
+// gradient_accumulation_steps micro-batches of B / accumulation:
+//   sample g of the step (g = 0 .. B-1) is dataset sample SampleOrder::at(s * B + g);
+//   its timestep t_g = floor(T * u), u = Philox uniform (seed, stream (timestep, s), element g);
+//   its noise from Philox (seed, stream (noise, s * B + g)); dropout as UNet3D::set_dropout_rng
+//   with step s and the micro-batch's first g;
+//   x_t = q_sample(hd, noise, t), prediction = UNet(concat(x_t, ld), t), loss = MSE to the target
+//   of diffusion.prediction_type, backward with each micro-batch's loss scaled by 1/accumulation;
+// then: global gradient norm; a NaN or Inf loss or norm skips the update (logged; too many in a
+// row abort); clipping at training.max_grad_norm; AdamW at learning_rate_at(s); EMA of weights.
+// Every random draw is keyed by (seed, step, sample), so a resumed run repeats exactly what an
+// uninterrupted one computes, and a sample's draws do not depend on how the batch is split.
+//
+// Output folder (output.dir): config.yaml (the resolved configuration), metrics.jsonl,
+// tensorboard/ (event files: scalars and validation images), images/ (validation PNG panels),
+// checkpoints/ (train/checkpoint.h).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <iosfwd>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/diffusion.h"
+#include "model/unet.h"
+#include "model/vqae.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+
+namespace ctsr::train {
+
+struct TrainerOptions {
+  Device device = Device::cpu();
+  // "": a new run (an output folder that already holds checkpoints is an error, so nothing is
+  // overwritten by mistake); "auto": continue from the latest checkpoint of output.dir, or start
+  // anew when there is none; otherwise the path of a checkpoint to continue from.
+  std::string resume;
+  bool progress = true;                            // the terminal progress line
+  std::ostream* log = nullptr;                     // messages (default std::cerr)
+  std::function<void(int64_t step)> after_step;    // called after every step (tests)
+};
+
+struct FullValidation {
+  double ssim = 0, psnr = 0, ssim_ld = 0, psnr_ld = 0;
+  int64_t samples = 0;
+  bool target_is_volume = true;  // false: scored against the decoded HD latent (no HD volumes found)
+};
+
+struct RunSummary {
+  int64_t first_step = 0, last_step = 0;  // steps done when the run started and when it stopped
+  bool interrupted = false;               // by SIGINT/SIGTERM: a checkpoint was saved
+  std::vector<double> losses;             // each step's mean loss (NaN for a skipped step)
+};
+
+class Trainer {
+ public:
+  // Checks everything that can be checked before work starts (the cache, its shapes against the
+  // model, the VQ-AE, the output folder, the checkpoint to resume), naming the key at fault.
+  Trainer(const TrainConfig& config, const TrainerOptions& options);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // Trains to training.max_steps (or until SIGINT/SIGTERM), validating and saving on schedule.
+  RunSummary run();
+
+  // The pieces, for tests and tools.
+  double step();                    // one optimiser step; returns its mean loss (NaN: skipped)
+  double validate_light();          // the light tier's loss
+  FullValidation validate_full();   // the full tier (needs data.vqae_weights)
+  std::filesystem::path save_checkpoint_now();
+  const TrainingState& state() const { return state_; }
+  UNet3D& model() { return *model_; }
+  UNet3D& ema_model() { return *ema_; }
+  const TrainConfig& config() const { return config_; }
+
+ private:
+  struct Data;
+  void log_line(const std::string& text);
+  void maybe_validate(int64_t steps_done);
+  UNet3D& eval_model();
+  Tensor eval_denoise(UNet3D& net, const Tensor& x_t, const Tensor& ld, const std::vector<int64_t>& t);
+  std::vector<Parameter*> trained() { return model_->parameters(); }
+
+  TrainConfig config_;
+  TrainerOptions options_;
+  std::filesystem::path out_dir_;
+  NoiseSchedule schedule_;
+  std::unique_ptr<UNet3D> model_, ema_;
+  std::vector<Tensor> adam_m_, adam_v_;
+  TrainingState state_;
+  double last_grad_norm_ = 0;
+  std::unique_ptr<Data> data_;
+  std::unique_ptr<Vqae> vqae_;
+  std::map<std::string, std::string> cache_info_;  // checkpoint "extra": what the run trained on
+};
+
+}  // namespace ctsr::train
