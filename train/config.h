@@ -20,7 +20,7 @@ namespace ctsr::train {
 
 struct DataConfig {
   std::string cache_dir = "cache";         // the latent cache (ctsr_vqae cache): train/ and val/
-  std::string vqae_weights;                // the VQ-AE, for the full validation tier (decoding)
+  std::string vqae_weights = "vqae.safetensors";  // the VQ-AE, for the full validation tier (decoding)
   int64_t vqae_num_groups = 0;             // 0: what the weights file records (else 24)
   int64_t prefetch_batches = 2;            // micro-batches read ahead on a background thread
 };

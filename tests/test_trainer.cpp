@@ -1,0 +1,455 @@
+// The training loop (train/trainer.h) on a small synthetic latent cache: a resumed run equals an
+// uninterrupted one, the loss falls, NaN steps are skipped and too many abort, the two
+// validation tiers, checkpoints and their retention, the outputs, every error raised before
+// work starts (naming the key, writing nothing), SIGTERM, and one full training step on the
+// CUDA paths against the reference.
+#include <algorithm>
+#include <csignal>
+#include <fstream>
+#include <sstream>
+
+#include <set>
+
+#include "kernels/activation.h"
+#include "kernels/copy.h"
+#include "kernels/metrics.h"
+#include "model/vqae.h"
+#include "runtime/formats/npy.h"
+#include "runtime/formats/safetensors.h"
+#include "runtime/philox.h"
+#include "tests/harness.h"
+#include "tests/tool_runner.h"
+#include "train/checkpoint.h"
+#include "train/latent_data.h"
+#include "train/metrics_log.h"
+#include "train/tensorboard.h"
+#include "train/trainer.h"
+
+namespace ctsr::train {
+namespace {
+
+using test::expect_error_mentions;
+using test::TempDir;
+
+const std::string kVqae = std::string(CTSR_TEST_DATA_DIR) + "/vqae/tiny.ckpt";  // n_hiddens 4, num_groups 2
+
+// Latents [8, 3, 5, 4]: odd sizes; volumes of the VQ-AE are 8x that per axis.
+constexpr int64_t kC = 8, kD = 3, kH = 5, kW = 4;
+
+struct CacheOptions {
+  int64_t train = 7, val = 3;
+  bool nan_in_train = false;
+  bool hd_volumes = false;  // write HD volumes and name them in the metadata
+  float latent_min = -1.0f, latent_max = 1.0f;
+};
+
+// A latent cache in the layout of ctsr_vqae cache: random latents in [-1, 1] (HD a smooth
+// function of LD plus noise, so there is something to learn).
+void write_cache(const std::filesystem::path& dir, const CacheOptions& o) {
+  for (auto [split, count] : {std::pair<const char*, int64_t>{"train", o.train}, {"val", o.val}}) {
+    std::filesystem::create_directories(dir / split);
+    for (int64_t i = 0; i < count; ++i) {
+      const std::string id = std::string(split) + "_" + std::to_string(i);
+      const uint64_t seed = (split[0] == 't' ? 1000 : 2000) + uint64_t(i);
+      Tensor ld = test::random_tensor({kC, kD, kH, kW}, seed, DType::float32, -0.9, 0.9);
+      Tensor hd = Tensor::empty(ld.shape());
+      const float* l = ld.data<float>();
+      float* h = hd.data<float>();
+      for (int64_t k = 0; k < ld.numel(); ++k)
+        h[k] = 0.8f * l[k] + 0.1f * philox::uniform_at(seed, 9, uint64_t(k)) - 0.05f;
+      if (o.nan_in_train && split[0] == 't') h[5] = std::nanf("");
+      std::map<std::string, std::string> meta{{"format", "ctsr-latent-pair/1"},
+                                              {"id", id},
+                                              {"hu_window", "-200,200"},
+                                              {"patch_size", "0"},
+                                              {"spacing_xyz", "1,1,2.5"},
+                                              {"latent_min", std::to_string(o.latent_min)},
+                                              {"latent_max", std::to_string(o.latent_max)},
+                                              {"weights", "test"}};
+      if (o.hd_volumes) {
+        const auto path = dir / (id + "_hd.npy");
+        Tensor volume = test::random_tensor({8 * kD, 8 * kH, 8 * kW}, seed + 77, DType::float32, -1, 1);
+        io::write_npy(path, volume);
+        meta["hd_path"] = path.string();
+      }
+      io::write_safetensors(dir / split / (id + ".safetensors"), {{"ld_latent", ld}, {"hd_latent", hd}}, meta);
+    }
+  }
+}
+
+TrainConfig small_config(const TempDir& dir) {
+  TrainConfig c;
+  c.seed = 42;
+  c.model.in_channels = 16;
+  c.model.out_channels = 8;
+  c.model.model_channels = 16;
+  c.model.channel_mult = {1, 2};
+  c.model.num_blocks = 1;
+  c.model.attention_levels = {false, true};
+  c.model.head_channels = 32;
+  c.model.time_embed_dim = 24;
+  c.model.norm_groups = 4;
+  c.diffusion.sampling_steps = 4;
+  c.data.cache_dir = (dir / "cache").string();
+  c.data.vqae_weights = "";
+  c.training.batch_size = 4;
+  c.training.gradient_accumulation_steps = 2;
+  c.training.max_steps = 6;
+  c.training.learning_rate = 1e-3;
+  c.training.warmup_ratio = 0.2;
+  c.training.log_every = 1;
+  c.training.checkpoint_every = 0;
+  c.validation.light_every = 3;
+  c.validation.light_samples = 3;
+  c.validation.full_every = 0;
+  c.validation.batch_size = 2;
+  c.output.dir = (dir / "run").string();
+  return c;
+}
+
+TrainerOptions quiet(Device device = Device::cpu()) {
+  TrainerOptions o;
+  o.device = device;
+  o.progress = false;
+  static std::ostringstream sink;
+  o.log = &sink;
+  return o;
+}
+
+std::vector<Tensor> values(UNet3D& net) {
+  std::vector<Tensor> out;
+  for (Parameter* p : net.parameters()) out.push_back(p->value.to(Device::cpu()));
+  return out;
+}
+
+std::vector<nlohmann::json> training_lines(const std::filesystem::path& metrics) {
+  std::vector<nlohmann::json> out;
+  for (auto& j : read_metrics(metrics))
+    if (!j.contains("tier")) {
+      j.erase("samples_per_s");  // a timing, not a result
+      out.push_back(j);
+    }
+  return out;
+}
+
+TEST(Trainer, ResumedRunEqualsTheUninterruptedOne) {
+  TempDir dir("trainer-resume");
+  write_cache(dir / "cache", {});
+  TrainConfig c = small_config(dir);
+  c.training.checkpoint_every = 2;
+
+  c.output.dir = (dir / "straight").string();
+  Trainer straight(c, quiet());
+  const RunSummary all = straight.run();
+  ASSERT_EQ(all.losses.size(), 6u);
+  EXPECT_FALSE(all.interrupted);
+
+  // The same run stopped by SIGTERM after step 3 (a checkpoint is saved then), then resumed.
+  c.output.dir = (dir / "resumed").string();
+  RunSummary first_part;
+  {
+    TrainerOptions o = quiet();
+    o.after_step = [](int64_t step) {
+      if (step == 3) std::raise(SIGTERM);
+    };
+    Trainer trainer(c, o);
+    first_part = trainer.run();
+  }
+  EXPECT_TRUE(first_part.interrupted);
+  EXPECT_EQ(first_part.last_step, 3);
+  EXPECT_TRUE(std::filesystem::exists(checkpoint_path(dir / "resumed" / "checkpoints", 3)));
+  TrainerOptions o = quiet();
+  o.resume = "auto";
+  Trainer resumed(c, o);
+  EXPECT_EQ(resumed.state().step, 3);
+  const RunSummary rest = resumed.run();
+  ASSERT_EQ(rest.losses.size(), 3u);
+  for (size_t k = 0; k < 3; ++k) {
+    EXPECT_EQ(first_part.losses[k], all.losses[k]) << "step " << k + 1;
+    EXPECT_EQ(rest.losses[k], all.losses[3 + k]) << "step " << k + 4;  // exactly, not approximately
+  }
+  const auto a = values(straight.model()), b = values(resumed.model());
+  const auto ea = values(straight.ema_model()), eb = values(resumed.ema_model());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(test::tensors_equal(b[i], a[i])) << "parameter " << i;
+    EXPECT_TRUE(test::tensors_equal(eb[i], ea[i])) << "EMA parameter " << i;
+  }
+  // metrics.jsonl of the resumed run holds each step once, with the uninterrupted run's values.
+  const auto lines_a = training_lines(dir / "straight" / "metrics.jsonl");
+  const auto lines_b = training_lines(dir / "resumed" / "metrics.jsonl");
+  EXPECT_EQ(lines_b, lines_a);
+  EXPECT_EQ(resumed.state().optimizer_updates, 6);
+  EXPECT_EQ(resumed.state().ema_updates, 6);
+}
+
+TEST(Trainer, LossFallsAndTheOutputsAreWritten) {
+  TempDir dir("trainer-learns");
+  write_cache(dir / "cache", {});
+  TrainConfig c = small_config(dir);
+  c.training.max_steps = 40;
+  c.training.learning_rate = 2e-3;
+  c.training.checkpoint_every = 10;
+  c.training.keep_checkpoints = 2;
+  c.training.log_every = 5;
+  c.validation.light_every = 10;
+  Trainer trainer(c, quiet());
+  const RunSummary s = trainer.run();
+  ASSERT_EQ(s.losses.size(), 40u);
+  double first = 0, last = 0;
+  for (int k = 0; k < 10; ++k) first += s.losses[size_t(k)] / 10, last += s.losses[size_t(30 + k)] / 10;
+  std::printf("mean loss of the first 10 steps %.4f, of the last 10 %.4f\n", first, last);
+  EXPECT_LT(last, 0.8 * first);
+
+  const std::filesystem::path run = dir / "run";
+  // The last two checkpoints (no full validation, so no best).
+  const auto kept = list_checkpoints(run / "checkpoints");
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_EQ(kept[0].first, 30);
+  EXPECT_EQ(kept[1].first, 40);
+  const CheckpointInfo info = read_checkpoint_info(kept[1].second);
+  EXPECT_EQ(info.state.step, 40);
+  EXPECT_EQ(info.seed, 42u);
+  EXPECT_EQ(train_config_from_yaml(info.config_yaml, "checkpoint").model.model_channels, 16);
+  EXPECT_EQ(info.extra.at("cache.latent_shape"), "[8, 3, 5, 4]");
+  EXPECT_EQ(load_train_config(run / "config.yaml").training.max_steps, 40);
+
+  int train_lines = 0, light_lines = 0;
+  for (const auto& j : read_metrics(run / "metrics.jsonl")) {
+    if (j.contains("tier")) {
+      EXPECT_EQ(j["tier"], "light");
+      EXPECT_TRUE(j["loss"].get<double>() > 0);
+      ++light_lines;
+    } else {
+      for (const char* key : {"step", "loss", "lr", "grad_norm", "samples_per_s"}) EXPECT_TRUE(j.contains(key)) << key;
+      ++train_lines;
+    }
+  }
+  EXPECT_EQ(train_lines, 8);
+  EXPECT_EQ(light_lines, 4);
+  std::set<std::string> tags;
+  for (const auto& entry : std::filesystem::directory_iterator(run / "tensorboard"))
+    for (const auto& event : read_tensorboard_events(entry.path()))
+      for (const auto& v : event.values) tags.insert(v.tag);
+  for (const char* tag : {"train/loss", "train/lr", "train/grad_norm", "train/samples_per_s", "val/light_loss"})
+    EXPECT_EQ(tags.count(tag), 1u) << tag;
+}
+
+TEST(Trainer, LightValidationIsFixedFromOneEvaluationToTheNext) {
+  TempDir dir("trainer-light");
+  write_cache(dir / "cache", {});
+  TrainConfig c = small_config(dir);
+  Trainer trainer(c, quiet());
+  const double a = trainer.validate_light(), b = trainer.validate_light();
+  EXPECT_EQ(a, b);
+  trainer.step();
+  trainer.step();
+  EXPECT_NE(trainer.validate_light(), a);  // the EMA moved
+}
+
+TEST(Trainer, NonFiniteStepsAreSkippedAndTooManyAbort) {
+  TempDir dir("trainer-nan");
+  write_cache(dir / "cache", {.nan_in_train = true});
+  TrainConfig c = small_config(dir);
+  c.training.max_consecutive_skips = 3;
+  c.validation.light_every = 0;
+  Trainer trainer(c, quiet());
+  const auto before = values(trainer.model());
+  EXPECT_TRUE(std::isnan(trainer.step()));
+  EXPECT_TRUE(std::isnan(trainer.step()));
+  EXPECT_EQ(trainer.state().skipped_steps, 2);
+  EXPECT_EQ(trainer.state().optimizer_updates, 0);
+  const auto after = values(trainer.model());
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(test::tensors_equal(after[i], before[i]));
+  expect_error_mentions([&] { trainer.step(); },
+                        {"training aborted at step 3", "3 steps in a row", "training.max_consecutive_skips 3"});
+  int skipped = 0;
+  for (const auto& j : read_metrics(dir / "run" / "metrics.jsonl")) skipped += j.value("skipped", false);
+  EXPECT_EQ(skipped, 3);
+}
+
+TEST(Trainer, FullValidationScoresSamplesAgainstTheHdVolumes) {
+  TempDir dir("trainer-full");
+  auto vqae = Vqae::load(kVqae, 2, Device::cpu());
+  write_cache(dir / "cache", {.train = 3, .val = 3, .hd_volumes = true, .latent_min = vqae->code_min(),
+                              .latent_max = vqae->code_max()});
+  TrainConfig c = small_config(dir);
+  c.data.vqae_weights = kVqae;
+  c.data.vqae_num_groups = 2;
+  c.validation.full_every = 2;
+  c.validation.num_samples = 3;
+  c.validation.panels = 1;
+  c.training.max_steps = 2;
+  Trainer trainer(c, quiet());
+  trainer.run();
+  const std::filesystem::path run = dir / "run";
+  nlohmann::json full;
+  for (const auto& j : read_metrics(run / "metrics.jsonl"))
+    if (j.value("tier", "") == "full") full = j;
+  ASSERT_FALSE(full.is_null());
+  EXPECT_EQ(full["step"], 2);
+  EXPECT_EQ(full["samples"], 3);
+  EXPECT_EQ(full["target"], "volume");
+  for (const char* key : {"ssim", "psnr", "ssim_ld", "psnr_ld"}) EXPECT_TRUE(std::isfinite(full[key].get<double>())) << key;
+
+  // The LD baseline, computed here from the same files: decode(ld) against the HD volume.
+  double ssim_ld = 0, psnr_ld = 0;
+  LatentDataset val(dir / "cache", "val");
+  for (int64_t i = 0; i < 3; ++i) {
+    NoGradGuard no_grad;
+    LatentBatch b = val.load({i});
+    Tensor volume = clamp(vqae->decode(vqae->denormalize_latent(b.ld)), -1.0, 1.0);
+    volume = volume.reshape({1, 8 * kD, 8 * kH, 8 * kW});
+    Tensor target = io::read_npy(val.metadata(i).at("hd_path")).reshape({1, 8 * kD, 8 * kH, 8 * kW});
+    ssim_ld += ssim(volume, target).per_sample.to_vector<float>()[0] / 3;
+    psnr_ld += psnr(volume, target).psnr.to_vector<float>()[0] / 3;
+  }
+  EXPECT_NEAR(full["ssim_ld"].get<double>(), ssim_ld, 1e-6);
+  EXPECT_NEAR(full["psnr_ld"].get<double>(), psnr_ld, 1e-4);
+
+  // Pictures of the first sample only, and the best checkpoint (the first full evaluation).
+  int pictures = 0;
+  for (const auto& e : std::filesystem::directory_iterator(run / "images")) {
+    EXPECT_NE(e.path().filename().string().find("val_0_"), std::string::npos) << e.path();
+    ++pictures;
+  }
+  EXPECT_EQ(pictures, 3);
+  EXPECT_EQ(trainer.state().best_step, 2);
+
+  // Without the HD volumes the decoded HD latents stand in, and the result says so.
+  for (int64_t i = 0; i < 3; ++i) std::filesystem::remove(val.metadata(i).at("hd_path"));
+  EXPECT_FALSE(trainer.validate_full().target_is_volume);
+}
+
+TEST(Trainer, BestCheckpointSurvivesPruning) {
+  TempDir dir("trainer-prune");
+  std::filesystem::create_directories(dir / "c");
+  for (int64_t step : {10, 20, 30, 40, 50}) std::ofstream(checkpoint_path(dir / "c", step)) << "x";
+  std::ofstream(dir / "c" / "notes.txt") << "kept";
+  prune_checkpoints(dir / "c", 2, 20);
+  std::vector<int64_t> left;
+  for (const auto& [step, path] : list_checkpoints(dir / "c")) left.push_back(step);
+  EXPECT_EQ(left, (std::vector<int64_t>{20, 40, 50}));
+  EXPECT_TRUE(std::filesystem::exists(dir / "c" / "notes.txt"));
+}
+
+TEST(Trainer, ErrorsBeforeAnyWorkNameTheKeyAndWriteNothing) {
+  TempDir dir("trainer-errors");
+  write_cache(dir / "cache", {});
+  const std::filesystem::path run = dir / "run";
+  auto fails = [&](TrainConfig c, const std::vector<std::string>& parts, TrainerOptions o = quiet()) {
+    expect_error_mentions([&] { Trainer t(c, o); }, parts);
+    EXPECT_FALSE(std::filesystem::exists(run)) << "the failed start wrote " << run;
+  };
+  TrainConfig c = small_config(dir);
+  c.data.cache_dir = (dir / "nowhere").string();
+  fails(c, {"nowhere", "data.cache_dir"});
+  c = small_config(dir);
+  c.model.in_channels = 8;
+  c.model.out_channels = 4;
+  fails(c, {"model.out_channels is 4", "8 channels"});
+  c = small_config(dir);
+  c.validation.full_every = 5;
+  c.data.vqae_weights = (dir / "missing.safetensors").string();
+  fails(c, {"data.vqae_weights", "missing.safetensors", "no such file"});
+  c = small_config(dir);
+  c.validation.full_every = 5;
+  c.data.vqae_weights = kVqae;
+  c.data.vqae_num_groups = 2;
+  fails(c, {"data.vqae_weights", "codebook bounds", "other weights"});  // the cache says [-1, 1]
+  c = small_config(dir);
+  c.training.batch_size = 5;
+  fails(c, {"training.batch_size 5", "not divisible"});
+  TrainerOptions o = quiet();
+  o.resume = (dir / "nothing.safetensors").string();
+  fails(small_config(dir), {"--resume", "nothing.safetensors", "no such checkpoint"}, o);
+  {
+    TempDir bare("trainer-errors-noval");
+    write_cache(bare / "cache", {.val = 0});
+    std::filesystem::remove_all(bare / "cache" / "val");
+    TrainConfig v = small_config(bare);
+    expect_error_mentions([&] { Trainer t(v, quiet()); }, {"validation.light_every 3", "no val/ split"});
+  }
+  // An output folder that holds a run is not overwritten by a new run, nor resumed with another seed.
+  c = small_config(dir);
+  c.training.max_steps = 1;
+  Trainer(c, quiet()).run();
+  expect_error_mentions([&] { Trainer t(c, quiet()); }, {"already holds checkpoints", "--resume auto"});
+  c.seed = 43;
+  o = quiet();
+  o.resume = "auto";
+  expect_error_mentions([&] { Trainer t(c, o); }, {"seed 42", "seed 43"});
+  // A checkpoint of another architecture names the tensor.
+  c = small_config(dir);
+  c.model.model_channels = 32;
+  c.model.norm_groups = 8;
+  expect_error_mentions([&] { Trainer t(c, o); }, {"step_00000001.safetensors", "model/", "another architecture"});
+}
+
+class TrainerParity : public test::CudaPathTest {};
+
+// One full training step (forward, loss, backward, accumulation, clipping, AdamW, EMA) on the
+// CUDA kernels against the reference: the same loss, parameters, EMA and moments.
+TEST_P(TrainerParity, OneTrainingStepMatchesTheReference) {
+  TempDir dir("trainer-parity");
+  write_cache(dir / "cache", {});
+  TrainConfig c = small_config(dir);
+  c.training.max_grad_norm = 0.05;  // clipping active
+  c.output.dir = (dir / "cpu").string();
+  Trainer ref(c, quiet(Device::cpu()));
+  c.output.dir = (dir / "dev").string();
+  Trainer dev(c, quiet(device()));
+  // The zero-initialised layers would keep the first gradients away from most of the network:
+  // move every parameter a little, the same on both paths.
+  for (Trainer* t : {&ref, &dev}) {
+    auto params = t->model().parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+      Tensor host = params[i]->value.to(Device::cpu());
+      Tensor noise = test::random_tensor(host.shape(), 900 + i, DType::float32, -0.05, 0.05);
+      for (int64_t j = 0; j < host.numel(); ++j) host.data<float>()[j] += noise.data<float>()[j];
+      params[i]->value.copy_from(host);
+    }
+  }
+  double worst_grad = 0;
+  for (int k = 0; k < 3; ++k) {
+    const double loss_ref = ref.step(), loss_dev = dev.step();
+    EXPECT_NEAR(loss_dev, loss_ref, 1e-5 * loss_ref) << "step " << k;
+    // The step's (clipped) gradients are still in the parameters; after the first step the
+    // parameters differ (below), and with them the gradients.
+    if (k > 0) continue;
+    auto pr = ref.model().parameters(), pd = dev.model().parameters();
+    for (size_t i = 0; i < pr.size(); ++i) {
+      const std::vector<float> g = pr[i]->grad.to_vector<float>();
+      if (std::all_of(g.begin(), g.end(), [](float v) { return v == 0.0f; })) continue;
+      const double e = test::relative_l2(pd[i]->grad, pr[i]->grad);
+      EXPECT_LT(e, 1e-5) << "step " << k << " gradient of " << pr[i]->name;
+      worst_grad = std::max(worst_grad, e);
+    }
+  }
+  // AdamW's first updates are about lr * sign(gradient) whatever the gradient's size, so an
+  // element whose gradient is near rounding level moves by a full step either way: parameters
+  // agree a little less closely than gradients.
+  auto compare = [&](const std::vector<Tensor>& want, const std::vector<Tensor>& got, const char* what) {
+    double worst = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      const std::string& name = ref.model().parameters()[i]->name;
+      const std::vector<float> w = want[i].to_vector<float>();
+      if (std::all_of(w.begin(), w.end(), [](float v) { return v == 0.0f; })) {
+        EXPECT_TRUE(test::tensors_equal(got[i], want[i])) << what << " " << name;
+        continue;
+      }
+      const double e = test::relative_l2(got[i], want[i]);
+      EXPECT_LT(e, 2e-5) << what << " " << name;
+      worst = std::max(worst, e);
+    }
+    return worst;
+  };
+  const double worst = compare(values(ref.model()), values(dev.model()), "parameter");
+  const double worst_ema = compare(values(ref.ema_model()), values(dev.ema_model()), "EMA");
+  std::printf("three training steps on %s: worst relative L2 of gradients %.2e, parameters %.2e, EMA %.2e\n",
+              device().str().c_str(), worst_grad, worst, worst_ema);
+}
+
+CTSR_INSTANTIATE_CUDA_PATHS(TrainerParity);
+
+}  // namespace
+}  // namespace ctsr::train
