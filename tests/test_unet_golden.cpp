@@ -9,13 +9,18 @@
 // the script). Weights, x and dy are not stored: both sides compute them from the script's
 // integer recipe, keyed by ctsr's parameter names and laid out in ctsr's layout, so a name or a
 // layout that differs from the reference's shows up as a mismatch here.
+//
+// Also: the analytic parameter and FLOP count of bench/unet_cost.h (ctsr_bench's UNetTrainStep)
+// against a hand count and against PyTorch's forward hooks (tests/data/unet/cost.json).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "bench/unet_cost.h"
 #include "model/unet.h"
 #include "runtime/formats/npy.h"
 #include "runtime/formats/safetensors.h"
@@ -104,23 +109,29 @@ struct Golden {
   std::unique_ptr<io::SafetensorsReader> grads;
 };
 
+// The spec's keys, as the scripts write them (unet_reference.UNetConfig).
+UNetConfig config_from_json(const nlohmann::json& c) {
+  UNetConfig config;
+  config.in_channels = c.at("in_channels");
+  config.out_channels = c.at("out_channels");
+  config.model_channels = c.at("model_channels");
+  config.channel_mult = c.at("channel_mult").get<std::vector<int64_t>>();
+  config.num_blocks = c.at("num_blocks");
+  config.attention_levels = c.at("attention_levels").get<std::vector<bool>>();
+  config.head_channels = c.at("head_channels");
+  config.time_embed_dim = c.at("time_embed_dim");
+  config.dropout = c.at("dropout");
+  config.norm_groups = c.at("norm_groups");
+  config.norm_eps = c.at("norm_eps");
+  return config;
+}
+
 Golden load_golden(const std::string& name) {
   Golden g;
   g.name = name;
   g.grads = std::make_unique<io::SafetensorsReader>(kDir + name + "/grads.safetensors");
   const auto& meta = g.grads->metadata();
-  const nlohmann::json c = nlohmann::json::parse(meta.at("config"));
-  g.config.in_channels = c.at("in_channels");
-  g.config.out_channels = c.at("out_channels");
-  g.config.model_channels = c.at("model_channels");
-  g.config.channel_mult = c.at("channel_mult").get<std::vector<int64_t>>();
-  g.config.num_blocks = c.at("num_blocks");
-  g.config.attention_levels = c.at("attention_levels").get<std::vector<bool>>();
-  g.config.head_channels = c.at("head_channels");
-  g.config.time_embed_dim = c.at("time_embed_dim");
-  g.config.dropout = c.at("dropout");
-  g.config.norm_groups = c.at("norm_groups");
-  g.config.norm_eps = c.at("norm_eps");
+  g.config = config_from_json(nlohmann::json::parse(meta.at("config")));
   g.grid = nlohmann::json::parse(meta.at("grid")).get<std::vector<int64_t>>();
   g.timesteps = nlohmann::json::parse(meta.at("timesteps")).get<std::vector<int64_t>>();
   g.projections = std::stoi(meta.at("projections"));
@@ -245,6 +256,71 @@ TEST_P(UNetGoldenPaths, Float32MatchesPyTorch) {
 }
 
 CTSR_INSTANTIATE_CUDA_PATHS(UNetGoldenPaths);
+
+// ---- the analytic cost of bench/unet_cost.h ------------------------------------------------------
+
+nlohmann::json load_costs() {
+  std::ifstream f(kDir + "cost.json");
+  EXPECT_TRUE(f.good()) << kDir << "cost.json";
+  return nlohmann::json::parse(f);
+}
+
+// The "hand" network of cost.json (in 2, out 1, widths 4 and 8+attention with 2 heads of 4,
+// 1 block, time_embed_dim 6) on one 3 x 2 x 2 sample: 12 voxels at level 0, 2 (2 x 1 x 1) at level 1.
+TEST(UNetCost, MatchesAHandCount) {
+  const UNetConfig c = config_from_json(load_costs().at("hand").at("config"));
+  const int64_t v0 = 12, v1 = 2;
+  auto conv = [](int64_t in, int64_t out, int64_t taps, int64_t voxels) { return voxels * out * in * taps; };
+  auto res = [&](int64_t in, int64_t out, int64_t voxels) {  // conv1, time_proj, conv2, skip
+    return conv(in, out, 27, voxels) + 6 * out + conv(out, out, 27, voxels) + (in != out ? conv(in, out, 1, voxels) : 0);
+  };
+  const int64_t attention_8 = 4 * v1 * 8 * 8 + 2 * v1 * v1 * 8;  // qkv + proj_out, q k^T + P v
+  const int64_t macs = 4 * 6 + 6 * 6                              // time embedding
+                       + conv(2, 4, 27, v0)                       // conv_in
+                       + res(4, 4, v0) + conv(4, 4, 27, v1)       // level 0 down, Down
+                       + res(4, 8, v1) + attention_8              // level 1 down
+                       + res(8, 8, v1) + attention_8 + res(8, 8, v1)       // middle
+                       + res(8 + 8, 8, v1) + attention_8 + res(8 + 4, 8, v1) + attention_8  // level 1 up
+                       + conv(8, 8, 27, v0)                       // Up to the level-0 skip's size
+                       + res(8 + 4, 4, v0) + res(4 + 4, 4, v0)    // level 0 up
+                       + conv(4, 1, 27, v0);                      // conv_out
+  EXPECT_EQ(macs, 114308);  // the sum of the terms above, done once more on paper
+  const bench::UNetCost cost = bench::unet_cost(c, 1, 3, 2, 2);
+  EXPECT_EQ(cost.forward_macs, double(macs));
+  EXPECT_EQ(cost.train_step_flops(), 6.0 * double(macs));
+  UNet3D net(c);
+  EXPECT_EQ(cost.parameters, net.parameter_count());
+}
+
+// Parameters and multiply-adds against PyTorch's forward hooks on the reference model, and the
+// parameter count against our UNet's own, for every configuration that has golden data.
+TEST(UNetCost, MatchesThePyTorchReference) {
+  const nlohmann::json costs = load_costs();
+  for (const auto& [name, entry] : costs.items()) {
+    SCOPED_TRACE(name);
+    const UNetConfig c = config_from_json(entry.at("config"));
+    const auto grid = entry.at("grid").get<std::vector<int64_t>>();
+    const bench::UNetCost one = bench::unet_cost(c, 1, grid[0], grid[1], grid[2]);
+    EXPECT_EQ(one.parameters, entry.at("parameters").get<int64_t>());
+    EXPECT_EQ(one.forward_macs, entry.at("forward_macs_per_sample").get<double>());
+    EXPECT_EQ(bench::unet_cost(c, 3, grid[0], grid[1], grid[2]).forward_macs, 3 * one.forward_macs);
+    if (name == "production") {
+      const double mib = double(one.parameters) * 4 / (1 << 20);
+      std::printf("production UNet: %lld parameters; float32 parameters %.0f MiB, gradients %.0f MiB, AdamW moments "
+                  "%.0f MiB (%.2f GiB together); %.3g TFLOP per training step at batch 32 on 25 x 16 x 16\n",
+                  static_cast<long long>(one.parameters), mib, mib, 2 * mib, 4 * mib / 1024,
+                  bench::unet_cost(c, 32, 25, 16, 16).train_step_flops() / 1e12);
+    } else {
+      UNet3D net(c);
+      EXPECT_EQ(one.parameters, net.parameter_count());
+    }
+  }
+  for (const std::string& name : kCases) {
+    const Golden g = load_golden(name);
+    UNet3D net(g.config);
+    EXPECT_EQ(bench::unet_cost(g.config, 1, 5, 3, 7).parameters, net.parameter_count()) << name;
+  }
+}
 
 }  // namespace
 }  // namespace ctsr

@@ -40,7 +40,8 @@ Files:
                       in one element; within about 30% with 32 projections otherwise).
                       __metadata__: config (JSON, the spec's keys), grid, timesteps, projections,
                       full_max_elements, torch version.
-  README.txt          the figures of the last run
+  ../cost.json        parameter counts and forward multiply-adds (COST_CASES below), for bench/unet_cost.h
+  ../README.txt       the figures of the last run
 Optionally --full DIR also writes DIR/<case>/weights.safetensors (float32, ctsr's names and layout)
 and DIR/<case>/grads_full.safetensors (every gradient, float64) for investigating a mismatch.
 
@@ -59,6 +60,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_unet_step  # noqa: E402
 import unet_reference as ref  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,6 +78,17 @@ CASES = {
     "two_blocks": ref.UNetConfig(in_channels=16, out_channels=8, model_channels=32, channel_mult=[1, 2], num_blocks=2,
                                  attention_levels=[True, True], head_channels=32, time_embed_dim=40, dropout=0.1,
                                  norm_groups=8),
+}
+
+# Configurations whose parameter count and forward multiply-adds (per sample, from the forward
+# hooks of unet_reference.count_forward_macs on the meta device) go to cost.json, for the
+# analytic count of bench/unet_cost.h: the production network, ctsr_bench's tiny case, and the
+# network the C++ test also counts by hand.
+COST_CASES = {
+    "production": (ref.UNetConfig(), (25, 16, 16)),
+    "bench_tiny": (ref.UNetConfig(**bench_unet_step.TINY), (5, 4, 4)),
+    "hand": (ref.UNetConfig(in_channels=2, out_channels=1, model_channels=4, channel_mult=[1, 2], num_blocks=1,
+                            attention_levels=[False, True], head_channels=4, time_embed_dim=6, norm_groups=2), (3, 2, 2)),
 }
 
 # ---- the integer recipe ---------------------------------------------------------------------------
@@ -242,17 +255,37 @@ def run_case(case, cfg, full_dir):
     return summary
 
 
+def write_costs():
+    costs = {}
+    for case, (cfg, (d, h, w)) in COST_CASES.items():
+        model = ref.UNet3D(cfg, zero_init=False).to("meta")
+        x = torch.empty(1, cfg.in_channels, d, h, w, device="meta")
+        macs = ref.count_forward_macs(model, x, torch.zeros(1, dtype=torch.int64, device="meta"))
+        costs[case] = {"config": vars(cfg), "grid": [d, h, w], "parameters": ref.count_parameters(model),
+                       "forward_macs_per_sample": macs}
+        print(f"{case}: {costs[case]['parameters']} parameters, {macs} multiply-adds per sample forward")
+    tmp = os.path.join(OUT, "cost.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(costs, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, os.path.join(OUT, "cost.json"))
+    return costs
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", metavar="DIR", help="also write the weights and every whole gradient under DIR")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     lines = [run_case(case, cfg, args.full) for case, cfg in CASES.items()]
+    costs = write_costs()
     with open(os.path.join(OUT, "README.txt"), "w") as f:
         f.write(f"Made by tools/reference/make_unet_golden.py (torch {torch.__version__}); the recipe and the file\n"
                 f"layout are described there. Batch {GRID[0]}, grid {GRID[1]} x {GRID[2]} x {GRID[3]}, t = {TIMESTEPS}, float64.\n")
         for line in lines:
             f.write(line + "\n")
+        f.write("cost.json: parameters and forward multiply-adds per sample (forward hooks) of: " +
+                ", ".join(f"{k} {v['parameters']} / {v['forward_macs_per_sample']}" for k, v in costs.items()) + "\n")
 
 
 if __name__ == "__main__":

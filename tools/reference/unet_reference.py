@@ -253,3 +253,33 @@ def export_state_dict(model, grads=False):
 
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters())
+
+
+def count_forward_macs(model, x, t):
+    """Multiply-adds of one forward of x, from hooks on the layers that do the arithmetic: every Conv3d
+    (output elements x input channels x taps), Linear (output elements x in_features) and the
+    attention products q k^T and P v (2 x tokens^2 x channels per sample). Works on the meta device."""
+    total = [0]
+
+    def conv_or_linear(module, inputs, output):
+        if isinstance(module, nn.Conv3d):
+            taps = module.kernel_size[0] * module.kernel_size[1] * module.kernel_size[2]
+            total[0] += output.numel() * (module.in_channels // module.groups) * taps
+        else:
+            total[0] += output.numel() * module.in_features
+
+    def attention(module, inputs, output):
+        n, c, d, h, w = inputs[0].shape
+        total[0] += 2 * n * (d * h * w) ** 2 * c  # q k^T and P v over all heads
+
+    hooks = []
+    for module in model.modules():
+        if isinstance(module, (nn.Conv3d, nn.Linear)):
+            hooks.append(module.register_forward_hook(conv_or_linear))
+        elif isinstance(module, Attention):
+            hooks.append(module.register_forward_hook(attention))
+    with torch.no_grad():
+        model(x, t)
+    for hook in hooks:
+        hook.remove()
+    return total[0]
