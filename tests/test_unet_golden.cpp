@@ -14,9 +14,11 @@
 // against a hand count and against PyTorch's forward hooks (tests/data/unet/cost.json).
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -76,7 +78,7 @@ void set_recipe_parameters(UNet3D& net) {
         x = is_weight ? 1.0 + x / 4.0 : x / 4.0;
       } else {
         const int64_t fan_in = weight.numel() / weight[0];
-        const int exponent = (63 - __builtin_clzll(uint64_t(fan_in))) / 2;
+        const int exponent = (std::bit_width(uint64_t(fan_in)) - 1) / 2;  // floor(log2(fan_in)) / 2
         x = std::ldexp(x, -exponent);
       }
     }
