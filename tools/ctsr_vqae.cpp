@@ -222,14 +222,6 @@ void command_encode(const std::string& weights, const std::string& input, const 
             << z.dim(4) << ", " << z.dim(1) << ", " << z.dim(2) << ", " << z.dim(3) << "]\n";
 }
 
-std::vector<double> parse_numbers(const std::string& text) {
-  std::vector<double> v;
-  std::istringstream s(text);
-  std::string cell;
-  while (std::getline(s, cell, ',')) v.push_back(std::stod(cell));
-  return v;
-}
-
 void command_decode(const std::string& weights, const std::string& input, const std::string& output, bool denormalize,
                     const std::string& key, std::optional<int64_t> slab, const std::string& window_text,
                     const Common& common) {
@@ -247,11 +239,11 @@ void command_decode(const std::string& weights, const std::string& input, const 
   io::Volume volume;
   volume.data = y.to(Device::cpu()).reshape({y.dim(1), y.dim(2), y.dim(3)});
   if (lat.metadata.count("spacing_xyz")) {
-    const auto v = parse_numbers(lat.metadata["spacing_xyz"]);
+    const auto v = tools::parse_number_list(lat.metadata["spacing_xyz"], input + " spacing_xyz");
     if (v.size() == 3) volume.geometry.spacing_xyz = {v[0], v[1], v[2]};
   }
   if (lat.metadata.count("affine")) {
-    const auto v = parse_numbers(lat.metadata["affine"]);
+    const auto v = tools::parse_number_list(lat.metadata["affine"], input + " affine");
     if (v.size() == 16)
       for (int i = 0; i < 16; ++i) volume.geometry.affine[i / 4][i % 4] = v[size_t(i)];
   }

@@ -25,6 +25,7 @@
 #include "runtime/formats/atomic_file.h"
 #include "runtime/formats/volume.h"
 #include "runtime/philox.h"
+#include "tools/lib/latent_io.h"
 #include "train/latent_data.h"
 #include "train/metrics_log.h"
 #include "train/panels.h"
@@ -82,14 +83,6 @@ std::string format_duration(double seconds) {
   else
     std::snprintf(buffer, sizeof buffer, "%llds", (long long)s);
   return buffer;
-}
-
-std::vector<double> parse_numbers(const std::string& text) {
-  std::vector<double> out;
-  std::stringstream s(text);
-  std::string item;
-  while (std::getline(s, item, ',')) out.push_back(std::stod(item));
-  return out;
 }
 
 Tensor scalar_tensor(double value, DType dtype, Device device) {
@@ -410,14 +403,14 @@ FullValidation Trainer::validate_full() {
       auto path = meta.find("hd_path");
       auto window = meta.find("hu_window");
       if (meta.count("spacing_xyz")) {
-        const auto xyz = parse_numbers(meta.at("spacing_xyz"));
+        const auto xyz = tools::parse_number_list(meta.at("spacing_xyz"), "spacing_xyz");
         if (xyz.size() == 3) spacing[size_t(k)] = {xyz[2], xyz[1], xyz[0]};
       }
       if (path == meta.end() || window == meta.end() || !std::filesystem::is_regular_file(path->second)) {
         from_volumes = false;
         break;
       }
-      const auto w = parse_numbers(window->second);
+      const auto w = tools::parse_number_list(window->second, "hu_window");
       io::Volume v = io::read_volume_unit(path->second, io::HuWindow{float(w.at(0)), float(w.at(1))});
       if (v.data.numel() != sr.numel() / n) {
         from_volumes = false;
@@ -600,6 +593,21 @@ RunSummary Trainer::run() {
   if (last_saved != state_.step) save_checkpoint_now();
   data_->tensorboard->flush();
   summary.last_step = state_.step;
+  // Did it learn? The mean loss of this run's first and last 20 steps (skipped steps left out).
+  if (summary.losses.size() >= 40) {
+    auto mean = [](auto first, auto last) {
+      double sum = 0;
+      int64_t n = 0;
+      for (auto it = first; it != last; ++it)
+        if (std::isfinite(*it)) sum += *it, ++n;
+      return n ? sum / double(n) : std::numeric_limits<double>::quiet_NaN();
+    };
+    char text[160];
+    std::snprintf(text, sizeof text, "mean training loss: first 20 steps %.5f, last 20 steps %.5f",
+                  mean(summary.losses.begin(), summary.losses.begin() + 20),
+                  mean(summary.losses.end() - 20, summary.losses.end()));
+    log_line(text);
+  }
   return summary;
 }
 

@@ -1,5 +1,8 @@
 #include "tools/lib/latent_io.h"
 
+#include <sstream>
+#include <stdexcept>
+
 #include "model/pytorch_import.h"
 #include "runtime/error.h"
 #include "runtime/formats/npy.h"
@@ -10,6 +13,22 @@ namespace ctsr::tools {
 namespace {
 bool has_extension(const std::filesystem::path& p, const char* ext) { return p.extension() == ext; }
 }  // namespace
+
+std::vector<double> parse_number_list(const std::string& text, const std::string& what) {
+  std::vector<double> v;
+  std::istringstream s(text);
+  std::string cell;
+  while (std::getline(s, cell, ',')) {
+    try {
+      size_t used = 0;
+      v.push_back(std::stod(cell, &used));
+      if (used != cell.size()) throw std::invalid_argument(cell);
+    } catch (const std::exception&) {
+      CTSR_FAIL(what, ": '", text, "' is not a comma-separated list of numbers");
+    }
+  }
+  return v;
+}
 
 Tensor latent_to_file_layout(const Tensor& z) {
   CTSR_CHECK(z.ndim() == 5 && z.dim(0) == 1, "latent ", z.shape().str(), " is not [1, d, h, w, C]");

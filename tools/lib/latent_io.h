@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "runtime/tensor.h"
 
@@ -22,6 +23,10 @@ LatentFile read_latent(const std::filesystem::path& path, const std::string& key
 // z: [1, d, h, w, C] on any device. Atomic.
 void write_latent(const std::filesystem::path& path, const Tensor& z,
                   const std::map<std::string, std::string>& metadata = {});
+
+// "1,2.5,3" -> {1, 2.5, 3}: the number lists of latent metadata (spacing_xyz, affine, hu_window).
+// Throws naming `what` when a cell is not a number.
+std::vector<double> parse_number_list(const std::string& text, const std::string& what = "number list");
 
 // [1, d, h, w, C] <-> [C, d, h, w] on the host.
 Tensor latent_to_file_layout(const Tensor& z);
