@@ -1,0 +1,96 @@
+// Small latent caches and training configurations for the tests of ctsr_train, the trainer and
+// ctsr_infer: a cache in the layout ctsr_vqae cache writes, with random latents [8, 3, 5, 4] (odd
+// sizes; the VQ-AE's volumes are 8x that per axis), and a UNet small enough to train in seconds.
+#pragma once
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "runtime/formats/npy.h"
+#include "runtime/formats/safetensors.h"
+#include "runtime/philox.h"
+#include "tests/harness.h"
+#include "tests/tool_runner.h"
+#include "train/config.h"
+
+namespace ctsr::train {
+
+inline const std::string kVqae = std::string(CTSR_TEST_DATA_DIR) + "/vqae/tiny.ckpt";  // n_hiddens 4, num_groups 2
+
+// Latents [8, 3, 5, 4]: odd sizes; volumes of the VQ-AE are 8x that per axis.
+constexpr int64_t kC = 8, kD = 3, kH = 5, kW = 4;
+
+struct CacheOptions {
+  int64_t train = 7, val = 3;
+  bool nan_in_train = false;
+  bool hd_volumes = false;  // write HD volumes and name them in the metadata
+  float latent_min = -1.0f, latent_max = 1.0f;
+};
+
+// A latent cache in the layout of ctsr_vqae cache: random latents in [-1, 1] (HD a smooth
+// function of LD plus noise, so there is something to learn).
+inline void write_cache(const std::filesystem::path& dir, const CacheOptions& o) {
+  for (auto [split, count] : {std::pair<const char*, int64_t>{"train", o.train}, {"val", o.val}}) {
+    std::filesystem::create_directories(dir / split);
+    for (int64_t i = 0; i < count; ++i) {
+      const std::string id = std::string(split) + "_" + std::to_string(i);
+      const uint64_t seed = (split[0] == 't' ? 1000 : 2000) + uint64_t(i);
+      Tensor ld = test::random_tensor({kC, kD, kH, kW}, seed, DType::float32, -0.9, 0.9);
+      Tensor hd = Tensor::empty(ld.shape());
+      const float* l = ld.data<float>();
+      float* h = hd.data<float>();
+      for (int64_t k = 0; k < ld.numel(); ++k)
+        h[k] = 0.8f * l[k] + 0.1f * philox::uniform_at(seed, 9, uint64_t(k)) - 0.05f;
+      if (o.nan_in_train && split[0] == 't') h[5] = std::nanf("");
+      std::map<std::string, std::string> meta{{"format", "ctsr-latent-pair/1"},
+                                              {"id", id},
+                                              {"hu_window", "-200,200"},
+                                              {"patch_size", "0"},
+                                              {"spacing_xyz", "1,1,2.5"},
+                                              {"latent_min", std::to_string(o.latent_min)},
+                                              {"latent_max", std::to_string(o.latent_max)},
+                                              {"weights", "test"}};
+      if (o.hd_volumes) {
+        const auto path = dir / (id + "_hd.npy");
+        Tensor volume = test::random_tensor({8 * kD, 8 * kH, 8 * kW}, seed + 77, DType::float32, -1, 1);
+        io::write_npy(path, volume);
+        meta["hd_path"] = path.string();
+      }
+      io::write_safetensors(dir / split / (id + ".safetensors"), {{"ld_latent", ld}, {"hd_latent", hd}}, meta);
+    }
+  }
+}
+
+inline TrainConfig small_config(const test::TempDir& dir) {
+  TrainConfig c;
+  c.seed = 42;
+  c.model.in_channels = 16;
+  c.model.out_channels = 8;
+  c.model.model_channels = 16;
+  c.model.channel_mult = {1, 2};
+  c.model.num_blocks = 1;
+  c.model.attention_levels = {false, true};
+  c.model.head_channels = 32;
+  c.model.time_embed_dim = 24;
+  c.model.norm_groups = 4;
+  c.diffusion.sampling_steps = 4;
+  c.data.cache_dir = (dir / "cache").string();
+  c.data.vqae_weights = "";
+  c.training.batch_size = 4;
+  c.training.gradient_accumulation_steps = 2;
+  c.training.max_steps = 6;
+  c.training.learning_rate = 1e-3;
+  c.training.warmup_ratio = 0.2;
+  c.training.log_every = 1;
+  c.training.checkpoint_every = 0;
+  c.validation.light_every = 3;
+  c.validation.light_samples = 3;
+  c.validation.full_every = 0;
+  c.validation.batch_size = 2;
+  c.output.dir = (dir / "run").string();
+  return c;
+}
+
+}  // namespace ctsr::train
