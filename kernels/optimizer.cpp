@@ -89,45 +89,61 @@ void adamw_step(const std::vector<Tensor*>& params, const std::vector<const Tens
   }
 }
 
-double global_grad_norm(const std::vector<const Tensor*>& grads) {
-  const char* op = "global_grad_norm";
-  if (grads.empty()) return 0.0;
-  check_entry(op, "grads", 0, grads[0], nullptr);
-  for (size_t i = 0; i < grads.size(); ++i) check_entry(op, "grads", i, grads[i], grads[0]);
-  const Device device = grads[0]->device();
+double sum_of_squares(const std::vector<const Tensor*>& tensors) {
+  const char* op = "sum_of_squares";
+  if (tensors.empty()) return 0.0;
+  check_entry(op, "tensors", 0, tensors[0], nullptr);
+  for (size_t i = 0; i < tensors.size(); ++i) check_entry(op, "tensors", i, tensors[i], tensors[0]);
+  const Device device = tensors[0]->device();
   if (device.kind == DeviceKind::cpu) {
-    return kernels::with_float_type(op, *grads[0], [&](auto tag) {
+    return kernels::with_float_type(op, *tensors[0], [&](auto tag) {
       using T = decltype(tag);
       double sum = 0.0;
-      for (const Tensor* g : grads) sum += kernels::cpu::sum_of_squares<T>(g->data<T>(), g->numel());
-      return double(T(std::sqrt(sum)));
+      for (const Tensor* t : tensors) sum += kernels::cpu::sum_of_squares<T>(t->data<T>(), t->numel());
+      return sum;
     });
   }
-  grads[0]->check_dtype(DType::float32, "global_grad_norm (CUDA) grads[0]");
+  tensors[0]->check_dtype(DType::float32, "sum_of_squares (CUDA) tensors[0]");
   double sum = 0.0;
-  CTSR_LAUNCH(device, sum_of_squares, tensor_list(grads), device, sum);
-  return double(float(std::sqrt(sum)));
+  CTSR_LAUNCH(device, sum_of_squares, tensor_list(tensors), device, sum);
+  return sum;
+}
+
+double global_grad_norm(const std::vector<const Tensor*>& grads) {
+  if (grads.empty()) return 0.0;
+  const double norm = std::sqrt(sum_of_squares(grads));
+  // Rounded to the gradients' dtype, like torch's total_norm.
+  return grads[0]->dtype() == DType::float64 ? norm : double(float(norm));
+}
+
+void scale_in_place(const std::vector<Tensor*>& tensors, double factor) {
+  const char* op = "scale_in_place";
+  if (tensors.empty()) return;
+  const std::vector<const Tensor*> read_only(tensors.begin(), tensors.end());
+  check_entry(op, "tensors", 0, read_only[0], nullptr);
+  for (size_t i = 0; i < read_only.size(); ++i) check_entry(op, "tensors", i, read_only[i], read_only[0]);
+  const Device device = tensors[0]->device();
+  if (device.kind == DeviceKind::cpu) {
+    kernels::with_float_type(op, *tensors[0], [&](auto tag) {
+      using T = decltype(tag);
+      for (Tensor* t : tensors) kernels::cpu::scale<T>(t->data<T>(), t->numel(), T(factor));
+    });
+  } else {
+    tensors[0]->check_dtype(DType::float32, "scale_in_place (CUDA) tensors[0]");
+    CTSR_LAUNCH(device, scale, tensor_list(read_only), float(factor), device);
+  }
 }
 
 double clip_grad_norm(const std::vector<Tensor*>& grads, double max_norm) {
   const char* op = "clip_grad_norm";
   CTSR_CHECK(std::isfinite(max_norm) && max_norm > 0, op, ": max_norm must be finite and > 0, got ", max_norm);
-  const std::vector<const Tensor*> read_only(grads.begin(), grads.end());
-  const double norm = global_grad_norm(read_only);
+  const double norm = global_grad_norm(std::vector<const Tensor*>(grads.begin(), grads.end()));
   if (grads.empty()) return norm;
   const double coefficient = kernels::clip_coefficient(norm, max_norm);
-  const Device device = grads[0]->device();
-  if (device.kind == DeviceKind::cpu) {
-    kernels::with_float_type(op, *grads[0], [&](auto tag) {
-      using T = decltype(tag);
-      const T factor = T(coefficient);
-      if (!(factor < T(1))) return;  // torch's clamp(coef, max=1): a factor of 1 changes nothing
-      for (Tensor* g : grads) kernels::cpu::scale<T>(g->data<T>(), g->numel(), factor);
-    });
-  } else {
-    const float factor = float(coefficient);
-    if (factor < 1.0f) CTSR_LAUNCH(device, scale, tensor_list(read_only), factor, device);
-  }
+  // torch's clamp(coef, max=1): a factor of 1 changes nothing. The factor is rounded to the
+  // gradients' dtype before the comparison, as the kernels use it.
+  const bool clips = grads[0]->dtype() == DType::float64 ? coefficient < 1.0 : float(coefficient) < 1.0f;
+  if (clips) scale_in_place(grads, coefficient);
   return norm;
 }
 

@@ -67,6 +67,10 @@ void adamw_step(const std::vector<Tensor*>& params, const std::vector<const Tens
 
 double global_grad_norm(const std::vector<const Tensor*>& grads);
 double clip_grad_norm(const std::vector<Tensor*>& grads, double max_norm);
+// The pieces, for sharded gradients (data parallelism): the sum of squares of every element, in
+// double and unrounded (ranks add theirs), and multiplying every element by factor.
+double sum_of_squares(const std::vector<const Tensor*>& tensors);
+void scale_in_place(const std::vector<Tensor*>& tensors, double factor);
 
 // Updates every ema[i] in place from params[i] (equally long lists; tensor i of both the same
 // shape; one dtype and one device for all). decay must lie in [0, 1].

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "kernels/copy.h"
 #include "runtime/philox.h"
 
 namespace ctsr {
@@ -21,7 +22,11 @@ std::vector<Parameter*> Module::parameters(const std::string& prefix) {
 }
 
 void Module::zero_grad() {
-  for (Parameter* p : parameters()) p->grad = Tensor::zeros(p->value.shape(), p->value.dtype(), p->value.device());
+  // In place when the gradient exists: data parallelism makes gradients views of one flat buffer.
+  for (Parameter* p : parameters()) {
+    if (p->grad.defined()) fill(p->grad, 0.0);
+    else p->grad = Tensor::zeros(p->value.shape(), p->value.dtype(), p->value.device());
+  }
 }
 
 int64_t Module::parameter_count() {

@@ -8,6 +8,7 @@
 // gradient checks on the reference path).
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,7 +31,7 @@ class Module {
 
   // Every parameter of this module and its children, names prefixed by `prefix`.
   std::vector<Parameter*> parameters(const std::string& prefix = "");
-  void zero_grad();
+  void zero_grad();  // in place where a gradient is allocated (it may be a view of a flat buffer)
   int64_t parameter_count();
   // Frees what forward saved (for a forward without backward, e.g. validation).
   virtual void clear_saved() {}
@@ -45,6 +46,10 @@ class Module {
   // A parameter of `shape`, with a zero gradient, named `name`.
   static Parameter make_parameter(const std::string& name, const Shape& shape, DType dtype, Device device);
 };
+
+// Called by a network's backward each time the gradients of `params` are complete for this
+// backward, so data parallelism can reduce them while the rest of backward runs.
+using GradientsReady = std::function<void(const std::vector<Parameter*>& params)>;
 
 // Inference without backward (a frozen VQ-AE, validation sampling): while a NoGradGuard lives on
 // a thread, forward passes on that thread save nothing for backward, so activations are freed

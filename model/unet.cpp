@@ -234,6 +234,20 @@ UNet3D::UNet3D(const UNetConfig& c, const LayerOptions& o) : config_(c) {
   for (int64_t l = levels - 1; l >= 0; --l)
     for (auto& b : up_[size_t(l)]->blocks) blocks_.push_back(b.get());
   set_checkpointing(c.checkpoint_res_blocks);
+
+  // The parameters of every piece backward announces (set_gradients_ready). Listing a child
+  // names its parameters from the child down, so the whole model is listed again after.
+  std::vector<Module*> pieces{time_embed_0_.get(), time_embed_2_.get(), conv_in_.get(), mid_block1_.get(),
+                              mid_attn_.get(),     mid_block2_.get(),   out_norm_.get(), conv_out_.get()};
+  for (auto* levels : {&down_, &up_})
+    for (auto& level : *levels) {
+      for (auto& b : level->blocks) pieces.push_back(b.get());
+      for (auto& a : level->attn) pieces.push_back(a.get());
+      if (level->downsample) pieces.push_back(level->downsample.get());
+      if (level->upsample) pieces.push_back(level->upsample.get());
+    }
+  for (Module* piece : pieces) piece_parameters_[piece] = piece->parameters();
+  parameters();
 }
 
 void UNet3D::collect(const std::string& prefix, std::vector<Parameter*>& out) {
@@ -343,8 +357,15 @@ Tensor UNet3D::forward(const Tensor& x, const Tensor& t) {
 
 Tensor UNet3D::backward(const Tensor& dy, bool input_grad) {
   CTSR_CHECK(temb_.defined(), "UNet.backward called without a forward (or twice after one forward)");
+  // Announces each piece's gradients as soon as its backward is done (data parallelism).
+  auto done = [this](Module& piece) {
+    if (gradients_ready_) gradients_ready_(piece_parameters_.at(&piece));
+  };
   Tensor dtemb_act;
-  Tensor dh = out_norm_->backward(conv_out_->backward(dy));
+  Tensor dh = conv_out_->backward(dy);
+  done(*conv_out_);
+  dh = out_norm_->backward(dh);
+  done(*out_norm_);
 
   // Up path, in reverse: each block's input gradient splits into h's part and its skip's part.
   // The up path popped the skips last-pushed first; walking it backwards meets them in push
@@ -352,10 +373,17 @@ Tensor UNet3D::backward(const Tensor& dy, bool input_grad) {
   std::vector<Tensor> dskips;
   for (size_t l = 0; l < up_.size(); ++l) {
     Level& level = *up_[l];
-    if (l > 0) dh = level.upsample->backward(dh);
+    if (l > 0) {
+      dh = level.upsample->backward(dh);
+      done(*level.upsample);
+    }
     for (size_t b = level.blocks.size(); b-- > 0;) {
-      if (!level.attn.empty()) dh = level.attn[b]->backward(dh);
+      if (!level.attn.empty()) {
+        dh = level.attn[b]->backward(dh);
+        done(*level.attn[b]);
+      }
       dh = level.blocks[b]->backward(dh, dtemb_act);
+      done(*level.blocks[b]);
       auto [d_h, d_skip] = split_channels(dh, concat_channels_[l][b]);
       dskips.push_back(d_skip);
       dh = d_h;
@@ -363,7 +391,12 @@ Tensor UNet3D::backward(const Tensor& dy, bool input_grad) {
   }
   concat_channels_.clear();
 
-  dh = mid_block1_->backward(mid_attn_->backward(mid_block2_->backward(dh, dtemb_act)), dtemb_act);
+  dh = mid_block2_->backward(dh, dtemb_act);
+  done(*mid_block2_);
+  dh = mid_attn_->backward(dh);
+  done(*mid_attn_);
+  dh = mid_block1_->backward(dh, dtemb_act);
+  done(*mid_block1_);
 
   // Down path, in reverse: the gradient of every skip joins where it was pushed, last first.
   size_t next = dskips.size();
@@ -373,23 +406,33 @@ Tensor UNet3D::backward(const Tensor& dy, bool input_grad) {
   };
   for (size_t l = down_.size(); l-- > 0;) {
     Level& level = *down_[l];
-    if (level.downsample) dh = level.downsample->backward(add(dh, take_skip()));
+    if (level.downsample) {
+      dh = level.downsample->backward(add(dh, take_skip()));
+      done(*level.downsample);
+    }
     for (size_t b = level.blocks.size(); b-- > 0;) {
       dh = add(dh, take_skip());
-      if (!level.attn.empty()) dh = level.attn[b]->backward(dh);
+      if (!level.attn.empty()) {
+        dh = level.attn[b]->backward(dh);
+        done(*level.attn[b]);
+      }
       dh = level.blocks[b]->backward(dh, dtemb_act);
+      done(*level.blocks[b]);
     }
   }
   dh = add(dh, take_skip());
   CTSR_CHECK(next == 0, "UNet.backward: ", next, " skip gradients were not used");
   Tensor dx = conv_in_->backward(dh, input_grad);
+  done(*conv_in_);
 
   // Time embedding MLP.
   Tensor temb = temb_, hidden = temb_hidden_;
   temb_ = temb_hidden_ = Tensor();
   Tensor dtemb = silu_backward(temb, dtemb_act);
   Tensor dhidden = silu_backward(hidden, time_embed_2_->backward(dtemb));
+  done(*time_embed_2_);
   time_embed_0_->backward(dhidden);  // d(emb) is not needed: t is an integer step
+  done(*time_embed_0_);
   return dx;
 }
 

@@ -24,6 +24,7 @@
 
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "model/layers.h"
@@ -110,6 +111,9 @@ class UNet3D : public Module {
   // sample's masks depend on its index in the global batch, not on how the batch is split.
   void set_dropout_rng(uint64_t seed, uint64_t step, int64_t first_sample = 0);
   void set_checkpointing(bool on);
+  // Called during backward with each layer group's parameters once their gradients are final
+  // for this backward (every parameter exactly once, in backward order); empty: none.
+  void set_gradients_ready(GradientsReady hook) { gradients_ready_ = std::move(hook); }
   const UNetConfig& config() const { return config_; }
 
  protected:
@@ -126,6 +130,8 @@ class UNet3D : public Module {
   std::unique_ptr<GroupNorm> out_norm_;  // fused with SiLU
   std::unique_ptr<Conv3d> conv_out_;     // zero-initialised
   std::vector<UNetResBlock*> blocks_;    // every ResBlock, in forward order (dropout streams)
+  GradientsReady gradients_ready_;
+  std::unordered_map<const Module*, std::vector<Parameter*>> piece_parameters_;
   // Saved by forward for backward.
   Tensor temb_, temb_hidden_;                 // Linear outputs of the time embedding MLP
   std::vector<std::vector<int64_t>> concat_channels_;  // per up level and block: channels of h before the concat

@@ -11,6 +11,7 @@ packages=(
   libomp-dev
   zlib1g-dev libnifti2-dev libniftiio-dev
   libpng-dev
+  libopenmpi-dev openmpi-bin
 )
 
 missing=()

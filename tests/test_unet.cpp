@@ -2,6 +2,7 @@
 // parity of the CUDA paths with the reference, activation checkpointing, configuration errors.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 
 #include "kernels/copy.h"
@@ -234,6 +235,36 @@ TEST(UNet, DropoutMasksDoNotDependOnHowTheBatchIsSplit) {
   net.set_dropout_rng(7, 11, 0);
   Tensor tail_unshifted = net.forward(x.slice(1, 3), Tensor::from_vector(std::vector<int64_t>{99, 999}, {2}));
   EXPECT_GT(test::relative_l2(tail_unshifted, whole.slice(1, 3)), 1e-2);
+}
+
+// Data parallelism reduces a layer's gradients while backward goes on: every parameter must be
+// announced exactly once, and its gradient must already be final when it is.
+TEST(UNet, GradientsAreAnnouncedOnceAndFinal) {
+  UNetConfig c = parity_config();
+  c.num_blocks = 2;
+  UNet3D net(c);
+  perturb_parameters(net, 470);
+  std::map<const Parameter*, Tensor> at_announcement;
+  std::vector<std::string> order;
+  net.set_gradients_ready([&](const std::vector<Parameter*>& params) {
+    for (Parameter* p : params) {
+      EXPECT_EQ(at_announcement.count(p), 0u) << p->name << " announced twice";
+      at_announcement[p] = p->grad.clone();
+      order.push_back(p->name);
+    }
+  });
+  net.zero_grad();
+  net.forward(random_tensor({2, 3, 5, 3, 16}, 13), timesteps({5, 700}, Device::cpu()));
+  net.backward(random_tensor({2, 3, 5, 3, 8}, 14), false);
+  const auto params = net.parameters();
+  EXPECT_EQ(at_announcement.size(), params.size());
+  for (Parameter* p : params) {
+    ASSERT_EQ(at_announcement.count(p), 1u) << p->name << " never announced";
+    EXPECT_TRUE(test::tensors_equal(at_announcement[p], p->grad)) << p->name << " changed after its announcement";
+  }
+  EXPECT_EQ(order.front().rfind("conv_out.", 0), 0u) << order.front();
+  EXPECT_EQ(order.back().rfind("time_embed.0.", 0), 0u) << order.back();
+  EXPECT_EQ(params.front()->name, "time_embed.0.weight");  // listing pieces kept the full names
 }
 
 class UNetParity : public test::CudaPathTest {};

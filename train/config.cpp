@@ -158,6 +158,9 @@ std::vector<Field> schema(TrainConfig& c) {
       int_field("validation.panels", c.validation.panels),
       bool_field("validation.use_ema", c.validation.use_ema),
       string_field("output.dir", c.output.dir),
+      bool_field("distributed.zero1", c.distributed.zero1),
+      double_field("distributed.bucket_mb", c.distributed.bucket_mb),
+      double_field("distributed.timeout_s", c.distributed.timeout_s),
       string_field("kernels.conv", c.kernels.conv),
   };
 }
@@ -319,6 +322,10 @@ void validate(const TrainConfig& c) {
   CTSR_CHECK(c.model.in_channels == 2 * c.model.out_channels, "model.in_channels ", c.model.in_channels,
              " is not twice model.out_channels ", c.model.out_channels,
              " (the input is the noisy latent and the condition latent, concatenated)");
+  CTSR_CHECK(c.distributed.bucket_mb > 0, "distributed.bucket_mb is ", c.distributed.bucket_mb,
+             "; expected a positive size in MiB");
+  CTSR_CHECK(c.distributed.timeout_s > 0, "distributed.timeout_s is ", c.distributed.timeout_s,
+             "; expected a positive number of seconds");
   try {
     parse_conv_engine(c.kernels.conv);
   } catch (const Error&) {

@@ -65,6 +65,13 @@ struct OutputConfig {
   std::string dir = "runs/diffusion";
 };
 
+// Data parallelism over the ranks that mpirun or srun started (one process trains alone).
+struct DistributedConfig {
+  bool zero1 = false;          // shard AdamW's moments across ranks (ZeRO stage 1)
+  double bucket_mb = 25;       // gradients reduced per collective, in MiB (overlapping backward)
+  double timeout_s = 600;      // a collective waiting longer ends the job (a rank died or hangs)
+};
+
 struct KernelConfig {
   std::string conv = "custom";             // custom | cudnn
 };
@@ -79,6 +86,7 @@ struct TrainConfig {
   EmaConfig ema;
   ValidationConfig validation;
   OutputConfig output;
+  DistributedConfig distributed;
   KernelConfig kernels;
 
   int64_t micro_batch_size() const { return training.batch_size / training.gradient_accumulation_steps; }

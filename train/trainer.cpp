@@ -26,6 +26,7 @@
 #include "runtime/formats/volume.h"
 #include "runtime/philox.h"
 #include "tools/lib/latent_io.h"
+#include "train/data_parallel.h"
 #include "train/latent_data.h"
 #include "train/metrics_log.h"
 #include "train/panels.h"
@@ -127,6 +128,18 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options)
   validate(config_);
   const TrainConfig& c = config_;
   const Device device = options_.device;
+  if (options_.comm) {
+    comm_ = options_.comm;
+  } else {
+    own_comm_ = make_single_process_communicator();
+    comm_ = own_comm_.get();
+  }
+  const int64_t ranks = comm_->size(), accumulation = c.training.gradient_accumulation_steps;
+  CTSR_CHECK(c.training.batch_size % (ranks * accumulation) == 0, "training.batch_size ", c.training.batch_size,
+             " is not divisible by ", ranks, " ranks x training.gradient_accumulation_steps ", accumulation,
+             " (every rank's micro-batches must have one size)");
+  per_rank_ = c.training.batch_size / ranks;
+  micro_ = per_rank_ / accumulation;
 
   // The data, checked before anything is built or written.
   data_->train = std::make_unique<LatentDataset>(c.data.cache_dir, "train");
@@ -174,11 +187,14 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options)
     }
   }
 
-  // Where to start.
+  // Where to start: rank 0 looks, every rank takes its answer.
   const std::filesystem::path checkpoint_dir = out_dir_ / "checkpoints";
   std::optional<std::filesystem::path> resume_from;
   if (options_.resume == "auto") {
-    resume_from = latest_checkpoint(checkpoint_dir);
+    std::string latest;
+    if (is_root()) latest = latest_checkpoint(checkpoint_dir).value_or("").string();
+    comm_->broadcast_string(latest, 0);
+    if (!latest.empty()) resume_from = std::filesystem::path(latest);
   } else if (!options_.resume.empty()) {
     CTSR_CHECK(std::filesystem::is_regular_file(options_.resume), "--resume ", options_.resume, ": no such checkpoint");
     resume_from = std::filesystem::path(options_.resume);
@@ -196,41 +212,54 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options)
   ema_->train(false);
   ema_->set_checkpointing(false);
   for (Parameter* p : ema_->parameters()) p->grad = Tensor();  // never trained: no gradient memory
-  for (Parameter* p : trained()) {
-    adam_m_.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
-    adam_v_.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
-  }
+  dp_ = std::make_unique<DataParallel>(*comm_, trained(), c.distributed.zero1,
+                                       static_cast<int64_t>(c.distributed.bucket_mb * 1024 * 1024));
+  model_->set_gradients_ready([this](const std::vector<Parameter*>& params) { dp_->gradients_ready(params); });
   if (resume_from) {
-    std::vector<Tensor*> m, v;
-    for (size_t i = 0; i < adam_m_.size(); ++i) m.push_back(&adam_m_[i]), v.push_back(&adam_v_[i]);
-    CheckpointInfo info = load_checkpoint(*resume_from, {trained(), ema_->parameters(), m, v});
+    std::vector<Tensor> m, v;
+    std::vector<Tensor*> pm, pv;
+    for (Parameter* p : trained()) {
+      m.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
+      v.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
+    }
+    for (size_t i = 0; i < m.size(); ++i) pm.push_back(&m[i]), pv.push_back(&v[i]);
+    CheckpointInfo info = load_checkpoint(*resume_from, {trained(), ema_->parameters(), pm, pv});
     CTSR_CHECK(info.seed == c.seed, resume_from->string(), ": the checkpoint's run used seed ", info.seed,
                " but the configuration says seed ", c.seed, "; a resumed run must keep its seed");
+    dp_->load_moments(m, v);
     state_ = info.state;
     log_line("resuming from " + resume_from->string() + " at step " + std::to_string(state_.step));
+  } else {
+    // The same start on every rank, whatever each computed.
+    for (UNet3D* net : {model_.get(), ema_.get()})
+      for (Parameter* p : net->parameters()) comm_->broadcast(p->value, 0);
   }
 
   // Outputs. metrics.jsonl loses the lines of steps after the checkpoint (they will be redone).
-  std::filesystem::create_directories(out_dir_);
-  io::write_file_atomically(out_dir_ / "config.yaml", [&](std::ostream& o) { o << to_yaml(c); });
-  data_->metrics = std::make_unique<MetricsLog>(out_dir_ / "metrics.jsonl", resume_from ? state_.step : 0);
-  data_->tensorboard = std::make_unique<TensorBoardWriter>(out_dir_ / "tensorboard");
+  if (is_root()) {
+    std::filesystem::create_directories(out_dir_);
+    io::write_file_atomically(out_dir_ / "config.yaml", [&](std::ostream& o) { o << to_yaml(c); });
+    data_->metrics = std::make_unique<MetricsLog>(out_dir_ / "metrics.jsonl", resume_from ? state_.step : 0);
+    data_->tensorboard = std::make_unique<TensorBoardWriter>(out_dir_ / "tensorboard");
+  }
 
   // Training order and the reader thread, from the first micro-batch still to do.
   data_->order = std::make_unique<SampleOrder>(data_->train->size(), c.seed);
-  const int64_t micro = c.micro_batch_size(), batch = c.training.batch_size;
+  // Micro-batch m of this rank: step m / accumulation, samples first_sample(j) .. + micro.
   data_->prefetch = std::make_unique<Prefetcher>(
       *data_->train,
-      [this, micro, batch, accumulation = c.training.gradient_accumulation_steps](int64_t m) {
+      [this, accumulation](int64_t m) {
         std::vector<int64_t> indices;
-        const int64_t step = m / accumulation, first = (m % accumulation) * micro;
-        for (int64_t i = 0; i < micro; ++i) indices.push_back(data_->order->at(step * batch + first + i));
+        const int64_t step = m / accumulation, first = first_sample(m % accumulation);
+        for (int64_t i = 0; i < micro_; ++i)
+          indices.push_back(data_->order->at(step * config_.training.batch_size + first + i));
         return indices;
       },
-      state_.step * c.training.gradient_accumulation_steps, c.data.prefetch_batches);
+      state_.step * accumulation, c.data.prefetch_batches);
 }
 
 void Trainer::log_line(const std::string& text) {
+  if (!is_root()) return;
   std::ostream& out = options_.log ? *options_.log : std::cerr;
   out << text << std::endl;
 }
@@ -240,8 +269,8 @@ void Trainer::log_line(const std::string& text) {
 double Trainer::step() {
   const TrainConfig& c = config_;
   const Device device = options_.device;
-  const int64_t s = state_.step, batch = c.training.batch_size, micro = c.micro_batch_size();
-  const int64_t accumulation = c.training.gradient_accumulation_steps;
+  const int64_t s = state_.step, batch = c.training.batch_size;
+  const int64_t accumulation = c.training.gradient_accumulation_steps, ranks = comm_->size();
   const int64_t T = schedule_.timesteps();
   model_->train(true);
   model_->zero_grad();
@@ -249,35 +278,38 @@ double Trainer::step() {
   for (int64_t j = 0; j < accumulation; ++j) {
     LatentBatch host = data_->prefetch->next();
     Tensor hd = host.hd.to(device), ld = host.ld.to(device);
-    std::vector<int64_t> t(static_cast<size_t>(micro));
-    for (int64_t i = 0; i < micro; ++i) {
-      const uint64_t g = uint64_t(j * micro + i);
-      const double u = philox::uniform_at(c.seed, philox::stream_offset(kTimestepPurpose, uint64_t(s)), g);
+    const int64_t first = first_sample(j);  // the micro-batch's first sample in the global batch
+    std::vector<int64_t> t(static_cast<size_t>(micro_));
+    for (int64_t i = 0; i < micro_; ++i) {
+      const double u =
+          philox::uniform_at(c.seed, philox::stream_offset(kTimestepPurpose, uint64_t(s)), uint64_t(first + i));
       t[size_t(i)] = std::min<int64_t>(T - 1, static_cast<int64_t>(u * double(T)));
     }
     Tensor noise = per_sample_normal(hd.shape(), hd.dtype(), device, c.seed, [&](int64_t i) {
-      return philox::stream_offset(kNoisePurpose, uint64_t(s * batch + j * micro + i));
+      return philox::stream_offset(kNoisePurpose, uint64_t(s * batch + first + i));
     });
     Tensor x_t = q_sample(schedule_, hd, noise, t);
     Tensor target = training_target(schedule_, c.diffusion.prediction_type, hd, noise, t);
-    model_->set_dropout_rng(c.seed, uint64_t(s), j * micro);
-    Tensor prediction = model_->forward(concat_channels(x_t, ld), Tensor::from_vector(t, {micro}, device));
+    model_->set_dropout_rng(c.seed, uint64_t(s), first);
+    Tensor prediction = model_->forward(concat_channels(x_t, ld), Tensor::from_vector(t, {micro_}, device));
     Tensor loss = mse_loss(prediction, target);
     loss_sum += host_scalar(loss);
-    Tensor dloss = scalar_tensor(1.0 / double(accumulation), prediction.dtype(), device);
+    // Each micro-batch's mean scaled by 1 / (accumulation x ranks): the reduced sum is the mean
+    // gradient of the global batch. The last backward reduces buckets as they finish.
+    Tensor dloss = scalar_tensor(1.0 / double(accumulation * ranks), prediction.dtype(), device);
+    if (j == accumulation - 1) dp_->arm();
     model_->backward(mse_loss_backward(prediction, target, dloss).dpred, /*input_grad=*/false);
   }
-  const double loss = loss_sum / double(accumulation);
-
-  std::vector<Tensor*> grads;
-  std::vector<Parameter*> params = trained();
-  for (Parameter* p : params) grads.push_back(&p->grad);
-  const double norm = c.training.max_grad_norm > 0
-                          ? clip_grad_norm(grads, c.training.max_grad_norm)
-                          : global_grad_norm(std::vector<const Tensor*>(grads.begin(), grads.end()));
+  dp_->finish();
+  std::vector<double> losses{loss_sum};
+  comm_->all_reduce_sum(losses);
+  const double loss = losses[0] / double(accumulation * ranks);
+  const double norm = dp_->grad_norm();
   last_grad_norm_ = norm;
+  std::vector<double> bad{(!std::isfinite(loss) || !std::isfinite(norm)) ? 1.0 : 0.0};
+  comm_->all_reduce_max(bad);  // one decision for every rank
   ++state_.step;
-  if (!std::isfinite(loss) || !std::isfinite(norm)) {
+  if (bad[0] != 0.0) {
     ++state_.skipped_steps;
     ++state_.consecutive_skips;
     std::ostringstream text;
@@ -285,8 +317,8 @@ double Trainer::step() {
          << (!std::isfinite(loss) ? loss : norm) << "; the update is skipped (" << state_.consecutive_skips
          << " in a row, training.max_consecutive_skips " << c.training.max_consecutive_skips << ")";
     log_line(text.str());
-    data_->metrics->write({{"step", state_.step}, {"skipped", true}, {"loss", std::isfinite(loss) ? loss : -1.0},
-                           {"reason", !std::isfinite(loss) ? "loss" : "grad_norm"}});
+    write_metrics({{"step", state_.step}, {"skipped", true}, {"loss", std::isfinite(loss) ? loss : -1.0},
+                   {"reason", !std::isfinite(loss) ? "loss" : "grad_norm"}});
     CTSR_CHECK(state_.consecutive_skips < c.training.max_consecutive_skips, "training aborted at step ", state_.step,
                ": ", state_.consecutive_skips,
                " steps in a row had a NaN or Inf loss or gradient (training.max_consecutive_skips ",
@@ -295,21 +327,18 @@ double Trainer::step() {
   }
   state_.consecutive_skips = 0;
 
+  // torch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
+  if (c.training.max_grad_norm > 0) {
+    const double coefficient = kernels::clip_coefficient(norm, c.training.max_grad_norm);
+    if (float(coefficient) < 1.0f) dp_->scale_gradients(coefficient);
+  }
   AdamWConfig adam;
   adam.lr = learning_rate_at(c, s);
   adam.beta1 = c.optimizer.beta1;
   adam.beta2 = c.optimizer.beta2;
   adam.eps = c.optimizer.eps;
   adam.weight_decay = c.optimizer.weight_decay;
-  std::vector<Tensor*> values, m, v;
-  std::vector<const Tensor*> const_grads;
-  for (size_t i = 0; i < params.size(); ++i) {
-    values.push_back(&params[i]->value);
-    const_grads.push_back(&params[i]->grad);
-    m.push_back(&adam_m_[i]);
-    v.push_back(&adam_v_[i]);
-  }
-  adamw_step(values, const_grads, m, v, adam, ++state_.optimizer_updates);
+  dp_->adamw(adam, ++state_.optimizer_updates);
 
   // The EMA, with the warm-up of ema.warmup over the updates it has seen.
   const double n = double(state_.ema_updates);
@@ -317,10 +346,18 @@ double Trainer::step() {
   std::vector<Tensor*> ema_values;
   std::vector<const Tensor*> model_values;
   for (Parameter* p : ema_->parameters()) ema_values.push_back(&p->value);
-  for (Parameter* p : params) model_values.push_back(&p->value);
+  for (Parameter* p : trained()) model_values.push_back(&p->value);
   ema_update(ema_values, model_values, decay);
   ++state_.ema_updates;
   return loss;
+}
+
+void Trainer::write_metrics(const nlohmann::json& line) {
+  if (data_->metrics) data_->metrics->write(line);
+}
+
+void Trainer::add_scalar(const std::string& tag, double value, int64_t step) {
+  if (data_->tensorboard) data_->tensorboard->add_scalar(tag, value, step);
 }
 
 // ---- validation ----------------------------------------------------------------------------------
@@ -341,12 +378,13 @@ double Trainer::validate_light() {
   const Device device = options_.device;
   const int64_t T = schedule_.timesteps();
   const int64_t count = std::min(c.validation.light_samples, data_->val->size());
+  const auto [begin, end] = rank_share(count, comm_->rank(), comm_->size());  // this rank's samples
   UNet3D& net = eval_model();
   NoGradGuard no_grad;
-  double sum = 0;
-  for (int64_t first = 0; first < count; first += c.validation.batch_size) {
+  std::vector<double> sum{0.0};
+  for (int64_t first = begin; first < end; first += c.validation.batch_size) {
     std::vector<int64_t> indices;
-    for (int64_t i = first; i < std::min(count, first + c.validation.batch_size); ++i) indices.push_back(i);
+    for (int64_t i = first; i < std::min(end, first + c.validation.batch_size); ++i) indices.push_back(i);
     LatentBatch host = data_->val->load(indices);
     Tensor hd = host.hd.to(device), ld = host.ld.to(device);
     std::vector<int64_t> t;
@@ -359,9 +397,10 @@ double Trainer::validate_light() {
     });
     Tensor prediction = eval_denoise(net, q_sample(schedule_, hd, noise, t), ld, t);
     Tensor target = training_target(schedule_, c.diffusion.prediction_type, hd, noise, t);
-    sum += host_scalar(mse_loss(prediction, target)) * double(indices.size());
+    sum[0] += host_scalar(mse_loss(prediction, target)) * double(indices.size());
   }
-  return sum / double(count);
+  comm_->all_reduce_sum(sum);
+  return sum[0] / double(count);
 }
 
 FullValidation Trainer::validate_full() {
@@ -370,14 +409,17 @@ FullValidation Trainer::validate_full() {
   const TrainConfig& c = config_;
   const Device device = options_.device;
   const int64_t count = std::min(c.validation.num_samples, data_->val->size());
+  const auto [begin, end] = rank_share(count, comm_->rank(), comm_->size());  // this rank's samples
   UNet3D& net = eval_model();
   NoGradGuard no_grad;
-  FullValidation result;
-  const std::filesystem::path images = out_dir_ / "images";
-  for (int64_t first = 0; first < count; first += c.validation.batch_size) {
+  // Sums over this rank's samples: ssim, psnr, ssim_ld, psnr_ld, samples, and whether any sample
+  // lacked its HD volume.
+  std::vector<double> sums(6, 0.0);
+  std::map<int64_t, std::vector<RgbImage>> panels;  // the panel samples this rank scored
+  for (int64_t first = begin; first < end; first += c.validation.batch_size) {
     std::vector<int64_t> indices;
     std::vector<uint64_t> keys;
-    for (int64_t i = first; i < std::min(count, first + c.validation.batch_size); ++i) {
+    for (int64_t i = first; i < std::min(end, first + c.validation.batch_size); ++i) {
       indices.push_back(i);
       keys.push_back(uint64_t(i));
     }
@@ -398,91 +440,120 @@ FullValidation Trainer::validate_full() {
     Tensor target = Tensor::empty(sr.shape(), sr.dtype(), Device::cpu());
     bool from_volumes = true;
     std::vector<std::array<double, 3>> spacing(size_t(n), {1, 1, 1});
-    for (int64_t k = 0; k < n && from_volumes; ++k) {
+    for (int64_t k = 0; k < n; ++k) {
       const auto meta = data_->val->metadata(indices[size_t(k)]);
-      auto path = meta.find("hd_path");
-      auto window = meta.find("hu_window");
       if (meta.count("spacing_xyz")) {
         const auto xyz = tools::parse_number_list(meta.at("spacing_xyz"), "spacing_xyz");
         if (xyz.size() == 3) spacing[size_t(k)] = {xyz[2], xyz[1], xyz[0]};
       }
-      if (path == meta.end() || window == meta.end() || !std::filesystem::is_regular_file(path->second)) {
+      auto path = meta.find("hd_path");
+      auto window = meta.find("hu_window");
+      if (!from_volumes || path == meta.end() || window == meta.end() ||
+          !std::filesystem::is_regular_file(path->second)) {
         from_volumes = false;
-        break;
+        continue;
       }
       const auto w = tools::parse_number_list(window->second, "hu_window");
       io::Volume v = io::read_volume_unit(path->second, io::HuWindow{float(w.at(0)), float(w.at(1))});
       if (v.data.numel() != sr.numel() / n) {
         from_volumes = false;
-        break;
+        continue;
       }
       std::memcpy(static_cast<char*>(target.raw_data()) + size_t(k) * v.data.nbytes(), v.data.raw_data(),
                   v.data.nbytes());
     }
     Tensor target_device = from_volumes ? target.to(device) : decode(hd);
-    if (!from_volumes) {
-      result.target_is_volume = false;
-      if (!data_->warned_target) {
-        log_line("warning: the HD volumes named in the cache's metadata are not readable from here; the full "
-                 "validation tier scores against the decoded HD latents instead");
-        data_->warned_target = true;
-      }
-    }
-    SsimResult ssim_sr = ssim(sr, target_device, c.validation.data_range);
-    SsimResult ssim_ld = ssim(ld_volume, target_device, c.validation.data_range);
-    PsnrResult psnr_sr = psnr(sr, target_device, c.validation.data_range);
-    PsnrResult psnr_ld = psnr(ld_volume, target_device, c.validation.data_range);
+    if (!from_volumes) sums[5] = 1.0;
     auto values = [](const Tensor& t) { return t.to(Device::cpu()).to_vector<float>(); };
-    const auto s_sr = values(ssim_sr.per_sample), s_ld = values(ssim_ld.per_sample);
-    const auto p_sr = values(psnr_sr.psnr), p_ld = values(psnr_ld.psnr);
+    const auto s_sr = values(ssim(sr, target_device, c.validation.data_range).per_sample);
+    const auto s_ld = values(ssim(ld_volume, target_device, c.validation.data_range).per_sample);
+    const auto p_sr = values(psnr(sr, target_device, c.validation.data_range).psnr);
+    const auto p_ld = values(psnr(ld_volume, target_device, c.validation.data_range).psnr);
     for (int64_t k = 0; k < n; ++k) {
-      result.ssim += s_sr[size_t(k)];
-      result.ssim_ld += s_ld[size_t(k)];
-      result.psnr += p_sr[size_t(k)];
-      result.psnr_ld += p_ld[size_t(k)];
+      sums[0] += s_sr[size_t(k)];
+      sums[1] += p_sr[size_t(k)];
+      sums[2] += s_ld[size_t(k)];
+      sums[3] += p_ld[size_t(k)];
     }
-    result.samples += n;
+    sums[4] += double(n);
 
-    // Pictures of the first samples.
+    // Pictures of the first samples, drawn where they were scored.
     const Tensor sr_host = sr.to(Device::cpu()), ld_host = ld_volume.to(Device::cpu());
     const Tensor hd_host = target_device.to(Device::cpu());
     for (int64_t k = 0; k < n && indices[size_t(k)] < c.validation.panels; ++k) {
-      PanelOptions panel;
-      panel.spacing = spacing[size_t(k)];
-      const std::string id = data_->val->id(indices[size_t(k)]);
-      char prefix[64];
-      std::snprintf(prefix, sizeof prefix, "step_%08lld_", static_cast<long long>(state_.step));
+      PanelOptions options;
+      options.spacing = spacing[size_t(k)];
       const Tensor a = ld_host.select(k), b = sr_host.select(k), h = hd_host.select(k);
-      const std::pair<const char*, RgbImage> panels[] = {{"slices", render_slices_panel(a, b, h, panel)},
-                                                          {"orthogonal", render_orthogonal_panel(a, b, h, panel)},
-                                                          {"mip", render_mip_panel(a, b, h, panel)}};
-      std::filesystem::create_directories(images);
-      for (const auto& [kind, image] : panels) {
-        write_png(images / (prefix + id + "_" + kind + ".png"), image);
-        data_->tensorboard->add_image("val/" + id + "/" + kind, image, state_.step);
-      }
+      panels[indices[size_t(k)]] = {render_slices_panel(a, b, h, options), render_orthogonal_panel(a, b, h, options),
+                                    render_mip_panel(a, b, h, options)};
     }
   }
-  result.ssim /= double(result.samples);
-  result.ssim_ld /= double(result.samples);
-  result.psnr /= double(result.samples);
-  result.psnr_ld /= double(result.samples);
+  std::vector<double> flags{sums[5]};
+  sums.pop_back();
+  comm_->all_reduce_sum(sums);
+  comm_->all_reduce_max(flags);
+  FullValidation result;
+  result.samples = static_cast<int64_t>(sums[4]);
+  result.ssim = sums[0] / sums[4];
+  result.psnr = sums[1] / sums[4];
+  result.ssim_ld = sums[2] / sums[4];
+  result.psnr_ld = sums[3] / sums[4];
+  result.target_is_volume = flags[0] == 0.0;
+  if (!result.target_is_volume && !data_->warned_target) {
+    log_line("warning: the HD volumes named in the cache's metadata are not readable from here; the full "
+             "validation tier scores against the decoded HD latents instead");
+    data_->warned_target = true;
+  }
+
+  // Rank 0 writes every picture: the rank that drew a sample's panels sends them.
+  const char* kinds[] = {"slices", "orthogonal", "mip"};
+  const std::filesystem::path images = out_dir_ / "images";
+  for (int64_t i = 0; i < std::min(c.validation.panels, count); ++i) {
+    int owner = 0;
+    while (rank_share(count, owner, comm_->size()).second <= i) ++owner;
+    for (int kind = 0; kind < 3; ++kind) {
+      RgbImage image;
+      std::string bytes;
+      if (comm_->rank() == owner) {
+        image = panels.at(i)[size_t(kind)];
+        bytes = std::to_string(image.width) + " " + std::to_string(image.height) + " ";
+        bytes.append(reinterpret_cast<const char*>(image.rgb.data()), image.rgb.size());
+      }
+      if (owner != 0) comm_->broadcast_string(bytes, owner);
+      if (!is_root()) continue;
+      if (owner != 0) {
+        std::istringstream header(bytes);
+        header >> image.width >> image.height;
+        const size_t at = bytes.size() - size_t(image.width * image.height * 3);
+        image.rgb.assign(bytes.begin() + std::ptrdiff_t(at), bytes.end());
+      }
+      char prefix[64];
+      std::snprintf(prefix, sizeof prefix, "step_%08lld_", static_cast<long long>(state_.step));
+      const std::string id = data_->val->id(i);
+      std::filesystem::create_directories(images);
+      write_png(images / (prefix + id + "_" + kinds[kind] + ".png"), image);
+      data_->tensorboard->add_image("val/" + id + "/" + kinds[kind], image, state_.step);
+    }
+  }
   return result;
 }
 
 // ---- checkpoints ---------------------------------------------------------------------------------
 
 std::filesystem::path Trainer::save_checkpoint_now() {
+  // Collective: with ZeRO-1 the moments are gathered from every rank; rank 0 writes.
+  std::vector<Tensor> m = dp_->gather_moments(false), v = dp_->gather_moments(true);
   const std::filesystem::path dir = out_dir_ / "checkpoints";
   const std::filesystem::path path = checkpoint_path(dir, state_.step);
-  std::vector<Tensor*> m, v;
-  for (size_t i = 0; i < adam_m_.size(); ++i) m.push_back(&adam_m_[i]), v.push_back(&adam_v_[i]);
+  if (!is_root()) return path;
+  std::vector<Tensor*> pm, pv;
+  for (size_t i = 0; i < m.size(); ++i) pm.push_back(&m[i]), pv.push_back(&v[i]);
   CheckpointInfo info;
   info.state = state_;
   info.seed = config_.seed;
   info.config_yaml = to_yaml(config_);
   info.extra = cache_info_;
-  save_checkpoint(path, {trained(), ema_->parameters(), m, v}, info);
+  save_checkpoint(path, {trained(), ema_->parameters(), pm, pv}, info);
   prune_checkpoints(dir, config_.training.keep_checkpoints, state_.best_step);
   return path;
 }
@@ -493,12 +564,12 @@ void Trainer::maybe_validate(int64_t done) {
   const ValidationConfig& v = config_.validation;
   if (v.light_every > 0 && done % v.light_every == 0) {
     const double loss = validate_light();
-    data_->metrics->write({{"step", done}, {"tier", "light"}, {"loss", loss}});
-    data_->tensorboard->add_scalar("val/light_loss", loss, done);
+    write_metrics({{"step", done}, {"tier", "light"}, {"loss", loss}});
+    add_scalar("val/light_loss", loss, done);
   }
   if (v.full_every > 0 && done % v.full_every == 0) {
     const FullValidation r = validate_full();
-    data_->metrics->write({{"step", done},
+    write_metrics({{"step", done},
                            {"tier", "full"},
                            {"ssim", r.ssim},
                            {"psnr", r.psnr},
@@ -508,7 +579,7 @@ void Trainer::maybe_validate(int64_t done) {
                            {"target", r.target_is_volume ? "volume" : "decoded_latent"}});
     for (auto [tag, value] : {std::pair<const char*, double>{"val/ssim", r.ssim}, {"val/psnr", r.psnr},
                               {"val/ssim_ld", r.ssim_ld}, {"val/psnr_ld", r.psnr_ld}})
-      data_->tensorboard->add_scalar(tag, value, done);
+      add_scalar(tag, value, done);
     char text[160];
     std::snprintf(text, sizeof text, "validation at step %lld: ssim %.4f (LD %.4f), psnr %.2f dB (LD %.2f dB)",
                   static_cast<long long>(done), r.ssim, r.ssim_ld, r.psnr, r.psnr_ld);
@@ -519,7 +590,7 @@ void Trainer::maybe_validate(int64_t done) {
       save_checkpoint_now();  // the best is kept by the pruning
     }
   }
-  data_->tensorboard->flush();
+  if (data_->tensorboard) data_->tensorboard->flush();
 }
 
 RunSummary Trainer::run() {
@@ -527,14 +598,19 @@ RunSummary Trainer::run() {
   StopSignals signals;
   RunSummary summary;
   summary.first_step = state_.step;
-  const bool tty = options_.progress && isatty(STDERR_FILENO);
+  const bool progress = options_.progress && is_root();
+  const bool tty = progress && isatty(STDERR_FILENO);
   std::ostream& out = options_.log ? *options_.log : std::cerr;
   {
     std::ostringstream text;
     text << "training " << c.model.str() << " (" << model_->parameter_count() << " parameters) on "
          << options_.device.str() << "; " << data_->train->size() << " training pairs, batch "
-         << c.training.batch_size << " (" << c.training.gradient_accumulation_steps << " x "
-         << c.micro_batch_size() << "), steps " << state_.step << " -> " << c.training.max_steps;
+         << c.training.batch_size;
+    if (comm_->size() > 1)
+      text << " over " << comm_->size() << " ranks (" << comm_->backend() << (c.distributed.zero1 ? ", ZeRO-1" : "")
+           << ")";
+    text << " = " << comm_->size() << " x " << c.training.gradient_accumulation_steps << " x " << micro_ << ", steps "
+         << state_.step << " -> " << c.training.max_steps;
     log_line(text.str());
   }
   const auto run_start = Clock::now();
@@ -553,18 +629,18 @@ RunSummary Trainer::run() {
     if (done % c.training.log_every == 0 && interval_steps > 0) {
       const double seconds = std::chrono::duration<double>(Clock::now() - interval_start).count();
       const double rate = double(c.training.batch_size) * double(c.training.log_every) / seconds;
-      data_->metrics->write({{"step", done},
+      write_metrics({{"step", done},
                              {"loss", interval_loss / double(interval_steps)},
                              {"lr", lr},
                              {"grad_norm", last_grad_norm_},
                              {"samples_per_s", rate}});
-      data_->tensorboard->add_scalar("train/loss", interval_loss / double(interval_steps), done);
-      data_->tensorboard->add_scalar("train/lr", lr, done);
-      data_->tensorboard->add_scalar("train/grad_norm", last_grad_norm_, done);
-      data_->tensorboard->add_scalar("train/samples_per_s", rate, done);
+      add_scalar("train/loss", interval_loss / double(interval_steps), done);
+      add_scalar("train/lr", lr, done);
+      add_scalar("train/grad_norm", last_grad_norm_, done);
+      add_scalar("train/samples_per_s", rate, done);
       interval_loss = 0, interval_steps = 0, interval_start = Clock::now();
     }
-    if (options_.progress && (tty || done % c.training.log_every == 0 || done == c.training.max_steps)) {
+    if (progress && (tty || done % c.training.log_every == 0 || done == c.training.max_steps)) {
       char line[200];
       std::snprintf(line, sizeof line, "step %lld/%lld  loss %.5f  lr %.3g  %.1f samples/s  ETA %s",
                     static_cast<long long>(done), static_cast<long long>(c.training.max_steps), loss, lr,
@@ -578,20 +654,23 @@ RunSummary Trainer::run() {
       last_saved = done;
     }
     if (options_.after_step) options_.after_step(done);
-    if (signals.received()) {
+    // Ranks may receive a signal at different steps: they agree, and stop together.
+    std::vector<double> stop{double(signals.received())};
+    comm_->all_reduce_max(stop);
+    if (stop[0] != 0.0) {
       if (tty) out << std::endl;
       if (last_saved != done) save_checkpoint_now();
-      log_line(std::string("stopped by ") + (signals.received() == SIGINT ? "SIGINT" : "SIGTERM") + " at step " +
+      log_line(std::string("stopped by ") + (int(stop[0]) == SIGINT ? "SIGINT" : "SIGTERM") + " at step " +
                std::to_string(done) + "; checkpoint saved; continue with --resume auto");
       summary.interrupted = true;
       summary.last_step = done;
-      data_->tensorboard->flush();
+      if (data_->tensorboard) data_->tensorboard->flush();
       return summary;
     }
   }
   if (tty) out << std::endl;
   if (last_saved != state_.step) save_checkpoint_now();
-  data_->tensorboard->flush();
+  if (data_->tensorboard) data_->tensorboard->flush();
   summary.last_step = state_.step;
   // Did it learn? The mean loss of this run's first and last 20 steps (skipped steps left out).
   if (summary.losses.size() >= 40) {

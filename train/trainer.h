@@ -31,8 +31,11 @@
 #include "model/diffusion.h"
 #include "model/unet.h"
 #include "model/vqae.h"
+#include "runtime/communicator.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/data_parallel.h"
+#include <nlohmann/json.hpp>
 
 namespace ctsr::train {
 
@@ -45,6 +48,8 @@ struct TrainerOptions {
   bool progress = true;                            // the terminal progress line
   std::ostream* log = nullptr;                     // messages (default std::cerr)
   std::function<void(int64_t step)> after_step;    // called after every step (tests)
+  // The ranks of a data-parallel job (runtime/communicator.h); nullptr: this process alone.
+  Communicator* comm = nullptr;
 };
 
 struct FullValidation {
@@ -88,13 +93,21 @@ class Trainer {
   UNet3D& eval_model();
   Tensor eval_denoise(UNet3D& net, const Tensor& x_t, const Tensor& ld, const std::vector<int64_t>& t);
   std::vector<Parameter*> trained() { return model_->parameters(); }
+  bool is_root() const { return comm_->rank() == 0; }
+  // The first sample of this rank's micro-batch j within the global batch of a step.
+  int64_t first_sample(int64_t j) const { return comm_->rank() * per_rank_ + j * micro_; }
+  void write_metrics(const nlohmann::json& line);                    // rank 0 only
+  void add_scalar(const std::string& tag, double value, int64_t step);  // rank 0 only
 
   TrainConfig config_;
   TrainerOptions options_;
   std::filesystem::path out_dir_;
   NoiseSchedule schedule_;
+  std::unique_ptr<Communicator> own_comm_;
+  Communicator* comm_ = nullptr;
+  int64_t per_rank_ = 0, micro_ = 0;  // samples per step on this rank, per micro-batch
   std::unique_ptr<UNet3D> model_, ema_;
-  std::vector<Tensor> adam_m_, adam_v_;
+  std::unique_ptr<DataParallel> dp_;  // flat gradients in buckets, their reduction, AdamW
   TrainingState state_;
   double last_grad_norm_ = 0;
   std::unique_ptr<Data> data_;
