@@ -139,6 +139,20 @@ Tensor VqaeResBlock::forward(const Tensor& x) {
   return add(res_conv ? res_conv->forward(x) : x, h);
 }
 
+Tensor VqaeResBlock::backward(const Tensor& dy) {
+  Tensor dx = norm1.backward(conv1.backward(norm2.backward(conv2.backward(dy))));
+  // The skip: dy itself, or through resConv (which read the same x as norm1).
+  return add(dx, res_conv ? res_conv->backward(dy) : dy);
+}
+
+void VqaeResBlock::clear_saved() {
+  norm1.clear_saved();
+  conv1.clear_saved();
+  norm2.clear_saved();
+  conv2.clear_saved();
+  if (res_conv) res_conv->clear_saved();
+}
+
 void VqaeResBlock::collect(const std::string& prefix, std::vector<Parameter*>& out) {
   collect_child(norm1, prefix, "norm1", out);
   collect_child(conv1, prefix, "conv1", out);
@@ -194,6 +208,30 @@ Tensor VqaeEncoder::forward(const Tensor& x) {
   }
   h = mid_res2_->forward(mid_attn_->forward(mid_res1_->forward(h)));
   return final_conv_->forward(final_norm_->forward(h));
+}
+
+Tensor VqaeEncoder::backward(const Tensor& dy, bool input_grad) {
+  Tensor dh = final_norm_->backward(final_conv_->backward(dy));
+  dh = mid_res1_->backward(mid_attn_->backward(mid_res2_->backward(dh)));
+  for (auto level = levels_.rbegin(); level != levels_.rend(); ++level) {
+    if ((*level)->down) dh = (*level)->down->backward(dh);
+    dh = (*level)->res1->backward((*level)->res2->backward(dh));
+  }
+  return conv_first_->backward(dh, input_grad);
+}
+
+void VqaeEncoder::clear_saved() {
+  conv_first_->clear_saved();
+  for (auto& level : levels_) {
+    level->res1->clear_saved();
+    level->res2->clear_saved();
+    if (level->down) level->down->clear_saved();
+  }
+  mid_res1_->clear_saved();
+  mid_attn_->clear_saved();
+  mid_res2_->clear_saved();
+  final_norm_->clear_saved();
+  final_conv_->clear_saved();
 }
 
 void VqaeEncoder::collect(const std::string& prefix, std::vector<Parameter*>& out) {
@@ -252,6 +290,30 @@ Tensor VqaeDecoder::forward_levels(const Tensor& x) {
   return final_conv_->forward(final_norm_->forward(h));
 }
 
+Tensor VqaeDecoder::backward(const Tensor& dy) {
+  Tensor dh = final_norm_->backward(final_conv_->backward(dy));
+  for (auto level = levels_.rbegin(); level != levels_.rend(); ++level) {
+    if ((*level)->up) dh = (*level)->up->backward(dh);
+    dh = (*level)->res1->backward((*level)->res2->backward(dh));
+  }
+  dh = mid_res1_->backward(mid_attn_->backward(mid_res2_->backward(dh)));
+  return conv_first_->backward(dh);
+}
+
+void VqaeDecoder::clear_saved() {
+  conv_first_->clear_saved();
+  mid_res1_->clear_saved();
+  mid_attn_->clear_saved();
+  mid_res2_->clear_saved();
+  for (auto& level : levels_) {
+    level->res1->clear_saved();
+    level->res2->clear_saved();
+    if (level->up) level->up->clear_saved();
+  }
+  final_norm_->clear_saved();
+  final_conv_->clear_saved();
+}
+
 void VqaeDecoder::collect(const std::string& prefix, std::vector<Parameter*>& out) {
   collect_child(*conv_first_, prefix, "conv_first", out);
   collect_child(*mid_res1_, prefix, "mid_block.res1", out);
@@ -283,8 +345,11 @@ Vqae::Vqae(const VqaeConfig& c, const LayerOptions& o)
       post_vq_conv(c.embedding_dim, c.embedding_dim, 1, 1, 0, true, with_seed_stream(o, 4)),
       config_(c),
       device_(o.device) {
-  CTSR_CHECK(o.dtype == DType::float32, "Vqae: float32 only (got ", dtype_name(o.dtype), ")");
-  codebook_ = Tensor::zeros({c.n_codes, c.embedding_dim}, DType::float32, o.device);
+  CTSR_CHECK(o.dtype == DType::float32 || (o.dtype == DType::float64 && o.device.kind == DeviceKind::cpu),
+             "Vqae: float32, or float64 on the cpu (gradient checks); got ", dtype_name(o.dtype), " on ", o.device.str());
+  codebook_ = Tensor::zeros({c.n_codes, c.embedding_dim}, o.dtype, o.device);
+  codebook_n_ = Tensor::zeros({c.n_codes}, o.dtype, o.device);
+  codebook_z_avg_ = Tensor::zeros({c.n_codes, c.embedding_dim}, o.dtype, o.device);
 }
 
 void Vqae::collect(const std::string& prefix, std::vector<Parameter*>& out) {
@@ -319,14 +384,50 @@ std::unique_ptr<Vqae> Vqae::load(const io::TensorSource& source, int64_t num_gro
 void Vqae::load_from(const io::TensorSource& source) {
   load_parameters(source, parameters(), vqae_checkpoint_key);
   const std::string file = source.path().filename().string();
-  Tensor codes = from_pytorch_layout(source.load("codebook.embeddings"), codebook_.shape(), DType::float32, file,
+  Tensor codes = from_pytorch_layout(source.load("codebook.embeddings"), codebook_.shape(), codebook_.dtype(), file,
                                      "codebook.embeddings");
   codebook_.copy_from(codes);
-  const std::vector<float> v = codes.to_vector<float>();
+  set_code_range(file.c_str());
+  if (source.contains("codebook.N") && source.contains("codebook.z_avg")) {
+    codebook_n_.copy_from(from_pytorch_layout(source.load("codebook.N"), codebook_n_.shape(), codebook_n_.dtype(), file,
+                                              "codebook.N"));
+    codebook_z_avg_.copy_from(from_pytorch_layout(source.load("codebook.z_avg"), codebook_z_avg_.shape(),
+                                                  codebook_z_avg_.dtype(), file, "codebook.z_avg"));
+  } else {
+    // No EMA history (an inference-only file): the state in which z_avg / N is the codebook.
+    fill(codebook_n_, 1.0);
+    codebook_z_avg_.copy_from(codes);
+  }
+}
+
+void Vqae::set_code_range(const char* what) {
+  const std::vector<float> v = cast(codebook_, DType::float32).to(Device::cpu()).to_vector<float>();
   code_min_ = *std::min_element(v.begin(), v.end());
   code_max_ = *std::max_element(v.begin(), v.end());
-  CTSR_CHECK(code_max_ > code_min_, file, ": 'codebook.embeddings' has every element equal to ", code_min_,
+  CTSR_CHECK(code_max_ > code_min_, what, ": 'codebook.embeddings' has every element equal to ", code_min_,
              "; the latent normalisation needs a spread");
+}
+
+void Vqae::set_codebook(const Tensor& embeddings) {
+  embeddings.check_defined("set_codebook");
+  CTSR_CHECK(embeddings.shape() == codebook_.shape() && embeddings.dtype() == codebook_.dtype(),
+             "set_codebook: embeddings ", embeddings.shape().str(), " ", dtype_name(embeddings.dtype()),
+             ", expected ", codebook_.shape().str(), " ", dtype_name(codebook_.dtype()));
+  codebook_.copy_from(embeddings);
+  set_code_range("set_codebook");
+}
+
+void Vqae::set_codebook_ema(const Tensor& n, const Tensor& z_avg) {
+  n.check_defined("set_codebook_ema N");
+  z_avg.check_defined("set_codebook_ema z_avg");
+  const char* dtype = dtype_name(codebook_.dtype());
+  CTSR_CHECK(n.shape() == codebook_n_.shape() && n.dtype() == codebook_n_.dtype(), "set_codebook_ema: N ",
+             n.shape().str(), " ", dtype_name(n.dtype()), ", expected ", codebook_n_.shape().str(), " ", dtype);
+  CTSR_CHECK(z_avg.shape() == codebook_z_avg_.shape() && z_avg.dtype() == codebook_z_avg_.dtype(),
+             "set_codebook_ema: z_avg ", z_avg.shape().str(), " ", dtype_name(z_avg.dtype()), ", expected ",
+             codebook_z_avg_.shape().str(), " ", dtype);
+  codebook_n_.copy_from(n);
+  codebook_z_avg_.copy_from(z_avg);
 }
 
 void Vqae::check_volume(const Tensor& x, int64_t multiple, const char* what) const {
@@ -344,7 +445,7 @@ void Vqae::check_latent(const Tensor& z, const char* what) const {
   CTSR_CHECK(z.ndim() == 5, what, ": latent ", z.shape().str(), " is not [N, d, h, w, ", config_.embedding_dim, "]");
   CTSR_CHECK(z.dim(4) == config_.embedding_dim, what, ": latent has ", z.dim(4), " channels, the VQ-AE expects ",
              config_.embedding_dim);
-  z.check_dtype(DType::float32, what);
+  z.check_dtype(codebook_.dtype(), what);
 }
 
 Tensor Vqae::encode(const Tensor& x) {
@@ -413,7 +514,7 @@ Tensor Vqae::decode_sliding(const Tensor& z, int64_t slab, int64_t halo) {
              " (slab > 0 and halo >= 0 expected)");
   NoGradGuard no_grad;
   const int64_t N = z.dim(0), d = z.dim(1), h = z.dim(2), w = z.dim(3), f = config_.downsample();
-  Tensor out = Tensor::empty({N, d * f, h * f, w * f, config_.image_channels}, DType::float32, Device::cpu());
+  Tensor out = Tensor::empty({N, d * f, h * f, w * f, config_.image_channels}, codebook_.dtype(), Device::cpu());
   const int64_t out_row = h * f * w * f * config_.image_channels;  // elements per output slice
   Tensor zd = z.device() == device_ ? z : z.to(device_);
   for (int64_t n = 0; n < N; ++n) {
@@ -432,6 +533,45 @@ Tensor Vqae::decode_sliding(const Tensor& z, int64_t slab, int64_t halo) {
     }
   }
   return out;
+}
+
+// ---- training ------------------------------------------------------------------------------------
+
+VqaeTrainForward Vqae::forward_train(const Tensor& x) {
+  check_volume(x, config_.downsample(), "forward_train");
+  VqaeTrainForward out;
+  out.z_e = pre_vq_conv.forward(encoder.forward(x.device() == device_ ? x : x.to(device_)));
+  out.indices = codebook_nearest(out.z_e, codebook_);
+  out.z_q = codebook_lookup(out.indices, codebook_);
+  // The straight-through z_st: its value is z_q (so the decoder is fed exactly what decode feeds
+  // it), its gradient is z_e's, which backward_train routes around the quantiser.
+  out.recon = decoder.forward(post_vq_conv.forward(out.z_q));
+  train_saved_ = grad_enabled();
+  recon_shape_ = out.recon.shape();
+  latent_shape_ = out.z_e.shape();
+  return out;
+}
+
+Tensor Vqae::backward_train(const Tensor& d_recon, const Tensor& d_z_e, bool input_grad) {
+  CTSR_CHECK(train_saved_, "Vqae.backward_train called without forward_train (or twice after one, or after a "
+                           "forward_train under NoGradGuard)");
+  d_recon.check_defined("backward_train d_recon");
+  CTSR_CHECK(d_recon.shape() == recon_shape_, "backward_train: d_recon ", d_recon.shape().str(),
+             ", expected recon's shape ", recon_shape_.str());
+  CTSR_CHECK(!d_z_e.defined() || d_z_e.shape() == latent_shape_, "backward_train: d_z_e ",
+             d_z_e.defined() ? d_z_e.shape().str() : "", ", expected z_e's shape ", latent_shape_.str());
+  train_saved_ = false;
+  Tensor d_z = post_vq_conv.backward(decoder.backward(d_recon.device() == device_ ? d_recon : d_recon.to(device_)));
+  if (d_z_e.defined()) d_z = add(d_z, d_z_e.device() == device_ ? d_z_e : d_z_e.to(device_));
+  return encoder.backward(pre_vq_conv.backward(d_z), input_grad);
+}
+
+void Vqae::clear_saved() {
+  encoder.clear_saved();
+  decoder.clear_saved();
+  pre_vq_conv.clear_saved();
+  post_vq_conv.clear_saved();
+  train_saved_ = false;
 }
 
 Tensor Vqae::normalize_latent(const Tensor& z) const {
