@@ -1,8 +1,5 @@
 #include "train/trainer.h"
 
-#include <unistd.h>
-
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -31,6 +28,7 @@
 #include "train/metrics_log.h"
 #include "train/panels.h"
 #include "train/png.h"
+#include "train/run_support.h"
 #include "train/tensorboard.h"
 
 namespace ctsr::train {
@@ -46,45 +44,6 @@ constexpr uint32_t kLightNoisePurpose = 0x4c4e;     // "LN": its fixed noise
 uint64_t sampling_seed(uint64_t seed) { return seed ^ 0x53414d504c455253ull; }  // "SAMPLERS"
 
 using Clock = std::chrono::steady_clock;
-
-std::atomic<int> g_signal{0};
-extern "C" void on_stop_signal(int signal) { g_signal.store(signal); }
-
-// Installs the SIGINT/SIGTERM handlers for the life of a run; a second signal while the
-// checkpoint is written falls back to the default action (the process ends).
-class StopSignals {
- public:
-  StopSignals() {
-    g_signal.store(0);
-    struct sigaction action {};
-    action.sa_handler = on_stop_signal;
-    sigemptyset(&action.sa_mask);
-    action.sa_flags = SA_RESETHAND;
-    sigaction(SIGINT, &action, &old_int_);
-    sigaction(SIGTERM, &action, &old_term_);
-  }
-  ~StopSignals() {
-    sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
-  }
-  int received() const { return g_signal.load(); }
-
- private:
-  struct sigaction old_int_ {}, old_term_ {};
-};
-
-std::string format_duration(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "?";
-  const int64_t s = static_cast<int64_t>(seconds + 0.5);
-  char buffer[32];
-  if (s >= 3600)
-    std::snprintf(buffer, sizeof buffer, "%lldh%02lldm", (long long)(s / 3600), (long long)(s / 60 % 60));
-  else if (s >= 60)
-    std::snprintf(buffer, sizeof buffer, "%lldm%02llds", (long long)(s / 60), (long long)(s % 60));
-  else
-    std::snprintf(buffer, sizeof buffer, "%llds", (long long)s);
-  return buffer;
-}
 
 Tensor scalar_tensor(double value, DType dtype, Device device) {
   if (dtype == DType::float64) return Tensor::from_vector(std::vector<double>{value}, {1}, device);
@@ -598,9 +557,8 @@ RunSummary Trainer::run() {
   StopSignals signals;
   RunSummary summary;
   summary.first_step = state_.step;
-  const bool progress = options_.progress && is_root();
-  const bool tty = progress && isatty(STDERR_FILENO);
   std::ostream& out = options_.log ? *options_.log : std::cerr;
+  ProgressLine progress(out, options_.progress && is_root());
   {
     std::ostringstream text;
     text << "training " << c.model.str() << " (" << model_->parameter_count() << " parameters) on "
@@ -640,14 +598,10 @@ RunSummary Trainer::run() {
       add_scalar("train/samples_per_s", rate, done);
       interval_loss = 0, interval_steps = 0, interval_start = Clock::now();
     }
-    if (progress && (tty || done % c.training.log_every == 0 || done == c.training.max_steps)) {
-      char line[200];
-      std::snprintf(line, sizeof line, "step %lld/%lld  loss %.5f  lr %.3g  %.1f samples/s  ETA %s",
-                    static_cast<long long>(done), static_cast<long long>(c.training.max_steps), loss, lr,
-                    samples_per_s, format_duration(per_step * double(c.training.max_steps - done)).c_str());
-      if (tty) out << "\r" << line << "\x1b[K" << std::flush;
-      else out << line << std::endl;
-    }
+    char quantities[96];
+    std::snprintf(quantities, sizeof quantities, "loss %.5f  lr %.3g", loss, lr);
+    progress.update(done, c.training.max_steps, quantities, samples_per_s, per_step,
+                    done % c.training.log_every == 0 || done == c.training.max_steps);
     maybe_validate(done);
     if (c.training.checkpoint_every > 0 && done % c.training.checkpoint_every == 0) {
       save_checkpoint_now();
@@ -658,9 +612,9 @@ RunSummary Trainer::run() {
     std::vector<double> stop{double(signals.received())};
     comm_->all_reduce_max(stop);
     if (stop[0] != 0.0) {
-      if (tty) out << std::endl;
+      progress.end();
       if (last_saved != done) save_checkpoint_now();
-      log_line(std::string("stopped by ") + (int(stop[0]) == SIGINT ? "SIGINT" : "SIGTERM") + " at step " +
+      log_line(std::string("stopped by ") + StopSignals::name(int(stop[0])) + " at step " +
                std::to_string(done) + "; checkpoint saved; continue with --resume auto");
       summary.interrupted = true;
       summary.last_step = done;
@@ -668,7 +622,7 @@ RunSummary Trainer::run() {
       return summary;
     }
   }
-  if (tty) out << std::endl;
+  progress.end();
   if (last_saved != state_.step) save_checkpoint_now();
   if (data_->tensorboard) data_->tensorboard->flush();
   summary.last_step = state_.step;

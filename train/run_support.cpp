@@ -1,0 +1,72 @@
+#include "train/run_support.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <ostream>
+
+namespace ctsr::train {
+
+namespace {
+std::atomic<int> g_signal{0};
+extern "C" void on_stop_signal(int signal) { g_signal.store(signal); }
+}  // namespace
+
+StopSignals::StopSignals() {
+  g_signal.store(0);
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &action, &old_int_);
+  sigaction(SIGTERM, &action, &old_term_);
+}
+
+StopSignals::~StopSignals() {
+  sigaction(SIGINT, &old_int_, nullptr);
+  sigaction(SIGTERM, &old_term_, nullptr);
+}
+
+int StopSignals::received() const { return g_signal.load(); }
+
+const char* StopSignals::name(int signal) { return signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "a signal"; }
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  char buffer[32];
+  if (s >= 3600)
+    std::snprintf(buffer, sizeof buffer, "%lldh%02lldm", (long long)(s / 3600), (long long)(s / 60 % 60));
+  else if (s >= 60)
+    std::snprintf(buffer, sizeof buffer, "%lldm%02llds", (long long)(s / 60), (long long)(s % 60));
+  else
+    std::snprintf(buffer, sizeof buffer, "%llds", (long long)s);
+  return buffer;
+}
+
+ProgressLine::ProgressLine(std::ostream& out, bool enabled)
+    : out_(out), enabled_(enabled), tty_(enabled && isatty(STDERR_FILENO)) {}
+
+void ProgressLine::update(int64_t step, int64_t steps, const std::string& quantities, double samples_per_s,
+                          double seconds_per_step, bool force_line) {
+  if (!enabled_ || (!tty_ && !force_line)) return;
+  char line[256];
+  std::snprintf(line, sizeof line, "step %lld/%lld  %s  %.1f samples/s  ETA %s", static_cast<long long>(step),
+                static_cast<long long>(steps), quantities.c_str(), samples_per_s,
+                format_duration(seconds_per_step * double(steps - step)).c_str());
+  if (tty_) {
+    out_ << "\r" << line << "\x1b[K" << std::flush;
+    open_ = true;
+  } else {
+    out_ << line << std::endl;
+  }
+}
+
+void ProgressLine::end() {
+  if (open_) out_ << std::endl;
+  open_ = false;
+}
+
+}  // namespace ctsr::train
