@@ -322,6 +322,16 @@ std::unique_ptr<Communicator> make_communicator(const LauncherInfo& info, Device
 
 bool mpi_built() { return true; }
 
+void abort_job(int code) {
+  int initialised = 0, finalised = 0, size = 1;
+  MPI_Initialized(&initialised);
+  MPI_Finalized(&finalised);
+  if (initialised && !finalised) MPI_Comm_size(MPI_COMM_WORLD, &size);
+  std::fflush(nullptr);
+  if (size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  std::exit(code);
+}
+
 #else  // !CTSR_HAVE_MPI
 
 std::unique_ptr<Communicator> make_communicator(const LauncherInfo& info, Device, double) {
@@ -331,6 +341,11 @@ std::unique_ptr<Communicator> make_communicator(const LauncherInfo& info, Device
 }
 
 bool mpi_built() { return false; }
+
+void abort_job(int code) {
+  std::fflush(nullptr);
+  std::exit(code);
+}
 
 #endif
 

@@ -79,6 +79,10 @@ class Communicator {
 std::unique_ptr<Communicator> make_communicator(const LauncherInfo& info, Device device, double timeout_seconds = 600);
 std::unique_ptr<Communicator> make_single_process_communicator();
 
+// Ends the whole job with `code`: MPI_Abort when this process is one rank of several (so the
+// launcher stops every rank at once instead of leaving them waiting), else exit.
+[[noreturn]] void abort_job(int code);
+
 // True when ctsr was built with MPI (NCCL): for messages and test skips.
 bool mpi_built();
 bool nccl_built();

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <csignal>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -43,6 +44,52 @@ inline ToolResult run_tool(const std::string& name, const std::vector<std::strin
   int status = ::pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+// A program started in the background with its output going to a file, for tests that must act
+// while it runs (signal a process of it, wait with a deadline).
+struct Spawned {
+  pid_t pid = -1;
+};
+inline Spawned spawn_program(const std::vector<std::string>& argv, const std::filesystem::path& log) {
+  Spawned s;
+  s.pid = ::fork();
+  if (s.pid == 0) {
+    ::setpgid(0, 0);  // its own process group, so a test can end everything it started
+    FILE* out = std::fopen(log.c_str(), "w");
+    if (out) {
+      ::dup2(::fileno(out), 1);
+      ::dup2(::fileno(out), 2);
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  return s;
+}
+// The exit status, or -1 when it has not ended within `seconds` (then its group is killed).
+inline int wait_for(const Spawned& s, double seconds) {
+  for (int waited_ms = 0; waited_ms < int(seconds * 1000); waited_ms += 50) {
+    int status = 0;
+    if (::waitpid(s.pid, &status, WNOHANG) == s.pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    ::usleep(50 * 1000);
+  }
+  ::kill(-s.pid, SIGKILL);
+  int status = 0;
+  ::waitpid(s.pid, &status, 0);
+  return -1;
+}
+inline std::string read_text(const std::filesystem::path& path) {
+  std::string text;
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    std::array<char, 4096> buffer;
+    size_t n;
+    while ((n = std::fread(buffer.data(), 1, buffer.size(), f)) > 0) text.append(buffer.data(), n);
+    std::fclose(f);
+  }
+  return text;
 }
 
 // A fresh empty directory under the system temp dir, removed when the object dies.

@@ -1,0 +1,321 @@
+// Data parallelism (train/data_parallel.h, runtime/communicator.h) as users run it: ctsr_train
+// under `mpirun -np N` on the CPU (MPI collectives) against one process with the same global
+// batch, with and without ZeRO-1; validation shares that score every sample once for any N; a
+// rank killed or hung mid-run ends the job with a clear error in bounded time, and the job
+// resumes from its checkpoint.
+#include <algorithm>
+#include <csignal>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "runtime/communicator.h"
+#include "runtime/formats/safetensors.h"
+#include "tests/harness.h"
+#include "tests/tool_runner.h"
+#include "tests/train_fixtures.h"
+#include "train/checkpoint.h"
+#include "train/data_parallel.h"
+#include "train/metrics_log.h"
+#include "train/trainer.h"
+
+namespace ctsr::train {
+namespace {
+
+using test::TempDir;
+
+const std::string kRepo = std::string(CTSR_TEST_DATA_DIR) + "/../../";
+const std::string kTrain = std::string(CTSR_TOOLS_BIN_DIR) + "/ctsr_train";
+
+std::string find_mpirun() {
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path ? path : "");
+  std::string dir;
+  while (std::getline(dirs, dir, ':'))
+    if (!dir.empty() && ::access((dir + "/mpirun").c_str(), X_OK) == 0) return dir + "/mpirun";
+  return "";
+}
+
+#define SKIP_WITHOUT_MPI()                                                                          \
+  do {                                                                                              \
+    if (!mpi_built()) GTEST_SKIP() << "ctsr was built without MPI (libopenmpi-dev)";                \
+    if (find_mpirun().empty()) GTEST_SKIP() << "no mpirun on PATH (openmpi-bin)";                  \
+  } while (0)
+
+// mpirun -np N ctsr_train ARGS: one thread per rank (the ranks share the cores).
+std::vector<std::string> mpirun(int ranks, const std::vector<std::string>& args) {
+  std::vector<std::string> argv{find_mpirun(), "--oversubscribe", "--bind-to", "none", "-np", std::to_string(ranks),
+                                "-x", "OMP_NUM_THREADS=1"};
+  if (::geteuid() == 0) argv.push_back("--allow-run-as-root");
+  argv.push_back(kTrain);
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+test::ToolResult run_argv(const std::vector<std::string>& argv) {
+  std::string command;
+  for (const auto& a : argv) command += test::shell_quote(a) + " ";
+  command += "2>&1";
+  test::ToolResult result;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
+  const int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+std::filesystem::path write_config(const std::filesystem::path& path, const TrainConfig& c) {
+  std::ofstream(path) << to_yaml(c);
+  return path;
+}
+
+std::vector<double> training_losses(const std::filesystem::path& metrics) {
+  std::vector<double> out;
+  for (const auto& j : read_metrics(metrics))
+    if (!j.contains("tier")) out.push_back(j["loss"].get<double>());
+  return out;
+}
+
+nlohmann::json last_of_tier(const std::filesystem::path& metrics, const std::string& tier) {
+  nlohmann::json found;
+  for (const auto& j : read_metrics(metrics))
+    if (j.value("tier", "") == tier) found = j;
+  return found;
+}
+
+// Every tensor of two checkpoints (model, EMA, AdamW moments) within `rtol` relative L2. Sums in
+// another order (per rank, then across ranks) differ in the last bits; AdamW's early updates,
+// about lr * sign(gradient), carry that to full steps where a gradient is near zero (measured
+// worst: 1.5e-5, an EMA norm bias), so the weights agree a little less closely than the losses.
+void expect_same_checkpoint(const std::filesystem::path& a, const std::filesystem::path& b, double rtol) {
+  io::SafetensorsReader ra(a), rb(b);
+  ASSERT_EQ(ra.names(), rb.names());
+  double worst = 0;
+  std::string worst_name;
+  for (const auto& name : ra.names()) {
+    const Tensor ta = ra.load(name), tb = rb.load(name);
+    const std::vector<float> va = ta.to_vector<float>();
+    if (std::all_of(va.begin(), va.end(), [](float v) { return v == 0.0f; })) {
+      EXPECT_TRUE(test::tensors_equal(tb, ta)) << name;
+      continue;
+    }
+    const double e = test::relative_l2(tb, ta);
+    EXPECT_LT(e, rtol) << name;
+    if (e > worst) worst = e, worst_name = name;
+  }
+  std::printf("checkpoints agree to %.2e (worst %s)\n", worst, worst_name.c_str());
+}
+
+TEST(RankShare, EverySampleOnceForAnyNumberOfRanks) {
+  for (int size = 1; size <= 5; ++size) {
+    for (int64_t count = 0; count <= 13; ++count) {
+      std::vector<int> seen(size_t(count), 0);
+      int64_t smallest = count, largest = 0;
+      for (int r = 0; r < size; ++r) {
+        const auto [first, last] = rank_share(count, r, size);
+        EXPECT_LE(first, last);
+        smallest = std::min(smallest, last - first), largest = std::max(largest, last - first);
+        for (int64_t i = first; i < last; ++i) ++seen[size_t(i)];
+      }
+      for (int64_t i = 0; i < count; ++i) EXPECT_EQ(seen[size_t(i)], 1) << "item " << i << ", " << size << " ranks";
+      EXPECT_LE(largest - smallest, 1) << count << " items over " << size << " ranks";
+    }
+  }
+  test::expect_error_mentions([] { rank_share(4, 2, 2); }, {"rank 2 of 2"});
+}
+
+// In one process ZeRO-1 shards over a single rank: the same training, through the other code.
+TEST(DataParallel, ZeroOneInOneProcessTrainsLikeThePlainPath) {
+  TempDir dir("dp-zero1-single");
+  write_cache(dir / "cache", {});
+  TrainConfig c = small_config(dir);
+  c.validation.light_every = 0;
+  c.distributed.bucket_mb = 0.01;  // several buckets
+  std::ostringstream sink;
+  TrainerOptions o;
+  o.progress = false;
+  o.log = &sink;
+  c.output.dir = (dir / "plain").string();
+  Trainer plain(c, o);
+  c.distributed.zero1 = true;
+  c.output.dir = (dir / "zero1").string();
+  Trainer zero1(c, o);
+  for (int k = 0; k < 3; ++k) EXPECT_NEAR(zero1.step(), plain.step(), 1e-6);
+  auto a = plain.model().parameters(), b = zero1.model().parameters();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_LT(test::relative_l2(b[i]->value, a[i]->value), 1e-6) << a[i]->name;
+}
+
+// `mpirun -np 2` on configs/tiny.yaml ends with the parameters (and EMA, and AdamW's moments) of
+// one process with the same global batch, to float32 rounding; with and without ZeRO-1.
+TEST(DataParallel, TwoRanksEqualOneRankWithTheSameGlobalBatch) {
+  SKIP_WITHOUT_MPI();
+  TempDir dir("dp-equivalence");
+  write_cache(dir / "cache", {.train = 9});
+  const std::vector<std::string> common{"--config",  kRepo + "configs/tiny.yaml",
+                                        "--device",  "cpu",
+                                        "--quiet",   "--set",
+                                        "data.cache_dir=" + (dir / "cache").string(),
+                                        "--set",     "training.max_steps=4",
+                                        "--set",     "training.log_every=1",
+                                        "--set",     "validation.full_every=0",
+                                        "--set",     "validation.light_every=2",
+                                        "--set",     "distributed.bucket_mb=0.5"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = common;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  std::vector<std::string> one{kTrain};
+  for (const auto& a : with({"--set", "output.dir=" + (dir / "one").string()})) one.push_back(a);
+  auto r = run_argv(one);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (bool zero1 : {false, true}) {
+    const std::string name = zero1 ? "two_zero1" : "two";
+    r = run_argv(mpirun(2, with({"--set", "output.dir=" + (dir / name).string(), "--set",
+                                 std::string("distributed.zero1=") + (zero1 ? "true" : "false")})));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("over 2 ranks (mpi"), std::string::npos) << r.output;
+    const auto losses_one = training_losses(dir / "one" / "metrics.jsonl");
+    const auto losses_two = training_losses(dir / name / "metrics.jsonl");
+    ASSERT_EQ(losses_two.size(), 4u);
+    for (size_t k = 0; k < 4; ++k) EXPECT_NEAR(losses_two[k], losses_one[k], 1e-5 * losses_one[k]) << "step " << k + 1;
+    EXPECT_NEAR(last_of_tier(dir / name / "metrics.jsonl", "light")["loss"].get<double>(),
+                last_of_tier(dir / "one" / "metrics.jsonl", "light")["loss"].get<double>(), 1e-5);
+    expect_same_checkpoint(checkpoint_path(dir / "one" / "checkpoints", 4), checkpoint_path(dir / name / "checkpoints", 4),
+                           2e-5);
+  }
+}
+
+// Three ranks share five validation samples (2 + 1 + 2... as rank_share deals them): the light
+// and full tiers report what one process reports, over all five, and rank 0 writes the panels
+// of samples that other ranks scored.
+TEST(DataParallel, ValidationScoresEverySampleOnceOnAnyNumberOfRanks) {
+  SKIP_WITHOUT_MPI();
+  TempDir dir("dp-validation");
+  auto vqae = Vqae::load(kVqae, 2, Device::cpu());
+  write_cache(dir / "cache", {.train = 6, .val = 5, .hd_volumes = true, .latent_min = vqae->code_min(),
+                              .latent_max = vqae->code_max()});
+  TrainConfig c = small_config(dir);
+  c.training.batch_size = 6;
+  c.training.max_steps = 2;
+  c.validation.light_every = 2;
+  c.validation.light_samples = 5;
+  c.validation.full_every = 2;
+  c.validation.num_samples = 5;
+  c.validation.batch_size = 2;
+  c.validation.panels = 2;
+  c.data.vqae_weights = kVqae;
+  c.data.vqae_num_groups = 2;
+  for (int ranks : {1, 3}) {
+    c.output.dir = (dir / ("run" + std::to_string(ranks))).string();
+    const auto config = write_config(dir / ("c" + std::to_string(ranks) + ".yaml"), c);
+    const std::vector<std::string> args{"--config", config.string(), "--device", "cpu", "--quiet"};
+    std::vector<std::string> argv = ranks == 1 ? std::vector<std::string>{kTrain} : mpirun(ranks, {});
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = run_argv(argv);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  const auto full1 = last_of_tier(dir / "run1" / "metrics.jsonl", "full");
+  const auto full3 = last_of_tier(dir / "run3" / "metrics.jsonl", "full");
+  ASSERT_FALSE(full3.is_null());
+  EXPECT_EQ(full3["samples"], 5);
+  for (const char* key : {"ssim", "psnr", "ssim_ld", "psnr_ld"})
+    EXPECT_NEAR(full3[key].get<double>(), full1[key].get<double>(), 1e-4 * std::abs(full1[key].get<double>())) << key;
+  EXPECT_NEAR(last_of_tier(dir / "run3" / "metrics.jsonl", "light")["loss"].get<double>(),
+              last_of_tier(dir / "run1" / "metrics.jsonl", "light")["loss"].get<double>(), 1e-5);
+  std::set<std::string> images;
+  for (const auto& e : std::filesystem::directory_iterator(dir / "run3" / "images")) images.insert(e.path().filename());
+  EXPECT_EQ(images.size(), 6u);  // 2 samples x slices, orthogonal, mip
+  EXPECT_EQ(images.count("step_00000002_val_1_mip.png"), 1u);  // val_1 was scored by rank 1
+  EXPECT_EQ(test::read_text(dir / "run3" / "images" / "step_00000002_val_1_mip.png"),
+            test::read_text(dir / "run1" / "images" / "step_00000002_val_1_mip.png"));
+}
+
+struct RunningJob {
+  TempDir dir{"dp-fault"};
+  std::filesystem::path log = dir / "log.txt";
+  test::Spawned job;
+  std::vector<std::string> args;
+  RunningJob(double timeout_s) {
+    write_cache(dir / "cache", {});
+    TrainConfig c = small_config(dir);
+    c.training.max_steps = 100000;
+    c.training.checkpoint_every = 2;
+    c.validation.light_every = 0;
+    c.distributed.timeout_s = timeout_s;
+    args = {"--config", write_config(dir / "c.yaml", c).string(), "--device", "cpu"};
+    job = test::spawn_program(mpirun(2, args), log);
+  }
+  // The pid rank 1 printed, once the run has reached `step`.
+  pid_t rank1_pid_after(int step) {
+    const std::regex banner("rank 1/2 \\(local [0-9]+\\) pid ([0-9]+)");
+    for (int waited = 0; waited < 600; ++waited) {
+      const std::string text = test::read_text(log);
+      std::smatch m;
+      if (std::regex_search(text, m, banner) && text.find("step " + std::to_string(step) + "/") != std::string::npos)
+        return pid_t(std::stoi(m[1]));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return -1;
+  }
+};
+
+TEST(DataParallel, AKilledRankEndsTheJobAndTheRunResumes) {
+  SKIP_WITHOUT_MPI();
+  RunningJob run(600);
+  const pid_t rank1 = run.rank1_pid_after(3);
+  ASSERT_GT(rank1, 0) << test::read_text(run.log);
+  const auto start = std::chrono::steady_clock::now();
+  ::kill(rank1, SIGKILL);
+  const int status = test::wait_for(run.job, 60);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string text = test::read_text(run.log);
+  ASSERT_NE(status, -1) << "the job did not end within 60 s of a rank's death:\n" << text;
+  EXPECT_NE(status, 0) << text;
+  EXPECT_NE(text.find("signal 9"), std::string::npos) << text;
+  std::printf("the job ended %.1f s after rank 1 was killed (status %d)\n", seconds, status);
+  // The README's recipe: the same command with --resume auto continues from the last checkpoint.
+  const auto kept = list_checkpoints(run.dir / "run" / "checkpoints");
+  ASSERT_FALSE(kept.empty()) << text;
+  std::vector<std::string> args = run.args;
+  args.insert(args.end(), {"--resume", "auto", "--set", "training.max_steps=" + std::to_string(kept.back().first + 2)});
+  auto r = run_argv(mpirun(2, args));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resuming from"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("done at step " + std::to_string(kept.back().first + 2)), std::string::npos) << r.output;
+}
+
+TEST(DataParallel, AHungRankEndsTheJobAfterTheTimeout) {
+  SKIP_WITHOUT_MPI();
+  RunningJob run(3);
+  const pid_t rank1 = run.rank1_pid_after(2);
+  ASSERT_GT(rank1, 0) << test::read_text(run.log);
+  ::kill(rank1, SIGSTOP);  // alive, but it never joins another collective
+  const int status = test::wait_for(run.job, 60);
+  ::kill(rank1, SIGKILL);
+  const std::string text = test::read_text(run.log);
+  ASSERT_NE(status, -1) << "the job still hangs 60 s after a rank stopped:\n" << text;
+  EXPECT_NE(status, 0) << text;
+  EXPECT_NE(text.find("rank 0: "), std::string::npos) << text;
+  EXPECT_NE(text.find("has waited"), std::string::npos) << text;
+  EXPECT_NE(text.find("distributed.timeout_s 3"), std::string::npos) << text;
+}
+
+TEST(DataParallel, ABatchThatDoesNotSplitOverTheRanksNamesTheKeys) {
+  SKIP_WITHOUT_MPI();
+  TempDir dir("dp-split");
+  write_cache(dir / "cache", {});
+  TrainConfig c = small_config(dir);  // batch 4, accumulation 2
+  auto r = run_argv(mpirun(3, {"--config", write_config(dir / "c.yaml", c).string(), "--device", "cpu"}));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("training.batch_size 4 is not divisible by 3 ranks x training.gradient_accumulation_steps 2"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "run" / "checkpoints"));
+}
+
+}  // namespace
+}  // namespace ctsr::train
