@@ -1,7 +1,12 @@
 // ctsr_infer as users run it: a NIfTI volume in, a NIfTI volume out with the input's geometry,
 // reproducible per seed, the sliding decode beyond the training depth, and bad inputs that fail
 // with one line naming the file and leave no output.
+#include <fstream>
+
+#include "kernels/activation.h"
 #include "kernels/metrics.h"
+#include "runtime/formats/npy.h"
+#include "train/latent_data.h"
 #include "runtime/formats/volume.h"
 #include "tests/harness.h"
 #include "tests/tool_runner.h"
@@ -21,7 +26,8 @@ struct Fixture {
   io::VolumeGeometry geometry;
   Fixture() {
     auto vqae = Vqae::load(kVqae, 2, Device::cpu());
-    write_cache(dir / "cache", {.train = 3, .val = 1, .latent_min = vqae->code_min(), .latent_max = vqae->code_max()});
+    write_cache(dir / "cache", {.train = 3, .val = 2, .hd_volumes = true, .latent_min = vqae->code_min(),
+                                .latent_max = vqae->code_max()});
     TrainConfig c = small_config(dir);
     c.training.max_steps = 2;
     c.validation.light_every = 0;
@@ -118,6 +124,40 @@ TEST(CtsrInfer, BadInputsFailWithOneLineAndLeaveNothing) {
   r = run_tool("ctsr_infer", {"--model", f.checkpoint.string(), "--vqae", (f.dir / "other.safetensors").string(),
                               "--input", f.input.string(), "--output", (f.dir / "out.nii.gz").string()});
   fails(r, {"other.safetensors", "codebook bounds", "the VQ-AE its cache was made with"});
+}
+
+// ctsr_evaluate on the held-out pairs: the input, the VQ-AE round trip and the result, each
+// scored against HD; the input's and the round trip's scores recomputed here independently.
+TEST(CtsrEvaluate, ScoresInputRoundTripAndResultAgainstHd) {
+  Fixture f;
+  auto r = run_tool("ctsr_evaluate", {"--model", f.checkpoint.string(), "--vqae", kVqae, "--cache", (f.dir / "cache").string(),
+                                      "--num-groups", "2", "--device", "cpu", "--json", (f.dir / "scores.json").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::istringstream lines(r.output);
+  std::vector<std::string> all;
+  for (std::string line; std::getline(lines, line);) all.push_back(line);
+  ASSERT_GE(all.size(), 6u);
+  const std::vector<std::string> last(all.end() - 6, all.end());
+  const char* keys[] = {"ssim_ld", "ssim_rt", "ssim_sr", "psnr_ld", "psnr_rt", "psnr_sr"};
+  for (int k = 0; k < 6; ++k) EXPECT_EQ(last[size_t(k)].rfind(std::string(keys[k]) + " ", 0), 0u) << last[size_t(k)];
+  std::ifstream in(f.dir / "scores.json");
+  const nlohmann::json scores = nlohmann::json::parse(in);
+  EXPECT_EQ(scores["mean"]["pairs"], 2);
+  auto vqae = Vqae::load(kVqae, 2, Device::cpu());
+  double ssim_ld = 0, psnr_rt = 0;
+  LatentDataset val(f.dir / "cache", "val");
+  for (int64_t i = 0; i < 2; ++i) {
+    const Shape batch{1, 8 * kD, 8 * kH, 8 * kW};
+    const Tensor ld = io::read_npy(val.metadata(i).at("ld_path")).reshape(batch);
+    const Tensor hd = io::read_npy(val.metadata(i).at("hd_path")).reshape(batch);
+    NoGradGuard no_grad;
+    Tensor rt = clamp(vqae->decode(vqae->encode(ld.reshape({1, 8 * kD, 8 * kH, 8 * kW, 1}))), -1.0, 1.0);
+    ssim_ld += ssim(ld, hd).per_sample.to_vector<float>()[0] / 2;
+    psnr_rt += psnr(rt.reshape(batch), hd).psnr.to_vector<float>()[0] / 2;
+  }
+  EXPECT_NEAR(scores["mean"]["ssim_ld"].get<double>(), ssim_ld, 1e-6);
+  EXPECT_NEAR(scores["mean"]["psnr_rt"].get<double>(), psnr_rt, 1e-4);
+  EXPECT_TRUE(std::isfinite(scores["mean"]["psnr_sr"].get<double>()));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // sizes; the VQ-AE's volumes are 8x that per axis), and a UNet small enough to train in seconds.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -25,7 +26,7 @@ constexpr int64_t kC = 8, kD = 3, kH = 5, kW = 4;
 struct CacheOptions {
   int64_t train = 7, val = 3;
   bool nan_in_train = false;
-  bool hd_volumes = false;  // write HD volumes and name them in the metadata
+  bool hd_volumes = false;  // write the LD and HD volumes and name them in the metadata
   float latent_min = -1.0f, latent_max = 1.0f;
 };
 
@@ -53,10 +54,16 @@ inline void write_cache(const std::filesystem::path& dir, const CacheOptions& o)
                                               {"latent_max", std::to_string(o.latent_max)},
                                               {"weights", "test"}};
       if (o.hd_volumes) {
-        const auto path = dir / (id + "_hd.npy");
-        Tensor volume = test::random_tensor({8 * kD, 8 * kH, 8 * kW}, seed + 77, DType::float32, -1, 1);
-        io::write_npy(path, volume);
-        meta["hd_path"] = path.string();
+        // The volumes the pair came from (.npy: already on [-1, 1]); LD a noisy HD.
+        const auto hd_path = dir / (id + "_hd.npy"), ld_path = dir / (id + "_ld.npy");
+        Tensor hd_volume = test::random_tensor({8 * kD, 8 * kH, 8 * kW}, seed + 77, DType::float32, -1, 1);
+        Tensor ld_volume = test::random_tensor({8 * kD, 8 * kH, 8 * kW}, seed + 78, DType::float32, -0.3, 0.3);
+        for (int64_t k = 0; k < ld_volume.numel(); ++k)
+          ld_volume.data<float>()[k] = std::clamp(ld_volume.data<float>()[k] + hd_volume.data<float>()[k], -1.0f, 1.0f);
+        io::write_npy(hd_path, hd_volume);
+        io::write_npy(ld_path, ld_volume);
+        meta["hd_path"] = hd_path.string();
+        meta["ld_path"] = ld_path.string();
       }
       io::write_safetensors(dir / split / (id + ".safetensors"), {{"ld_latent", ld}, {"hd_latent", hd}}, meta);
     }

@@ -1,0 +1,99 @@
+#include "train/inference.h"
+
+#include <cmath>
+
+#include "kernels/activation.h"
+#include "kernels/resample.h"
+#include "runtime/error.h"
+#include "tools/lib/latent_io.h"
+
+namespace ctsr::train {
+
+SuperResolver::~SuperResolver() = default;
+
+SuperResolver::SuperResolver(const std::filesystem::path& checkpoint, const std::string& vqae_weights,
+                             const InferenceOptions& options)
+    : options_(options) {
+  CTSR_CHECK(options.weights == "ema" || options.weights == "model", "--weights ", options.weights,
+             ": expected ema or model");
+  const std::string file = checkpoint.string();
+  const CheckpointInfo info = read_checkpoint_info(checkpoint);
+  config_ = train_config_from_yaml(info.config_yaml, file);
+  diffusion_ = config_.diffusion;
+  if (options.steps) diffusion_.sampling_steps = *options.steps;
+  if (options.sampler) diffusion_.sampler = *options.sampler;
+  if (options.eta) diffusion_.ddim_eta = *options.eta;
+  validate_diffusion_config(diffusion_);
+  auto extra = [&](const char* key) {
+    auto it = info.extra.find(key);
+    return it == info.extra.end() ? std::string() : it->second;
+  };
+  if (options.window) window_ = *options.window;
+  else if (!extra("cache.hu_window").empty()) window_ = io::parse_hu_window(extra("cache.hu_window"));
+  if (options.patch_size) patch_size_ = *options.patch_size;
+  else if (!extra("cache.patch_size").empty()) patch_size_ = std::stoll(extra("cache.patch_size"));
+  CTSR_CHECK(patch_size_ >= 0, "--patch-size ", patch_size_, ": expected 0 (whole volume) or a positive size");
+  const std::string shape = extra("cache.latent_shape");
+  if (shape.size() > 2) {
+    const auto dims = tools::parse_number_list(shape.substr(1, shape.size() - 2), file + " cache.latent_shape");
+    if (dims.size() == 4) trained_depth_ = int64_t(dims[1]);
+  }
+
+  std::optional<int64_t> groups = options.vqae_num_groups;
+  if (!groups && config_.data.vqae_num_groups > 0) groups = config_.data.vqae_num_groups;  // what training used
+  vqae_ = Vqae::load(vqae_weights, groups, options.device, &warning_);
+  CTSR_CHECK(vqae_->config().embedding_dim == config_.model.out_channels, "--vqae ", vqae_weights, " has ",
+             vqae_->config().embedding_dim, " latent channels but the model in ", file, " denoises ",
+             config_.model.out_channels);
+  if (!extra("cache.latent_min").empty()) {
+    const double lo = std::stod(extra("cache.latent_min")), hi = std::stod(extra("cache.latent_max"));
+    CTSR_CHECK(std::abs(lo - vqae_->code_min()) <= 1e-6 * (1 + std::abs(lo)) &&
+                   std::abs(hi - vqae_->code_max()) <= 1e-6 * (1 + std::abs(hi)),
+               "--vqae ", vqae_weights, " has codebook bounds [", vqae_->code_min(), ", ", vqae_->code_max(), "] but ",
+               file, " was trained on latents normalised with [", lo, ", ", hi,
+               "]: use the VQ-AE its cache was made with (", extra("cache.weights"), ")");
+  }
+  LayerOptions layer;
+  layer.device = options.device;
+  net_ = std::make_unique<UNet3D>(config_.model, layer);
+  net_->train(false);
+  load_weights(checkpoint, options.weights, net_->parameters());
+  schedule_ = std::make_unique<NoiseSchedule>(diffusion_);
+}
+
+Tensor SuperResolver::encode(const Tensor& volume, const std::string& source) {
+  CTSR_CHECK(volume.ndim() == 3, source, ": volume ", volume.shape().str(), " is not [D, H, W]");
+  const Tensor x = volume.reshape({1, volume.dim(0), volume.dim(1), volume.dim(2), 1}).to(options_.device);
+  try {
+    return patch_size_ > 0 ? vqae_->patch_encode(x, patch_size_) : vqae_->encode(x);
+  } catch (const Error& e) {
+    CTSR_FAIL(source, ": ", e.what());
+  }
+}
+
+Tensor SuperResolver::decode(const Tensor& latent) {
+  // Deeper than what the model trained on: decode in slabs of the training depth.
+  last_slab_ = options_.slab.value_or(trained_depth_ > 0 && latent.dim(1) > trained_depth_ ? trained_depth_ : 0);
+  Tensor y = last_slab_ > 0 ? vqae_->decode_sliding(latent, last_slab_) : vqae_->decode(latent);
+  y = clamp(y, -1.0, 1.0);
+  return y.to(Device::cpu()).reshape({y.dim(1), y.dim(2), y.dim(3)});
+}
+
+Tensor SuperResolver::super_resolve(const Tensor& volume, const std::string& source, uint64_t sample_key) {
+  NoGradGuard no_grad;
+  const Tensor ld = vqae_->normalize_latent(encode(volume, source));
+  const int64_t n = ld.dim(0);
+  const Device device = options_.device;
+  Denoiser denoiser = [&](const Tensor& x_t, int64_t t) {
+    return net_->forward(concat_channels(x_t, ld), Tensor::from_vector(std::vector<int64_t>(size_t(n), t), {n}, device));
+  };
+  Tensor sr = sample(*schedule_, diffusion_, ld.shape(), ld.dtype(), device, denoiser, options_.seed, {sample_key});
+  return decode(vqae_->denormalize_latent(sr));
+}
+
+Tensor SuperResolver::round_trip(const Tensor& volume, const std::string& source) {
+  NoGradGuard no_grad;
+  return decode(encode(volume, source));
+}
+
+}  // namespace ctsr::train
