@@ -89,11 +89,12 @@ void adamw_step(const std::vector<Tensor*>& params, const std::vector<const Tens
   }
 }
 
-double sum_of_squares(const std::vector<const Tensor*>& tensors) {
-  const char* op = "sum_of_squares";
+namespace {
+// The sum of squares; errors name the calling op and its list ("global_grad_norm grads[1]").
+double checked_sum_of_squares(const char* op, const char* list, const std::vector<const Tensor*>& tensors) {
   if (tensors.empty()) return 0.0;
-  check_entry(op, "tensors", 0, tensors[0], nullptr);
-  for (size_t i = 0; i < tensors.size(); ++i) check_entry(op, "tensors", i, tensors[i], tensors[0]);
+  check_entry(op, list, 0, tensors[0], nullptr);
+  for (size_t i = 0; i < tensors.size(); ++i) check_entry(op, list, i, tensors[i], tensors[0]);
   const Device device = tensors[0]->device();
   if (device.kind == DeviceKind::cpu) {
     return kernels::with_float_type(op, *tensors[0], [&](auto tag) {
@@ -103,15 +104,20 @@ double sum_of_squares(const std::vector<const Tensor*>& tensors) {
       return sum;
     });
   }
-  tensors[0]->check_dtype(DType::float32, "sum_of_squares (CUDA) tensors[0]");
+  tensors[0]->check_dtype(DType::float32, (std::string(op) + " (CUDA) " + list + "[0]").c_str());
   double sum = 0.0;
   CTSR_LAUNCH(device, sum_of_squares, tensor_list(tensors), device, sum);
   return sum;
 }
+}  // namespace
+
+double sum_of_squares(const std::vector<const Tensor*>& tensors) {
+  return checked_sum_of_squares("sum_of_squares", "tensors", tensors);
+}
 
 double global_grad_norm(const std::vector<const Tensor*>& grads) {
   if (grads.empty()) return 0.0;
-  const double norm = std::sqrt(sum_of_squares(grads));
+  const double norm = std::sqrt(checked_sum_of_squares("global_grad_norm", "grads", grads));
   // Rounded to the gradients' dtype, like torch's total_norm.
   return grads[0]->dtype() == DType::float64 ? norm : double(float(norm));
 }

@@ -2,8 +2,8 @@
 # The main job on its embedded default, from a fresh machine: installs what ctsr needs, builds the
 # programs, makes synthetic CT pairs (ctsr_phantom), a stand-in VQ-AE (ctsr_vqae init: seeded and
 # untrained, until a trained one ships), the latent cache (ctsr_vqae cache), trains the UNet with
-# configs/tiny.yaml (ctsr_train), and super-resolves one held-out volume (ctsr_infer, scored by
-# ctsr_metrics). Every step resumes: run it again and finished work is skipped.
+# configs/tiny.yaml (ctsr_train), super-resolves one held-out volume (ctsr_infer) and scores every
+# held-out pair (ctsr_evaluate). Every step resumes: run it again and finished work is skipped.
 #   bash scripts/main.sh
 # Environment: CTSR_RUN_DIR (default runs/demo), CTSR_DEVICE (default auto: a GPU when present),
 # BUILD_DIR (default build-main), CTSR_STEPS (training steps, default the config's), JOBS.
@@ -28,7 +28,7 @@ else
   cmake_args+=(-DCTSR_CUDA=OFF)
 fi
 cmake -S . -B "$build" "${cmake_args[@]}" >/dev/null
-cmake --build "$build" -j "$jobs" --target ctsr_phantom ctsr_vqae ctsr_train ctsr_infer ctsr_metrics
+cmake --build "$build" -j "$jobs" --target ctsr_phantom ctsr_vqae ctsr_train ctsr_infer ctsr_evaluate ctsr_metrics
 bin=$build/bin
 echo "main: built in $(( $(date +%s) - start )) s"
 
@@ -43,13 +43,12 @@ overrides=(--set "data.cache_dir=$run/cache" --set "data.vqae_weights=$run/vqae.
 [ -n "${CTSR_STEPS:-}" ] && overrides+=(--set "training.max_steps=$CTSR_STEPS")
 "$bin/ctsr_train" --config configs/tiny.yaml "${overrides[@]}" --resume auto --device "$device"
 
-# One held-out (val) volume through the whole pipeline.
+# One held-out volume through ctsr_infer, then every held-out pair scored: the input, the VQ-AE
+# round trip and the super-resolved result against full dose (the last lines of the run).
 id=$(ls "$run/cache/val" | head -n 1 | sed 's/\.safetensors$//')
 checkpoint=$(ls "$run/train/checkpoints"/step_*.safetensors | tail -n 1)
 "$bin/ctsr_infer" --model "$checkpoint" --vqae "$run/vqae.safetensors" --input "$run/data/ld/$id.nii.gz" \
   --output "$run/sr_$id.nii.gz" --device "$device"
-echo "main: $id, low-dose input vs HD:"
-"$bin/ctsr_metrics" --pred "$run/data/ld/$id.nii.gz" --target "$run/data/hd/$id.nii.gz" | cut -c1-80
-echo "main: $id, super-resolved vs HD:"
-"$bin/ctsr_metrics" --pred "$run/sr_$id.nii.gz" --target "$run/data/hd/$id.nii.gz" | cut -c1-80
-echo "main: outputs in $run/train (checkpoints, metrics.jsonl, tensorboard/, images/); done in $(( $(date +%s) - start )) s"
+echo "main: outputs in $run/train (checkpoints, metrics.jsonl, tensorboard/, images/), $run/sr_$id.nii.gz;" \
+  "$(( $(date +%s) - start )) s so far"
+"$bin/ctsr_evaluate" --model "$checkpoint" --device "$device" --json "$run/evaluation.json"
