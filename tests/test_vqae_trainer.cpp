@@ -212,6 +212,26 @@ TEST(VqaeTrainer, LightValidationIsFixedAndTheCodebookStartsFromTheFirstBatch) {
   EXPECT_EQ(a.loss, 4.0 * a.l1 + a.commitment);
 }
 
+// model.init_weights: training continues from a weight file (here PyTorch's tiny checkpoint, with
+// its codebook and EMA buffers) instead of a random model.
+TEST(VqaeTrainer, StartsFromInitialWeights) {
+  TempDir dir("vqae-trainer-init");
+  write_synthetic_pairs(dir / "data", 3);
+  VqaeTrainConfig c = tiny_vqae_config(dir);
+  c.model.n_codes = 64;
+  c.model.init_weights = std::string(CTSR_TEST_DATA_DIR) + "/vqae/tiny.ckpt";
+  VqaeTrainer trainer(c, quiet());
+  auto file = Vqae::load(c.model.init_weights, 2, Device::cpu());
+  const auto a = weights(trainer.model()), b = weights(*file);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(test::tensors_equal(a[i], b[i])) << "parameter " << i;
+  ASSERT_TRUE(trainer.codebook().initialized());
+  EXPECT_TRUE(test::tensors_equal(trainer.codebook().embeddings(), file->codebook()));
+  EXPECT_TRUE(test::tensors_equal(trainer.codebook().ema_counts(), file->codebook_n()));
+  EXPECT_TRUE(test::tensors_equal(trainer.codebook().ema_sums(), file->codebook_z_avg()));
+  EXPECT_TRUE(std::isfinite(trainer.step()));
+  EXPECT_FALSE(test::tensors_equal(weights(trainer.model())[0], b[0]));
+}
+
 TEST(VqaeTrainer, NonFiniteStepsAreSkippedAndTooManyAbort) {
   TempDir dir("vqae-trainer-nan");
   write_synthetic_pairs(dir / "data", 4);
