@@ -58,15 +58,17 @@ struct Geometry {
   int64_t tile_x(size_t row, int j) const { return column_x(j) + (column_width - tiles[row].width) / 2; }
 };
 
+// `columns` drawn, the widest title among them `widest_title` (the default: all four).
 Geometry expected_geometry(const PanelOptions& o, const std::vector<std::string>& labels,
-                           const std::vector<TileSize>& tiles) {
+                           const std::vector<TileSize>& tiles, int64_t columns = 4,
+                           const std::string& widest_title = "|SR-HD|") {
   const int64_t s = o.scale;
   Geometry g;
   g.gap = 2 * s;
   g.tiles = tiles;
   int64_t label_width = 0;
   for (const auto& l : labels) label_width = std::max(label_width, expected_text_width(l, o.scale));
-  g.column_width = expected_text_width("|SR-HD|", o.scale);
+  g.column_width = expected_text_width(widest_title, o.scale);
   for (const auto& t : tiles) g.column_width = std::max(g.column_width, t.width);
   g.rows_y = g.gap + 7 * s + g.gap;
   std::vector<int64_t> heights;
@@ -84,7 +86,7 @@ Geometry expected_geometry(const PanelOptions& o, const std::vector<std::string>
   int64_t tick_width = 0;
   for (double v : g.ticks) tick_width = std::max(tick_width, expected_text_width(train::format_tick(v), o.scale));
   g.columns_x = g.gap + label_width + g.gap;
-  g.bar_x = g.columns_x + 4 * g.column_width + 4 * g.gap;
+  g.bar_x = g.columns_x + columns * g.column_width + columns * g.gap;
   g.width = g.bar_x + 4 * s + g.gap + tick_width + g.gap;
   g.height = g.rows_y + g.rows_height + g.gap;
   return g;
@@ -219,6 +221,39 @@ TEST(Panels, SlicesPanelShowsEveryVoxelOfItsSlices) {
       expect_text(image, g.column_x(j) + (g.column_width - expected_text_width(titles[j], o.scale)) / 2, g.gap,
                   titles[j], o.scale);
   }
+}
+
+// An autoencoder's reconstruction: INPUT (passed as LD and HD), RECON and |RECON-INPUT| in three
+// columns, laid out as four are with the HD column left out.
+TEST(Panels, ReconstructionPanelShowsInputReconstructionAndError) {
+  const Volumes v = random_volumes(13, 11, 7, 12);
+  const Tensor& input = v.hd;
+  const Tensor& recon = v.sr;
+  for (const PanelOptions& base : option_sets()) {
+    const PanelOptions o = train::reconstruction_panel_options(base);
+    const RgbImage image = train::render_slices_panel(input, recon, input, o);
+    SlicesLayout layout = expected_slices_layout(v, base);
+    const Geometry g = expected_geometry(o, layout.labels, layout.geometry.tiles, 3, "|RECON-INPUT|");
+    ASSERT_EQ(image.width, g.width);
+    ASSERT_EQ(image.height, g.height);
+    for (size_t i = 0; i < layout.depths.size(); ++i) {
+      const int64_t d = layout.depths[i];
+      int column = 0;
+      for (const Tensor* t : {&input, &recon})
+        expect_tile(image, g.tile_x(i, column++), g.row_y[i], g.tiles[i], v.H, v.W,
+                    [&](int64_t r, int64_t c) { return grey(v.at(*t, d, r, c)); }, layout.labels[i] + " grey column");
+      expect_tile(image, g.tile_x(i, 2), g.row_y[i], g.tiles[i], v.H, v.W,
+                  [&](int64_t r, int64_t c) { return train::error_colour(double(v.error(d, r, c)) / o.error_max); },
+                  layout.labels[i] + " error column");
+    }
+    const std::vector<std::string> titles{"INPUT", "RECON", "|RECON-INPUT|"};
+    for (int j = 0; j < 3; ++j)
+      expect_text(image, g.column_x(j) + (g.column_width - expected_text_width(titles[size_t(j)], o.scale)) / 2, g.gap,
+                  titles[size_t(j)], o.scale);
+  }
+  PanelOptions none;
+  none.columns = {false, false, false, false};
+  expect_error_mentions([&] { train::render_mip_panel(input, recon, input, none); }, {"render_mip_panel", "no column"});
 }
 
 TEST(Panels, OrthogonalPanelShowsThePlanesThroughTheCentre) {

@@ -47,16 +47,6 @@ std::vector<Tensor> values(UNet3D& net) {
   return out;
 }
 
-std::vector<nlohmann::json> training_lines(const std::filesystem::path& metrics) {
-  std::vector<nlohmann::json> out;
-  for (auto& j : read_metrics(metrics))
-    if (!j.contains("tier")) {
-      j.erase("samples_per_s");  // a timing, not a result
-      out.push_back(j);
-    }
-  return out;
-}
-
 TEST(Trainer, ResumedRunEqualsTheUninterruptedOne) {
   TempDir dir("trainer-resume");
   write_cache(dir / "cache", {});

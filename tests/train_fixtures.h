@@ -15,6 +15,7 @@
 #include "tests/harness.h"
 #include "tests/tool_runner.h"
 #include "train/config.h"
+#include "train/metrics_log.h"
 
 namespace ctsr::train {
 
@@ -68,6 +69,17 @@ inline void write_cache(const std::filesystem::path& dir, const CacheOptions& o)
       io::write_safetensors(dir / split / (id + ".safetensors"), {{"ld_latent", ld}, {"hd_latent", hd}}, meta);
     }
   }
+}
+
+// The training lines of a metrics.jsonl without their timing (samples_per_s), to compare runs.
+inline std::vector<nlohmann::json> training_lines(const std::filesystem::path& metrics) {
+  std::vector<nlohmann::json> out;
+  for (auto& j : read_metrics(metrics))
+    if (!j.contains("tier")) {
+      j.erase("samples_per_s");  // a timing, not a result
+      out.push_back(j);
+    }
+  return out;
 }
 
 inline TrainConfig small_config(const test::TempDir& dir) {

@@ -8,7 +8,6 @@
 // Settings the checkpoint lacks come from configs/vqae_8x.yaml (--config), flags override them.
 // num_groups: our safetensors files record it; an explicit --num-groups (or a --config value)
 // overrides the record with a warning, and the settings' value serves files without one.
-#include <functional>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -16,17 +15,16 @@
 #include <sstream>
 
 #include "kernels/random.h"
-#include "model/pytorch_import.h"
 #include "model/vqae.h"
 #include "runtime/error.h"
 #include "runtime/philox.h"
-#include "runtime/formats/safetensors.h"
 #include "runtime/formats/torch_checkpoint.h"
 #include "runtime/formats/volume.h"
 #include "tools/lib/cli.h"
 #include "tools/lib/latent_cache.h"
 #include "tools/lib/latent_io.h"
 #include "tools/lib/vqae_settings.h"
+#include "tools/lib/vqae_weights.h"
 
 using namespace ctsr;
 
@@ -74,25 +72,11 @@ std::unique_ptr<Vqae> load_model(const std::string& weights, const Common& commo
   return Vqae::load(*source, common.config_for(*source, s).num_groups, common.resolve_device());
 }
 
-// Our weight file, the format every --weights reads: each parameter under its checkpoint key in
-// PyTorch's layout with the rank pytorch_rank(key, value) gives, float32, then the codebook.
-void write_weights(const std::string& out, Vqae& model, const Tensor& codebook,
-                   const std::function<int(const std::string&, const Tensor&)>& pytorch_rank,
-                   std::map<std::string, std::string> metadata) {
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  for (Parameter* p : model.parameters()) {
-    const std::string key = vqae_checkpoint_key(p->name);
-    tensors.emplace_back(key, to_pytorch_layout(p->value, pytorch_rank(key, p->value)));
-  }
-  tensors.emplace_back("codebook.embeddings", codebook.to(Device::cpu()));
-  const VqaeConfig& config = model.config();
-  metadata["format"] = "ctsr-vqae/1";
-  metadata["architecture"] = config.str();
-  metadata["num_groups"] = std::to_string(config.num_groups);
-  metadata["layout"] = "PyTorch (conv [out, in, k, k, k]; conv_trans [in, out, k, k, k])";
-  io::write_safetensors(out, tensors, metadata);
-  std::cout << "wrote " << out << ": " << tensors.size() << " tensors, " << model.parameter_count()
-            << " parameters (" << config.str() << ")\n";
+// Writes our weight file (tools/lib/vqae_weights.h) and says what it holds.
+void write_weights(const std::string& out, Vqae& model, const tools::VqaeWeightsOptions& options) {
+  const size_t count = tools::write_vqae_weights(out, model, options);
+  std::cout << "wrote " << out << ": " << count << " tensors, " << model.parameter_count() << " parameters ("
+            << model.config().str() << ")\n";
 }
 
 // Keys of the file the model does not use, grouped by their first two name parts.
@@ -143,9 +127,10 @@ void command_convert(const std::string& ckpt, const std::string& out, const Comm
   Vqae model(config, LayerOptions{});
   model.load_from(*source);  // validates every tensor before anything is written
   // Each tensor keeps the rank it has in the checkpoint.
-  write_weights(out, model, model.codebook(),
-                [&](const std::string& key, const Tensor&) { return int(source->record(key).shape.size()); },
-                {{"source", std::filesystem::path(ckpt).filename().string()}});
+  tools::VqaeWeightsOptions options;
+  options.pytorch_rank = [&](const std::string& key, const Tensor&) { return int(source->record(key).shape.size()); };
+  options.metadata = {{"source", std::filesystem::path(ckpt).filename().string()}};
+  write_weights(out, model, options);
 }
 
 struct InitOptions {
@@ -177,16 +162,10 @@ void command_init(const InitOptions& o) {
   Vqae model(config, layers);
   Tensor codebook = Tensor::empty({config.n_codes, config.embedding_dim}, DType::float32, Device::cpu());
   fill_normal(codebook, o.seed, philox::stream_offset(kCodebookPurpose, 0));
-  // PyTorch's ranks: our tensors' own, except the attention's to_out, a 1x1x1 conv there and a
-  // Linear here (the ranks convert keeps from the checkpoint).
-  auto pytorch_rank = [](const std::string& key, const Tensor& value) {
-    const std::string to_out = ".to_out.weight";
-    const bool is_to_out =
-        key.size() >= to_out.size() && key.compare(key.size() - to_out.size(), to_out.size(), to_out) == 0;
-    return is_to_out ? 5 : static_cast<int>(value.ndim());
-  };
-  write_weights(o.out, model, codebook, pytorch_rank,
-                {{"source", "ctsr_vqae init (random initialisation, untrained)"}, {"seed", std::to_string(o.seed)}});
+  model.set_codebook(codebook);
+  tools::VqaeWeightsOptions options;
+  options.metadata = {{"source", "ctsr_vqae init (random initialisation, untrained)"}, {"seed", std::to_string(o.seed)}};
+  write_weights(o.out, model, options);
 }
 
 void command_encode(const std::string& weights, const std::string& input, const std::string& output,

@@ -43,11 +43,25 @@ double read_double(const std::map<std::string, std::string>& meta, const std::st
   }
 }
 
-CheckpointInfo info_from(const std::map<std::string, std::string>& meta, const std::string& file) {
+// What a checkpoint of each kind is, and what to do with one offered where the other is wanted.
+const char* describe_kind(const std::string& kind) {
+  if (kind == kDiffusionCheckpoint) return "a ctsr_train checkpoint (the diffusion UNet)";
+  if (kind == kVqaeCheckpoint)
+    return "a ctsr_train_vqae checkpoint (a VQ-AE; its weights for ctsr_vqae, ctsr_train's data.vqae_weights and "
+           "ctsr_infer's --vqae are OUTPUT/vqae.safetensors of that run)";
+  return "a checkpoint of an unknown kind";
+}
+
+CheckpointInfo info_from(const std::map<std::string, std::string>& meta, const std::string& file,
+                         const std::string& expected_kind) {
   auto format = meta.find("format");
   CTSR_CHECK(format != meta.end() && format->second == kFormat, file, ": not a ctsr_train checkpoint (format '",
              format == meta.end() ? "" : format->second, "', expected '", kFormat, "')");
   CheckpointInfo info;
+  auto kind = meta.find("kind");
+  info.kind = kind == meta.end() ? kDiffusionCheckpoint : kind->second;
+  CTSR_CHECK(info.kind == expected_kind, file, ": this is ", describe_kind(info.kind), " (kind '", info.kind,
+             "'), but ", describe_kind(expected_kind), " is expected here");
   TrainingState& s = info.state;
   s.step = read_int(meta, "state.step", file);
   s.optimizer_updates = read_int(meta, "state.optimizer_updates", file);
@@ -66,7 +80,7 @@ CheckpointInfo info_from(const std::map<std::string, std::string>& meta, const s
 }
 
 template <class Each>
-void for_each_group(const CheckpointTensors& t, Each&& each) {
+void for_each_group(const CheckpointTensors& t, const NamedTensors& extra, Each&& each) {
   for (size_t i = 0; i < t.model.size(); ++i) {
     const std::string& name = t.model[i]->name;
     each("model/" + name, t.model[i]->value);
@@ -74,6 +88,7 @@ void for_each_group(const CheckpointTensors& t, Each&& each) {
     if (i < t.adam_m.size()) each("adam_m/" + name, *t.adam_m[i]);
     if (i < t.adam_v.size()) each("adam_v/" + name, *t.adam_v[i]);
   }
+  for (const auto& [name, tensor] : extra) each(name, *tensor);
 }
 
 void load_into(const io::SafetensorsReader& reader, const std::string& key, Tensor& target) {
@@ -116,12 +131,27 @@ std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::pa
   return all.back().second;
 }
 
-void save_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors, const CheckpointInfo& info) {
+std::optional<std::filesystem::path> checkpoint_to_resume(const std::string& resume, const std::filesystem::path& out_dir) {
+  const std::filesystem::path dir = out_dir / "checkpoints";
+  if (resume == "auto") return latest_checkpoint(dir);
+  if (!resume.empty()) {
+    CTSR_CHECK(std::filesystem::is_regular_file(resume), "--resume ", resume, ": no such checkpoint");
+    return std::filesystem::path(resume);
+  }
+  if (auto existing = latest_checkpoint(dir))
+    CTSR_FAIL("output.dir ", out_dir.string(), " already holds checkpoints (", existing->filename().string(),
+              "); pass --resume auto to continue that run, or choose another output.dir");
+  return std::nullopt;
+}
+
+void save_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors, const CheckpointInfo& info,
+                     const NamedTensors& extra) {
   std::vector<std::pair<std::string, Tensor>> named;
-  for_each_group(tensors, [&](const std::string& key, const Tensor& t) { named.emplace_back(key, t); });
+  for_each_group(tensors, extra, [&](const std::string& key, const Tensor& t) { named.emplace_back(key, t); });
   const TrainingState& s = info.state;
   std::map<std::string, std::string> meta{
       {"format", kFormat},
+      {"kind", info.kind},
       {"state.step", std::to_string(s.step)},
       {"state.optimizer_updates", std::to_string(s.optimizer_updates)},
       {"state.ema_updates", std::to_string(s.ema_updates)},
@@ -138,24 +168,26 @@ void save_checkpoint(const std::filesystem::path& path, const CheckpointTensors&
   io::write_safetensors(path, named, meta);
 }
 
-CheckpointInfo read_checkpoint_info(const std::filesystem::path& path) {
+CheckpointInfo read_checkpoint_info(const std::filesystem::path& path, const std::string& kind) {
   CTSR_CHECK(std::filesystem::is_regular_file(path), path.string(), ": no such checkpoint");
   io::SafetensorsReader reader(path);
-  return info_from(reader.metadata(), path.string());
+  return info_from(reader.metadata(), path.string(), kind);
 }
 
-CheckpointInfo load_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors) {
+CheckpointInfo load_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors,
+                               const std::string& kind, const NamedTensors& extra) {
   CTSR_CHECK(std::filesystem::is_regular_file(path), path.string(), ": no such checkpoint");
   io::SafetensorsReader reader(path);
-  CheckpointInfo info = info_from(reader.metadata(), path.string());
-  for_each_group(tensors, [&](const std::string& key, Tensor& t) { load_into(reader, key, t); });
+  CheckpointInfo info = info_from(reader.metadata(), path.string(), kind);
+  for_each_group(tensors, extra, [&](const std::string& key, Tensor& t) { load_into(reader, key, t); });
   return info;
 }
 
-void load_weights(const std::filesystem::path& path, const std::string& group, const std::vector<Parameter*>& params) {
+void load_weights(const std::filesystem::path& path, const std::string& group, const std::vector<Parameter*>& params,
+                  const std::string& kind) {
   CTSR_CHECK(std::filesystem::is_regular_file(path), path.string(), ": no such checkpoint");
   io::SafetensorsReader reader(path);
-  info_from(reader.metadata(), path.string());
+  info_from(reader.metadata(), path.string(), kind);
   for (Parameter* p : params) load_into(reader, group + "/" + p->name, p->value);
 }
 

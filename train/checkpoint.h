@@ -2,11 +2,16 @@
 // written to a temporary name and renamed, holding
 //   model/<name>      the trained weights            ema/<name>       their exponential moving average
 //   adam_m/<name>     AdamW's first moments          adam_v/<name>    its second moments
-// (names as in model/unet.h) and metadata: the training state (step, optimiser updates, EMA
-// updates, skip counters, best validation SSIM and its step), the random-number scheme and seed
-// (every draw is Philox keyed by seed and step, so these are the whole RNG state), the resolved
-// configuration (YAML) and what the run trained on (the cache's latent shape, window and patch
-// size, read by ctsr_infer).
+//   <extra name>      further state under its own name (the VQ-AE's codebook buffers: codebook/...)
+// (names as in the model's parameter list) and metadata: which program's run it is ("kind":
+// "diffusion" for ctsr_train, the default of files without the entry; "vqae" for
+// ctsr_train_vqae), the training state (step, optimiser updates, EMA updates, skip counters,
+// best validation SSIM and its step), the random-number scheme and seed (every draw is Philox
+// keyed by seed and step, so these are the whole RNG state), the resolved configuration (YAML)
+// and what the run trained on (the cache's latent shape, window and patch size, read by ctsr_infer).
+//
+// Readers name the kind they expect: a checkpoint of the other program is refused with a message
+// that says what it is and what to pass instead (ctsr_infer given a VQ-AE checkpoint).
 //
 // Retention: the last `keep` checkpoints are kept, plus the best by validation SSIM.
 #pragma once
@@ -34,7 +39,11 @@ struct TrainingState {
 };
 
 // What a checkpoint holds besides the tensors.
+inline constexpr const char* kDiffusionCheckpoint = "diffusion";  // ctsr_train
+inline constexpr const char* kVqaeCheckpoint = "vqae";            // ctsr_train_vqae
+
 struct CheckpointInfo {
+  std::string kind = kDiffusionCheckpoint;
   TrainingState state;
   uint64_t seed = 0;
   std::string config_yaml;
@@ -47,20 +56,31 @@ struct CheckpointTensors {
   std::vector<Parameter*> ema;     // value is saved (an identical module holding the average)
   std::vector<Tensor*> adam_m, adam_v;
 };
+// Further tensors of a checkpoint, each saved and loaded under its own name.
+using NamedTensors = std::vector<std::pair<std::string, Tensor*>>;
 
 std::filesystem::path checkpoint_path(const std::filesystem::path& dir, int64_t step);
 // Checkpoints in dir, by step, ascending (temporaries and other files ignored).
 std::vector<std::pair<int64_t, std::filesystem::path>> list_checkpoints(const std::filesystem::path& dir);
 std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& dir);
 
-void save_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors, const CheckpointInfo& info);
-// Reads the metadata only.
-CheckpointInfo read_checkpoint_info(const std::filesystem::path& path);
+// Which checkpoint a run of a single process starts from, for a --resume value: "" (a new run:
+// none, and an output folder that already holds checkpoints is refused so that nothing is
+// overwritten by mistake), "auto" (the latest of out_dir/checkpoints, or none) or a path (which
+// must exist). Errors name the flag and the folder.
+std::optional<std::filesystem::path> checkpoint_to_resume(const std::string& resume, const std::filesystem::path& out_dir);
+
+void save_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors, const CheckpointInfo& info,
+                     const NamedTensors& extra = {});
+// Reads the metadata only; a checkpoint of another kind than `kind` is an error naming both.
+CheckpointInfo read_checkpoint_info(const std::filesystem::path& path, const std::string& kind = kDiffusionCheckpoint);
 // Loads into the given tensors (any device); every name must be present with the same shape,
 // else an error naming the file and the tensor (a checkpoint of another architecture).
-CheckpointInfo load_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors);
+CheckpointInfo load_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors,
+                               const std::string& kind = kDiffusionCheckpoint, const NamedTensors& extra = {});
 // Loads one group ("model" or "ema") into a module's parameters, for inference.
-void load_weights(const std::filesystem::path& path, const std::string& group, const std::vector<Parameter*>& params);
+void load_weights(const std::filesystem::path& path, const std::string& group, const std::vector<Parameter*>& params,
+                  const std::string& kind = kDiffusionCheckpoint);
 
 // Removes all but the `keep` newest checkpoints and the one of `best_step` (when >= 0).
 void prune_checkpoints(const std::filesystem::path& dir, int64_t keep, int64_t best_step);

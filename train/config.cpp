@@ -1,7 +1,5 @@
 #include "train/config.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -10,93 +8,21 @@
 
 #include "kernels/conv3d.h"
 #include "runtime/error.h"
+#include "tools/lib/config_schema.h"
 
 namespace ctsr::train {
 
 namespace {
 
-// One key of the schema: how to read it from a YAML node and how to write it back. `expected`
-// is the type in words, for errors.
-struct Field {
-  std::string key;
-  std::string expected;
-  std::function<void(const YAML::Node&)> set;  // throws YAML::Exception (or ctsr::Error) on a bad value
-  std::function<void(YAML::Emitter&)> emit;
-};
-
-template <class T>
-Field scalar_field(const std::string& key, T& value, const char* expected) {
-  return {key, expected, [&value](const YAML::Node& n) {
-            if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
-            value = n.as<T>();
-          },
-          [&value](YAML::Emitter& e) { e << value; }};
-}
-
-Field int_field(const std::string& key, int64_t& v) { return scalar_field(key, v, "an integer"); }
-Field uint_field(const std::string& key, uint64_t& v) { return scalar_field(key, v, "a non-negative integer"); }
-Field bool_field(const std::string& key, bool& v) { return scalar_field(key, v, "true or false"); }
-Field string_field(const std::string& key, std::string& v) { return scalar_field(key, v, "a string"); }
-
-Field double_field(const std::string& key, double& v) {
-  Field f = scalar_field(key, v, "a number");
-  // Full precision, so the resolved configuration reads back to the same doubles.
-  f.emit = [&v](YAML::Emitter& e) {
-    std::ostringstream s;
-    s.precision(17);
-    s << v;
-    std::string text = s.str();
-    if (text.find_first_of(".eEn") == std::string::npos) text += ".0";
-    e << text;
-  };
-  return f;
-}
-
-template <class T>
-Field list_field(const std::string& key, std::vector<T>& v, const char* expected) {
-  return {key, expected,
-          [&v](const YAML::Node& n) {
-            if (!n.IsSequence()) throw YAML::BadConversion(n.Mark());
-            std::vector<T> out;
-            for (const auto& item : n) {
-              if (!item.IsScalar()) throw YAML::BadConversion(item.Mark());
-              out.push_back(item.as<T>());
-            }
-            v = out;
-          },
-          [&v](YAML::Emitter& e) {
-            e << YAML::Flow << YAML::BeginSeq;
-            for (const auto& x : v) e << static_cast<T>(x);
-            e << YAML::EndSeq;
-          }};
-}
-
-// An enumeration kept as its enum, read and written through its names.
-template <class E>
-Field choice_field(const std::string& key, E& v, E (*parse)(const std::string&), const char* (*name)(E),
-                   const char* expected) {
-  return {key, expected,
-          [&v, parse](const YAML::Node& n) {
-            if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
-            v = parse(n.as<std::string>());
-          },
-          [&v, name](YAML::Emitter& e) { e << name(v); }};
-}
-
-Field bool_list_field(const std::string& key, std::vector<bool>& v) {
-  return {key, "a list of true/false",
-          [&v](const YAML::Node& n) {
-            if (!n.IsSequence()) throw YAML::BadConversion(n.Mark());
-            std::vector<bool> out;
-            for (const auto& item : n) out.push_back(item.as<bool>());
-            v = out;
-          },
-          [&v](YAML::Emitter& e) {
-            e << YAML::Flow << YAML::BeginSeq;
-            for (bool x : v) e << x;
-            e << YAML::EndSeq;
-          }};
-}
+using config::Field;
+using config::bool_field;
+using config::bool_list_field;
+using config::choice_field;
+using config::double_field;
+using config::int_field;
+using config::list_field;
+using config::string_field;
+using config::uint_field;
 
 // The schema, bound to one configuration object. The order is the order of the files.
 std::vector<Field> schema(TrainConfig& c) {
@@ -165,67 +91,11 @@ std::vector<Field> schema(TrainConfig& c) {
   };
 }
 
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = up;
-    }
-  }
-  return row[b.size()];
-}
-
-[[noreturn]] void unknown_key(const std::string& source, const std::string& key, const std::vector<Field>& fields) {
-  std::string best;
-  size_t best_distance = SIZE_MAX;
-  for (const Field& f : fields) {
-    const size_t dist = edit_distance(key, f.key);
-    if (dist < best_distance) best_distance = dist, best = f.key;
-  }
-  if (best_distance <= std::max<size_t>(3, key.size() / 4))
-    CTSR_FAIL(source, ": unknown key '", key, "' (did you mean '", best, "'?)");
-  CTSR_FAIL(source, ": unknown key '", key, "' (the keys are listed in configs/diffusion.yaml)");
-}
-
-void set_value(const std::string& source, const std::string& key, const YAML::Node& value,
-               const std::vector<Field>& fields) {
-  for (const Field& f : fields) {
-    if (f.key != key) continue;
-    try {
-      f.set(value);
-    } catch (const YAML::Exception&) {
-      std::string shown = YAML::Dump(value);
-      std::replace(shown.begin(), shown.end(), '\n', ' ');
-      CTSR_FAIL(source, ": '", key, "' is '", shown, "', expected ", f.expected);
-    } catch (const Error& e) {
-      CTSR_FAIL(source, ": '", key, "': ", e.what());
-    }
-    return;
-  }
-  unknown_key(source, key, fields);
-}
-
-// Walks a mapping; leaves (scalars, sequences, nulls) are values of dotted keys.
-void read_node(const std::string& source, const YAML::Node& node, const std::string& prefix,
-               const std::vector<Field>& fields) {
-  for (const auto& kv : node) {
-    const std::string key = prefix + kv.first.as<std::string>();
-    if (kv.second.IsMap()) read_node(source, kv.second, key + ".", fields);
-    else set_value(source, key, kv.second, fields);
-  }
-}
+config::Schema schema_of(TrainConfig& c) { return {schema(c), "configs/diffusion.yaml"}; }
 
 TrainConfig from_yaml_root(const YAML::Node& root, const std::string& source) {
   TrainConfig c;
-  if (root.IsNull()) return c;
-  CTSR_CHECK(root.IsMap(), source, ": the configuration must be a YAML mapping of sections (model:, training:, ...)");
-  const std::vector<Field> fields = schema(c);
-  read_node(source, root, "", fields);
+  config::read_yaml(root, source, schema_of(c));
   return c;
 }
 
@@ -236,45 +106,17 @@ int64_t TrainConfig::warmup_steps() const {
 }
 
 TrainConfig load_train_config(const std::filesystem::path& path) {
-  const std::string source = path.string();
-  CTSR_CHECK(std::filesystem::is_regular_file(path), source, ": no such configuration file");
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(source);
-  } catch (const YAML::Exception& e) {
-    CTSR_FAIL(source, ": not valid YAML: ", e.what());
-  }
-  TrainConfig c = from_yaml_root(root, source);
-  try {
-    validate(c);
-  } catch (const Error& e) {
-    CTSR_FAIL(source, ": ", e.what());
-  }
+  TrainConfig c;
+  config::read_config_file(path, schema_of(c), [&] { validate(c); });
   return c;
 }
 
 TrainConfig train_config_from_yaml(const std::string& text, const std::string& source) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    CTSR_FAIL(source, ": the stored configuration is not valid YAML: ", e.what());
-  }
-  return from_yaml_root(root, source);
+  return from_yaml_root(config::load_yaml_text(text, source), source);
 }
 
 void apply_override(TrainConfig& config, const std::string& assignment) {
-  const size_t eq = assignment.find('=');
-  const std::string source = "--set " + assignment;
-  CTSR_CHECK(eq != std::string::npos && eq > 0, source, ": expected key=value (for example training.max_steps=200)");
-  const std::string key = assignment.substr(0, eq), text = assignment.substr(eq + 1);
-  YAML::Node value;
-  try {
-    value = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    CTSR_FAIL(source, ": the value '", text, "' is not valid YAML: ", e.what());
-  }
-  set_value(source, key, value, schema(config));
+  config::apply_assignment(assignment, schema_of(config));
 }
 
 void validate(const TrainConfig& c) {
@@ -336,42 +178,26 @@ void validate(const TrainConfig& c) {
 
 std::string to_yaml(const TrainConfig& config) {
   TrainConfig copy = config;
-  const std::vector<Field> fields = schema(copy);
-  YAML::Emitter e;
-  e << YAML::BeginMap;
-  std::string section;
-  for (const Field& f : fields) {
-    const size_t dot = f.key.find('.');
-    const std::string s = dot == std::string::npos ? "" : f.key.substr(0, dot);
-    if (s != section) {
-      if (!section.empty()) e << YAML::EndMap;
-      if (!s.empty()) e << YAML::Key << s << YAML::Value << YAML::BeginMap;
-      section = s;
-    }
-    e << YAML::Key << (dot == std::string::npos ? f.key : f.key.substr(dot + 1)) << YAML::Value;
-    f.emit(e);
-  }
-  if (!section.empty()) e << YAML::EndMap;
-  e << YAML::EndMap;
-  return std::string(e.c_str()) + "\n";
+  return config::emit_yaml(schema_of(copy));
 }
 
 std::vector<std::string> train_config_keys() {
   TrainConfig c;
-  std::vector<std::string> keys;
-  for (const Field& f : schema(c)) keys.push_back(f.key);
-  return keys;
+  return config::keys_of(schema_of(c));
+}
+
+double scheduled_learning_rate(double lr, const std::string& scheduler, int64_t warmup, int64_t total, int64_t step) {
+  // Step s (0-based) of the warm-up uses (s + 1) / warmup of the rate, so no step is wasted at 0.
+  if (step < warmup) return lr * double(step + 1) / double(warmup);
+  if (scheduler == "constant" || total <= warmup) return lr;
+  const double progress = double(step - warmup) / double(total - warmup);  // 0 at the end of warm-up
+  if (scheduler == "cosine") return lr * 0.5 * (1.0 + std::cos(M_PI * std::min(progress, 1.0)));
+  return lr * std::max(0.0, 1.0 - progress);
 }
 
 double learning_rate_at(const TrainConfig& c, int64_t step) {
-  const double lr = c.training.learning_rate;
-  const int64_t warmup = c.warmup_steps(), total = c.training.max_steps;
-  // Step s (0-based) of the warm-up uses (s + 1) / warmup of the rate, so no step is wasted at 0.
-  if (step < warmup) return lr * double(step + 1) / double(warmup);
-  if (c.training.lr_scheduler == "constant" || total <= warmup) return lr;
-  const double progress = double(step - warmup) / double(total - warmup);  // 0 at the end of warm-up
-  if (c.training.lr_scheduler == "cosine") return lr * 0.5 * (1.0 + std::cos(M_PI * std::min(progress, 1.0)));
-  return lr * std::max(0.0, 1.0 - progress);
+  return scheduled_learning_rate(c.training.learning_rate, c.training.lr_scheduler, c.warmup_steps(),
+                                 c.training.max_steps, step);
 }
 
 }  // namespace ctsr::train

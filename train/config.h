@@ -110,5 +110,7 @@ std::vector<std::string> train_config_keys();
 // Learning rate at optimiser step `step` (0-based): linear warm-up from 0 over warmup_steps, then
 // the scheduler's decay to 0 at max_steps (constant: stays at learning_rate).
 double learning_rate_at(const TrainConfig& config, int64_t step);
+// The same rule for any run: linear | cosine | constant after `warmup` steps, over `total` steps.
+double scheduled_learning_rate(double lr, const std::string& scheduler, int64_t warmup, int64_t total, int64_t step);
 
 }  // namespace ctsr::train

@@ -109,52 +109,7 @@ int64_t SampleOrder::at(int64_t counter) {
 // ---- Prefetcher ----------------------------------------------------------------------------------
 
 Prefetcher::Prefetcher(const LatentDataset& dataset, IndicesOf indices_of, int64_t first, int64_t depth)
-    : dataset_(dataset), indices_of_(std::move(indices_of)), next_to_read_(first), depth_(size_t(std::max<int64_t>(1, depth))) {
-  thread_ = std::thread([this] { run(); });
-}
-
-Prefetcher::~Prefetcher() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-  }
-  changed_.notify_all();
-  thread_.join();
-}
-
-void Prefetcher::run() {
-  try {
-    for (;;) {
-      int64_t m;
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        changed_.wait(lock, [&] { return stopping_ || ready_.size() < depth_; });
-        if (stopping_) return;
-        m = next_to_read_++;
-      }
-      LatentBatch batch = dataset_.load(indices_of_(m));
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        ready_.push_back(std::move(batch));
-      }
-      changed_.notify_all();
-    }
-  } catch (...) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    error_ = std::current_exception();
-    changed_.notify_all();
-  }
-}
-
-LatentBatch Prefetcher::next() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return !ready_.empty() || error_; });
-  if (ready_.empty()) std::rethrow_exception(error_);
-  LatentBatch batch = std::move(ready_.front());
-  ready_.pop_front();
-  lock.unlock();
-  changed_.notify_all();
-  return batch;
-}
+    : reader_([&dataset, indices_of = std::move(indices_of)](int64_t m) { return dataset.load(indices_of(m)); }, first,
+              depth) {}
 
 }  // namespace ctsr::train

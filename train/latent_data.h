@@ -12,19 +12,15 @@
 //   Prefetcher      reads micro-batches in order on a background thread, a few ahead.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
-#include <exception>
 #include <filesystem>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "runtime/tensor.h"
+#include "train/prefetch.h"
 
 namespace ctsr::train {
 
@@ -75,23 +71,10 @@ class Prefetcher {
  public:
   using IndicesOf = std::function<std::vector<int64_t>(int64_t micro_batch)>;
   Prefetcher(const LatentDataset& dataset, IndicesOf indices_of, int64_t first, int64_t depth);
-  ~Prefetcher();
-  Prefetcher(const Prefetcher&) = delete;
-  Prefetcher& operator=(const Prefetcher&) = delete;
-  LatentBatch next();
+  LatentBatch next() { return reader_.next(); }
 
  private:
-  void run();
-  const LatentDataset& dataset_;
-  IndicesOf indices_of_;
-  int64_t next_to_read_;
-  size_t depth_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::deque<LatentBatch> ready_;
-  std::exception_ptr error_;
-  bool stopping_ = false;
-  std::thread thread_;
+  OrderedPrefetcher<LatentBatch> reader_;
 };
 
 }  // namespace ctsr::train

@@ -240,15 +240,20 @@ RgbImage compose(const char* panel, const std::vector<PanelRow>& rows, const Pan
                " mm would be ", pixels, " pixels (finest spacing ", min_spacing, " mm, scale ", s, ")");
     return std::max<int64_t>(1, std::llround(pixels));
   };
-  static const std::array<std::string, 4> titles{"LD", "SR", "HD", "|SR-HD|"};
+  std::vector<size_t> shown;  // the columns drawn, left to right
+  for (size_t j = 0; j < 4; ++j)
+    if (options.columns[j]) shown.push_back(j);
+  CTSR_CHECK(!shown.empty(), panel, ": no column is shown (PanelOptions::columns is all false)");
+  const int64_t column_count = static_cast<int64_t>(shown.size());
 
   int64_t label_width = 0, column_width = 0, rows_height = 0;
-  for (const auto& title : titles) column_width = std::max(column_width, text_width(title, options.scale));
+  for (size_t j : shown) column_width = std::max(column_width, text_width(options.titles[j], options.scale));
   std::vector<int64_t> row_heights;
   for (const PanelRow& row : rows) {
     label_width = std::max(label_width, text_width(row.label, options.scale));
     int64_t height = text_height;
-    for (const Plane& p : row.tiles) {
+    for (size_t j : shown) {
+      const Plane& p = row.tiles[j];
       column_width = std::max(column_width, side(p.cols, p.col_spacing));
       height = std::max(height, side(p.rows, p.row_spacing));
     }
@@ -266,7 +271,7 @@ RgbImage compose(const char* panel, const std::vector<PanelRow>& rows, const Pan
   for (double v : tick_values) tick_label_width = std::max(tick_label_width, text_width(format_tick(v), options.scale));
 
   const int64_t columns_x = gap + label_width + gap;
-  const int64_t bar_x = columns_x + 4 * column_width + 3 * gap + gap, bar_width = 4 * s;
+  const int64_t bar_x = columns_x + column_count * column_width + (column_count - 1) * gap + gap, bar_width = 4 * s;
   const int64_t tick_label_x = bar_x + bar_width + gap;
   const int64_t rows_y = gap + text_height + gap;
 
@@ -278,18 +283,19 @@ RgbImage compose(const char* panel, const std::vector<PanelRow>& rows, const Pan
   image.rgb.resize(static_cast<size_t>(image.width * image.height * 3));
   fill_rect(image, 0, 0, image.width, image.height, kPanelBackground);
 
-  for (size_t j = 0; j < titles.size(); ++j) {
-    const int64_t x = columns_x + static_cast<int64_t>(j) * (column_width + gap);
-    draw_text(image, x + (column_width - text_width(titles[j], options.scale)) / 2, gap, titles[j], options.scale,
-              kPanelText);
+  for (size_t k = 0; k < shown.size(); ++k) {
+    const std::string& title = options.titles[shown[k]];
+    const int64_t x = columns_x + static_cast<int64_t>(k) * (column_width + gap);
+    draw_text(image, x + (column_width - text_width(title, options.scale)) / 2, gap, title, options.scale, kPanelText);
   }
   int64_t y = rows_y;
   for (size_t i = 0; i < rows.size(); ++i) {
     draw_text(image, gap, y, rows[i].label, options.scale, kPanelText);
-    for (size_t j = 0; j < 4; ++j) {
+    for (size_t k = 0; k < shown.size(); ++k) {
+      const size_t j = shown[k];
       const Plane& p = rows[i].tiles[j];
       const int64_t height = side(p.rows, p.row_spacing), width = side(p.cols, p.col_spacing);
-      const int64_t x0 = columns_x + static_cast<int64_t>(j) * (column_width + gap) + (column_width - width) / 2;
+      const int64_t x0 = columns_x + static_cast<int64_t>(k) * (column_width + gap) + (column_width - width) / 2;
       for (int64_t py = 0; py < height; ++py)
         for (int64_t px = 0; px < width; ++px) {
           // Nearest neighbour at the pixel centre, in integers: floor((p + 0.5) * n / side).
@@ -320,6 +326,12 @@ RgbImage compose(const char* panel, const std::vector<PanelRow>& rows, const Pan
 }  // namespace
 
 // ---- the panels ----------------------------------------------------------------------------------
+
+PanelOptions reconstruction_panel_options(PanelOptions base) {
+  base.columns = {true, true, false, true};
+  base.titles = {"INPUT", "RECON", "INPUT", "|RECON-INPUT|"};
+  return base;
+}
 
 RgbImage render_slices_panel(const Tensor& ld, const Tensor& sr, const Tensor& hd, const PanelOptions& options) {
   const PanelVolumes v = check_and_wrap("render_slices_panel", ld, sr, hd, options);

@@ -38,7 +38,15 @@ struct PanelOptions {
   double error_max = 0.5;                  // |SR - HD| shown at full colour (the [-1, 1] scale); above saturates
   int slices = 4;                          // rows of render_slices_panel
   int scale = 2;                           // pixels per voxel along the finest axis, and text size
+  // The columns drawn, of LD, SR, HD and |SR - HD| (in that order; at least one), and their
+  // titles. The layout above counts the columns drawn.
+  std::array<bool, 4> columns{true, true, true, true};
+  std::array<std::string, 4> titles{"LD", "SR", "HD", "|SR-HD|"};
 };
+
+// `base` set up for an autoencoder's reconstruction: call a renderer with ld = hd = the input and
+// sr = the reconstruction; the columns are INPUT, RECON and |RECON-INPUT| (no second input).
+PanelOptions reconstruction_panel_options(PanelOptions base = {});
 
 // Rows: n = min(slices, D) axial slices, evenly spread and never repeated: d = (i + 1) * D / (n + 1)
 // (integer division), i = 0 ... n - 1, labelled "Z <d>". Columns: LD, SR, HD in grey, |SR - HD| in colour, a colour bar on the right.

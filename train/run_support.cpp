@@ -6,6 +6,9 @@
 #include <cmath>
 #include <cstdio>
 #include <ostream>
+#include <sstream>
+
+#include "runtime/error.h"
 
 namespace ctsr::train {
 
@@ -67,6 +70,30 @@ void ProgressLine::update(int64_t step, int64_t steps, const std::string& quanti
 void ProgressLine::end() {
   if (open_) out_ << std::endl;
   open_ = false;
+}
+
+SkippedStep record_skipped_step(TrainingState& state, double loss, double grad_norm, int64_t max_consecutive) {
+  ++state.skipped_steps;
+  ++state.consecutive_skips;
+  const bool loss_bad = !std::isfinite(loss);
+  SkippedStep s;
+  s.step = state.step;
+  s.consecutive = state.consecutive_skips;
+  s.max_consecutive = max_consecutive;
+  std::ostringstream text;
+  text << "step " << state.step << ": " << (loss_bad ? "loss" : "gradient norm") << " is "
+       << (loss_bad ? loss : grad_norm) << "; the update is skipped (" << state.consecutive_skips
+       << " in a row, training.max_consecutive_skips " << max_consecutive << ")";
+  s.message = text.str();
+  s.metrics = {{"step", state.step}, {"skipped", true}, {"loss", loss_bad ? -1.0 : loss},
+               {"reason", loss_bad ? "loss" : "grad_norm"}};
+  return s;
+}
+
+void SkippedStep::throw_if_too_many() const {
+  CTSR_CHECK(consecutive < max_consecutive, "training aborted at step ", step, ": ", consecutive,
+             " steps in a row had a NaN or Inf loss or gradient (training.max_consecutive_skips ", max_consecutive,
+             "); check the data and lower training.learning_rate");
 }
 
 }  // namespace ctsr::train

@@ -1,11 +1,16 @@
 // What every training program shares around its loop: SIGINT/SIGTERM handling for a clean stop
-// (a cluster's pre-emption), and the terminal progress line.
+// (a cluster's pre-emption), the terminal progress line, and the bookkeeping of a step skipped
+// for a NaN or Inf loss or gradient.
 #pragma once
 
 #include <csignal>
 #include <cstdint>
 #include <iosfwd>
 #include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "train/checkpoint.h"
 
 namespace ctsr::train {
 
@@ -43,5 +48,16 @@ class ProgressLine {
   bool enabled_, tty_;
   bool open_ = false;
 };
+
+// A step whose loss or gradient norm is not finite: record_skipped_step counts it in `state`
+// (state.step already counts the step) and says what to log and what to write to metrics.jsonl;
+// throw_if_too_many then ends the run once training.max_consecutive_skips came in a row.
+struct SkippedStep {
+  std::string message;   // "step 12: loss is nan; the update is skipped (1 in a row, ...)"
+  nlohmann::json metrics;  // {"step", "skipped": true, "loss" (-1 when not finite), "reason"}
+  int64_t step = 0, consecutive = 0, max_consecutive = 0;
+  void throw_if_too_many() const;
+};
+SkippedStep record_skipped_step(TrainingState& state, double loss, double grad_norm, int64_t max_consecutive);
 
 }  // namespace ctsr::train

@@ -43,9 +43,13 @@ VqaeSettings read_vqae_settings(const std::filesystem::path& path) {
   }
   VqaeSettings s;
   if (root.IsNull()) return s;
-  only_keys(root, {"model", "encode", "decode"}, file, "");
+  std::set<std::string> sections{"model", "encode", "decode"};
+  sections.insert(kVqaeTrainingSections.begin(), kVqaeTrainingSections.end());
+  only_keys(root, sections, file, "");
   if (auto m = root["model"]) {
-    only_keys(m, {"num_groups"}, file, "model");
+    std::set<std::string> model_keys{"num_groups"};
+    model_keys.insert(kVqaeTrainingModelKeys.begin(), kVqaeTrainingModelKeys.end());
+    only_keys(m, model_keys, file, "model");
     if (m["num_groups"]) {
       s.num_groups = scalar<int64_t>(m["num_groups"], file, "model.num_groups", "an integer");
       s.num_groups_set = true;

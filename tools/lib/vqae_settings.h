@@ -1,8 +1,13 @@
 // Settings of the VQ-AE programs: configs/vqae_8x.yaml, validated (an unknown key or a value of the
 // wrong type is an error naming the file and the key), then command-line flags on top.
+//
+// The same file also configures the VQ-AE's training (ctsr_train_vqae, train/vqae_config.h, which
+// validates every key of it): the sections and model keys listed below are that program's, and
+// the VQ-AE programs pass over them.
 #pragma once
 
 #include <filesystem>
+#include <set>
 #include <string>
 
 #include "runtime/formats/volume.h"
@@ -16,6 +21,12 @@ struct VqaeSettings {
   io::HuWindow window;
   int64_t decode_slab = 0;
 };
+
+// Top-level keys of the training program, and its keys under model: (besides num_groups).
+inline const std::set<std::string> kVqaeTrainingSections{"seed",     "data",     "training", "optimizer",
+                                                         "codebook", "validation", "output", "kernels"};
+inline const std::set<std::string> kVqaeTrainingModelKeys{"n_hiddens", "levels", "embedding_dim", "n_codes",
+                                                          "init_weights"};
 
 // Reads `path` over the defaults above.
 VqaeSettings read_vqae_settings(const std::filesystem::path& path);

@@ -1,0 +1,203 @@
+#include "train/vqae_config.h"
+
+#include <cmath>
+
+#include "kernels/conv3d.h"
+#include "runtime/error.h"
+#include "tools/lib/config_schema.h"
+
+namespace ctsr::train {
+
+namespace {
+
+using namespace config;
+
+// encode.hu_window: [low, high] in HU.
+Field window_field(const std::string& key, io::HuWindow& w) {
+  return {key, "[low, high] (two numbers)",
+          [&w](const YAML::Node& n) {
+            if (!n.IsSequence() || n.size() != 2 || !n[0].IsScalar() || !n[1].IsScalar())
+              throw YAML::BadConversion(n.Mark());
+            w.lo = n[0].as<float>();
+            w.hi = n[1].as<float>();
+          },
+          [&w](YAML::Emitter& e) { e << YAML::Flow << YAML::BeginSeq << w.lo << w.hi << YAML::EndSeq; }};
+}
+
+// The schema, in the order of configs/vqae_8x.yaml: ctsr_vqae's sections first.
+Schema schema_of(VqaeTrainConfig& c) {
+  VqaeModelSettings& m = c.model;
+  VqaeDataSettings& d = c.data;
+  VqaeTrainingSettings& t = c.training;
+  CodebookEmaConfig& ema = c.codebook.ema;
+  VqaeValidationSettings& v = c.validation;
+  return {{
+              uint_field("seed", c.seed),
+              int_field("model.num_groups", m.num_groups),
+              int_field("model.n_hiddens", m.n_hiddens),
+              int_field("model.levels", m.levels),
+              int_field("model.embedding_dim", m.embedding_dim),
+              int_field("model.n_codes", m.n_codes),
+              string_field("model.init_weights", m.init_weights),
+              int_field("encode.patch_size", c.encode.patch_size),
+              window_field("encode.hu_window", c.encode.hu_window),
+              int_field("decode.slab", c.decode.slab),
+              string_field("data.pairs", d.pairs),
+              string_field("data.folder", d.folder),
+              string_field("data.volumes", d.volumes),
+              double_field("data.val_fraction", d.val_fraction),
+              uint_field("data.split_seed", d.split_seed),
+              int_field("data.memory_limit_mb", d.memory_limit_mb),
+              int_field("data.prefetch_batches", d.prefetch_batches),
+              int_field("training.patch_size", t.patch_size),
+              int_field("training.batch_size", t.batch_size),
+              int_field("training.max_steps", t.max_steps),
+              double_field("training.learning_rate", t.learning_rate),
+              string_field("training.lr_scheduler", t.lr_scheduler),
+              double_field("training.warmup_ratio", t.warmup_ratio),
+              double_field("training.l1_weight", t.l1_weight),
+              double_field("training.max_grad_norm", t.max_grad_norm),
+              int_field("training.max_consecutive_skips", t.max_consecutive_skips),
+              int_field("training.log_every", t.log_every),
+              int_field("training.checkpoint_every", t.checkpoint_every),
+              int_field("training.keep_checkpoints", t.keep_checkpoints),
+              double_field("optimizer.beta1", c.optimizer.beta1),
+              double_field("optimizer.beta2", c.optimizer.beta2),
+              double_field("optimizer.eps", c.optimizer.eps),
+              double_field("codebook.decay", ema.decay),
+              double_field("codebook.commitment", c.codebook.commitment),
+              double_field("codebook.restart_threshold", ema.restart_threshold),
+              bool_field("codebook.restart_dead_codes", ema.restart_dead_codes),
+              double_field("codebook.smoothing", ema.smoothing),
+              int_field("validation.light_every", v.light_every),
+              int_field("validation.light_patches", v.light_patches),
+              int_field("validation.full_every", v.full_every),
+              int_field("validation.num_volumes", v.num_volumes),
+              double_field("validation.data_range", v.data_range),
+              int_field("validation.panels", v.panels),
+              string_field("output.dir", c.output_dir),
+              string_field("kernels.conv", c.conv_engine),
+          },
+          "configs/vqae_8x.yaml"};
+}
+
+}  // namespace
+
+VqaeConfig VqaeTrainConfig::vqae() const {
+  VqaeConfig v;
+  v.n_hiddens = model.n_hiddens;
+  v.levels = model.levels;
+  v.embedding_dim = model.embedding_dim;
+  v.n_codes = model.n_codes;
+  v.num_groups = model.num_groups;
+  return v;
+}
+
+int64_t VqaeTrainConfig::warmup_steps() const {
+  return static_cast<int64_t>(std::ceil(training.warmup_ratio * double(training.max_steps)));
+}
+
+VqaeTrainConfig load_vqae_train_config(const std::filesystem::path& path) {
+  VqaeTrainConfig c;
+  read_config_file(path, schema_of(c), [&] { validate(c); });
+  return c;
+}
+
+VqaeTrainConfig vqae_train_config_from_yaml(const std::string& text, const std::string& source) {
+  VqaeTrainConfig c;
+  read_yaml(load_yaml_text(text, source), source, schema_of(c));
+  return c;
+}
+
+void apply_vqae_override(VqaeTrainConfig& c, const std::string& assignment) { apply_assignment(assignment, schema_of(c)); }
+
+void validate(const VqaeTrainConfig& c) {
+  auto positive = [](const char* key, int64_t v) { CTSR_CHECK(v > 0, key, " is ", v, "; expected a positive integer"); };
+  auto non_negative = [](const char* key, int64_t v) { CTSR_CHECK(v >= 0, key, " is ", v, "; expected 0 or more"); };
+  auto unit_interval = [](const char* key, double v) {
+    CTSR_CHECK(v >= 0 && v < 1, key, " is ", v, "; expected a value in [0, 1)");
+  };
+  const VqaeModelSettings& m = c.model;
+  positive("model.n_hiddens", m.n_hiddens);
+  CTSR_CHECK(m.levels >= 1 && m.levels <= 6, "model.levels is ", m.levels, "; expected 1 to 6 halvings per axis");
+  positive("model.embedding_dim", m.embedding_dim);
+  // The CUDA nearest-code kernel keeps a latent row in registers (kernels/codebook.h).
+  CTSR_CHECK(m.embedding_dim <= 64, "model.embedding_dim is ", m.embedding_dim,
+             "; expected at most 64 (the codebook kernels' limit)");
+  CTSR_CHECK(m.n_codes >= 2, "model.n_codes is ", m.n_codes, "; expected at least 2 codes");
+  positive("model.num_groups", m.num_groups);
+  const std::string groups = c.vqae().num_groups_problem();
+  CTSR_CHECK(groups.empty(), "model.num_groups: ", groups);
+
+  non_negative("encode.patch_size", c.encode.patch_size);
+  CTSR_CHECK(c.encode.hu_window.lo < c.encode.hu_window.hi, "encode.hu_window is [", c.encode.hu_window.lo, ", ",
+             c.encode.hu_window.hi, "]; expected low < high");
+  non_negative("decode.slab", c.decode.slab);
+
+  const VqaeDataSettings& d = c.data;
+  CTSR_CHECK(d.pairs.empty() != d.folder.empty(), "data.pairs ('", d.pairs, "') and data.folder ('", d.folder,
+             "'): expected exactly one of them (a pairs.csv, or a folder of volumes); set the other to ''");
+  CTSR_CHECK(d.volumes == "hd" || d.volumes == "ld" || d.volumes == "both", "data.volumes is '", d.volumes,
+             "'; expected hd, ld or both");
+  unit_interval("data.val_fraction", d.val_fraction);
+  non_negative("data.memory_limit_mb", d.memory_limit_mb);
+  positive("data.prefetch_batches", d.prefetch_batches);
+
+  const VqaeTrainingSettings& t = c.training;
+  const int64_t multiple = int64_t(1) << m.levels;
+  CTSR_CHECK(t.patch_size > 0 && t.patch_size % multiple == 0, "training.patch_size is ", t.patch_size,
+             "; expected a positive multiple of ", multiple, " (2^model.levels, the model's downsampling)");
+  positive("training.batch_size", t.batch_size);
+  positive("training.max_steps", t.max_steps);
+  CTSR_CHECK(t.learning_rate > 0 && std::isfinite(t.learning_rate), "training.learning_rate is ", t.learning_rate,
+             "; expected a positive number");
+  CTSR_CHECK(t.lr_scheduler == "linear" || t.lr_scheduler == "cosine" || t.lr_scheduler == "constant",
+             "training.lr_scheduler is '", t.lr_scheduler, "'; expected constant, linear or cosine");
+  unit_interval("training.warmup_ratio", t.warmup_ratio);
+  CTSR_CHECK(t.l1_weight > 0 && std::isfinite(t.l1_weight), "training.l1_weight is ", t.l1_weight,
+             "; expected a positive number");
+  CTSR_CHECK(t.max_grad_norm >= 0, "training.max_grad_norm is ", t.max_grad_norm, "; expected 0 (off) or more");
+  positive("training.max_consecutive_skips", t.max_consecutive_skips);
+  positive("training.log_every", t.log_every);
+  non_negative("training.checkpoint_every", t.checkpoint_every);
+  positive("training.keep_checkpoints", t.keep_checkpoints);
+
+  unit_interval("optimizer.beta1", c.optimizer.beta1);
+  unit_interval("optimizer.beta2", c.optimizer.beta2);
+  CTSR_CHECK(c.optimizer.eps > 0, "optimizer.eps is ", c.optimizer.eps, "; expected a positive number");
+
+  const CodebookEmaConfig& ema = c.codebook.ema;
+  CTSR_CHECK(ema.decay >= 0 && ema.decay <= 1, "codebook.decay is ", ema.decay, "; expected a value in [0, 1]");
+  CTSR_CHECK(c.codebook.commitment >= 0 && std::isfinite(c.codebook.commitment), "codebook.commitment is ",
+             c.codebook.commitment, "; expected 0 or more");
+  CTSR_CHECK(std::isfinite(ema.restart_threshold), "codebook.restart_threshold is ", ema.restart_threshold,
+             "; expected a finite number");
+  CTSR_CHECK(ema.smoothing >= 0 && std::isfinite(ema.smoothing), "codebook.smoothing is ", ema.smoothing,
+             "; expected 0 or more");
+
+  const VqaeValidationSettings& v = c.validation;
+  non_negative("validation.light_every", v.light_every);
+  positive("validation.light_patches", v.light_patches);
+  non_negative("validation.full_every", v.full_every);
+  positive("validation.num_volumes", v.num_volumes);
+  CTSR_CHECK(v.data_range > 0, "validation.data_range is ", v.data_range, "; expected a positive number");
+  non_negative("validation.panels", v.panels);
+  CTSR_CHECK(!c.output_dir.empty(), "output.dir is empty; expected the run's output folder");
+  try {
+    parse_conv_engine(c.conv_engine);
+  } catch (const Error&) {
+    CTSR_FAIL("kernels.conv is '", c.conv_engine, "'; expected custom or cudnn");
+  }
+}
+
+std::string to_yaml(const VqaeTrainConfig& config) {
+  VqaeTrainConfig copy = config;
+  return emit_yaml(schema_of(copy));
+}
+
+std::vector<std::string> vqae_train_config_keys() {
+  VqaeTrainConfig c;
+  return keys_of(schema_of(c));
+}
+
+}  // namespace ctsr::train

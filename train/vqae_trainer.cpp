@@ -1,0 +1,536 @@
+#include "train/vqae_trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <limits>
+#include <optional>
+#include <sstream>
+
+#include "kernels/activation.h"
+#include "kernels/codebook.h"
+#include "kernels/conv3d.h"
+#include "kernels/loss.h"
+#include "kernels/metrics.h"
+#include "kernels/optimizer.h"
+#include "runtime/error.h"
+#include "runtime/formats/atomic_file.h"
+#include "runtime/philox.h"
+#include "tools/lib/vqae_weights.h"
+#include "train/config.h"
+#include "train/metrics_log.h"
+#include "train/panels.h"
+#include "train/png.h"
+#include "train/prefetch.h"
+#include "train/run_support.h"
+#include "train/tensorboard.h"
+#include "train/volume_patches.h"
+
+namespace ctsr::train {
+
+namespace {
+
+// Philox purposes (runtime/philox.h stream_offset) of the patch draws; the codebook's restarts
+// use their own (model/codebook_ema.h).
+constexpr uint32_t kPatchPurpose = 0x5650;       // "VP": the training patches of step s
+constexpr uint32_t kLightPatchPurpose = 0x564c;  // "VL": the light tier's fixed patches
+
+using Clock = std::chrono::steady_clock;
+
+Tensor scalar_on(double value, Device device) { return Tensor::from_vector(std::vector<float>{float(value)}, {1}, device); }
+double host_value(const Tensor& t) { return double(t.to(Device::cpu()).to_vector<float>()[0]); }
+
+std::string window_text(const io::HuWindow& w) {
+  std::ostringstream s;
+  s << w.lo << "," << w.hi;
+  return s.str();
+}
+
+// The codebook's buffers in a checkpoint, by name.
+NamedTensors codebook_tensors(Tensor& embeddings, Tensor& counts, Tensor& sums) {
+  return {{"codebook/embeddings", &embeddings}, {"codebook/N", &counts}, {"codebook/z_avg", &sums}};
+}
+
+void write_weights(const std::filesystem::path& path, Vqae& model, const VqaeTrainConfig& c, int64_t step) {
+  tools::VqaeWeightsOptions options;
+  options.ema_buffers = true;
+  options.metadata = {{"source", "ctsr_train_vqae"},
+                      {"step", std::to_string(step)},
+                      {"seed", std::to_string(c.seed)},
+                      {"patch_size", std::to_string(c.training.patch_size)},
+                      {"hu_window", window_text(c.encode.hu_window)}};
+  tools::write_vqae_weights(path, model, options);
+}
+
+// The architecture keys that must agree between model.* and a file of initial weights.
+std::string architecture_of(const VqaeConfig& c) {
+  std::ostringstream s;
+  s << "n_hiddens " << c.n_hiddens << ", levels " << c.levels << ", embedding_dim " << c.embedding_dim
+    << ", n_codes " << c.n_codes << ", image_channels " << c.image_channels << ", attention " << c.attention_heads
+    << " x " << c.attention_head_dim;
+  return s.str();
+}
+
+// The crop of a held-out volume that full validation scores: every axis cut down to a multiple of
+// the patch (from the first voxel), as patch_encode needs.
+std::array<int64_t, 3> cropped(const std::array<int64_t, 3>& shape, int64_t patch) {
+  return {shape[0] / patch * patch, shape[1] / patch * patch, shape[2] / patch * patch};
+}
+
+}  // namespace
+
+struct VqaeTrainer::Data {
+  std::unique_ptr<VolumeSet> volumes;
+  std::vector<int64_t> train, val;        // indices into volumes
+  std::vector<PatchSpec> light_patches;   // fixed, drawn once
+  std::unique_ptr<MetricsLog> metrics;
+  std::unique_ptr<TensorBoardWriter> tensorboard;
+  std::unique_ptr<OrderedPrefetcher<Tensor>> prefetch;  // last: stopped before what it reads goes
+};
+
+VqaeTrainer::~VqaeTrainer() = default;
+
+VqaeTrainer::VqaeTrainer(const VqaeTrainConfig& config, const VqaeTrainerOptions& options)
+    : config_(config), options_(options), out_dir_(config.output_dir), data_(std::make_unique<Data>()) {
+  validate(config_);
+  const VqaeTrainConfig& c = config_;
+  const Device device = options_.device;
+  const int64_t patch = c.training.patch_size;
+
+  // Where to start, before the (possibly slow) reading of every volume.
+  const std::optional<std::filesystem::path> resume_from = checkpoint_to_resume(options_.resume, out_dir_);
+  if (resume_from) {
+    const CheckpointInfo info = read_checkpoint_info(*resume_from, kVqaeCheckpoint);
+    CTSR_CHECK(info.seed == c.seed, resume_from->string(), ": the checkpoint's run used seed ", info.seed,
+               " but the configuration says seed ", c.seed, "; a resumed run must keep its seed");
+  }
+  const VqaeConfig architecture = c.vqae();
+  std::unique_ptr<io::TensorSource> initial;
+  if (!c.model.init_weights.empty() && !resume_from) {
+    CTSR_CHECK(std::filesystem::is_regular_file(c.model.init_weights), "model.init_weights: ", c.model.init_weights,
+               ": no such file");
+    initial = io::open_tensor_source(c.model.init_weights);
+    const VqaeConfig found = vqae_config_from(*initial, c.model.num_groups);
+    CTSR_CHECK(architecture_of(found) == architecture_of(architecture), "model.init_weights: ", c.model.init_weights,
+               " has ", architecture_of(found), " but the configuration's model is ", architecture_of(architecture),
+               " (set model.* to the file's architecture)");
+  }
+
+  // The data: every volume read once, checked against the patch size.
+  std::vector<TrainingVolume> listed = list_training_volumes(c.data);
+  data_->volumes = std::make_unique<VolumeSet>(std::move(listed), c.encode.hu_window, patch,
+                                               c.data.memory_limit_mb * 1024 * 1024);
+  data_->train = data_->volumes->indices(false);
+  data_->val = data_->volumes->indices(true);
+  const std::string source = c.data.pairs.empty() ? "data.folder " + c.data.folder : "data.pairs " + c.data.pairs;
+  CTSR_CHECK(!data_->train.empty(), source, ": every volume is held out for validation; expected training volumes ",
+             "(lower data.val_fraction, or mark fewer pairs split=val)");
+  const bool validating = c.validation.light_every > 0 || c.validation.full_every > 0;
+  CTSR_CHECK(!validating || !data_->val.empty(), "validation is on (validation.light_every ", c.validation.light_every,
+             ", validation.full_every ", c.validation.full_every, ") but ", source, " holds out no volume (data.val_fraction ",
+             c.data.val_fraction, "); raise data.val_fraction, or set both to 0");
+  for (int64_t j = 0; j < c.validation.light_patches && !data_->val.empty(); ++j)
+    data_->light_patches.push_back(draw_patch(*data_->volumes, data_->val, patch, c.seed,
+                                              philox::stream_offset(kLightPatchPurpose, 0), uint64_t(j)));
+
+  // The model, the codebook and Adam's moments.
+  set_conv_engine(parse_conv_engine(c.conv_engine));
+  LayerOptions layer;
+  layer.device = device;
+  layer.seed = c.seed;
+  model_ = std::make_unique<Vqae>(architecture, layer);
+  codebook_ = std::make_unique<CodebookEma>(architecture.n_codes, architecture.embedding_dim, device, DType::float32,
+                                            c.codebook.ema);
+  for (Parameter* p : model_->parameters()) {
+    adam_m_.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
+    adam_v_.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
+  }
+  if (initial) {
+    model_->load_from(*initial);
+    codebook_->set_state(model_->codebook(), model_->codebook_n(), model_->codebook_z_avg());
+  }
+  if (resume_from) {
+    std::vector<Tensor*> m, v;
+    for (size_t i = 0; i < adam_m_.size(); ++i) m.push_back(&adam_m_[i]), v.push_back(&adam_v_[i]);
+    const int64_t K = architecture.n_codes, E = architecture.embedding_dim;
+    Tensor embeddings = Tensor::zeros({K, E}, DType::float32, device), counts = Tensor::zeros({K}, DType::float32, device);
+    Tensor sums = Tensor::zeros({K, E}, DType::float32, device);
+    const CheckpointInfo info = load_checkpoint(*resume_from, {model_->parameters(), {}, m, v}, kVqaeCheckpoint,
+                                                codebook_tensors(embeddings, counts, sums));
+    state_ = info.state;
+    last_saved_step_ = state_.step;
+    auto initialized = info.extra.find("codebook.initialized");
+    if (initialized != info.extra.end() && initialized->second == "true") codebook_->set_state(embeddings, counts, sums);
+    log_line("resuming from " + resume_from->string() + " at step " + std::to_string(state_.step));
+  }
+  if (codebook_->initialized()) sync_codebook();
+
+  // Outputs; metrics.jsonl loses the lines of steps after the checkpoint (they will be redone).
+  std::filesystem::create_directories(out_dir_);
+  io::write_file_atomically(out_dir_ / "config.yaml", [&](std::ostream& o) { o << to_yaml(c); });
+  data_->metrics = std::make_unique<MetricsLog>(out_dir_ / "metrics.jsonl", resume_from ? state_.step : 0);
+  data_->tensorboard = std::make_unique<TensorBoardWriter>(out_dir_ / "tensorboard");
+
+  // The batch of step m, read ahead on a background thread.
+  const VolumeSet* volumes = data_->volumes.get();
+  const std::vector<int64_t> pool = data_->train;
+  const uint64_t seed = c.seed;
+  const int64_t batch = c.training.batch_size;
+  data_->prefetch = std::make_unique<OrderedPrefetcher<Tensor>>(
+      [volumes, pool, seed, batch, patch](int64_t m) {
+        std::vector<PatchSpec> specs;
+        for (int64_t g = 0; g < batch; ++g)
+          specs.push_back(draw_patch(*volumes, pool, patch, seed, philox::stream_offset(kPatchPurpose, uint64_t(m)),
+                                     uint64_t(g)));
+        return cut_patches(*volumes, specs, patch);
+      },
+      state_.step, c.data.prefetch_batches);
+}
+
+std::string VqaeTrainer::data_summary() const {
+  const VolumeSet& v = *data_->volumes;
+  std::ostringstream s;
+  s << v.size() << " volumes (" << data_->train.size() << " train, " << data_->val.size() << " held out), "
+    << (v.total_bytes() + (1 << 20) - 1) / (1 << 20) << " MiB, "
+    << (v.in_memory() ? "kept in memory" : "read again for every batch (more than data.memory_limit_mb)");
+  return s.str();
+}
+
+void VqaeTrainer::log_line(const std::string& text) {
+  std::ostream& out = options_.log ? *options_.log : std::cerr;
+  out << text << std::endl;
+}
+
+void VqaeTrainer::write_metrics(const nlohmann::json& line) {
+  if (data_->metrics) data_->metrics->write(line);
+}
+
+void VqaeTrainer::add_scalar(const std::string& tag, double value, int64_t step) {
+  if (data_->tensorboard) data_->tensorboard->add_scalar(tag, value, step);
+}
+
+void VqaeTrainer::sync_codebook() {
+  model_->set_codebook(codebook_->embeddings());
+  model_->set_codebook_ema(codebook_->ema_counts(), codebook_->ema_sums());
+}
+
+// ---- one optimiser step --------------------------------------------------------------------------
+
+double VqaeTrainer::step() {
+  const VqaeTrainConfig& c = config_;
+  const Device device = options_.device;
+  const int64_t s = state_.step;
+  Tensor x = data_->prefetch->next().to(device);
+  model_->zero_grad();
+  if (!codebook_->initialized()) {
+    // The original initialises the codebook from the latents of its first training batch, before
+    // quantising them; not from a batch whose latents are not finite (that step is skipped).
+    const Tensor z = model_->encode(x);
+    if (!std::isfinite(sum_of_squares({&z}))) {
+      ++state_.step;
+      return skip_step(std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN());
+    }
+    codebook_->initialize_from(z, c.seed);
+    sync_codebook();
+  }
+  const VqaeTrainForward out = model_->forward_train(x);
+  const Tensor l1 = l1_loss(out.recon, x);
+  const Tensor commitment = commitment_loss(out.z_e, out.z_q, c.codebook.commitment);
+  last_.l1 = host_value(l1);
+  last_.commitment = host_value(commitment);
+  last_.loss = c.training.l1_weight * last_.l1 + last_.commitment;
+  const Tensor d_recon = l1_loss_backward_pred(out.recon, x, scalar_on(c.training.l1_weight, device));
+  const Tensor d_z_e = commitment_loss_backward(out.z_e, out.z_q, scalar_on(1.0, device), c.codebook.commitment);
+  model_->backward_train(d_recon, d_z_e, /*input_grad=*/false);
+
+  std::vector<Tensor*> values, grads;
+  std::vector<const Tensor*> const_grads;
+  for (Parameter* p : model_->parameters()) {
+    values.push_back(&p->value);
+    grads.push_back(&p->grad);
+    const_grads.push_back(&p->grad);
+  }
+  const double norm = global_grad_norm(const_grads);
+  last_grad_norm_ = norm;
+  ++state_.step;
+  if (!std::isfinite(last_.loss) || !std::isfinite(norm)) return skip_step(last_.loss, norm);
+  state_.consecutive_skips = 0;
+  // torch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
+  if (c.training.max_grad_norm > 0) {
+    const double coefficient = kernels::clip_coefficient(norm, c.training.max_grad_norm);
+    if (float(coefficient) < 1.0f) scale_in_place(grads, coefficient);
+  }
+  AdamWConfig adam;
+  adam.lr = scheduled_learning_rate(c.training.learning_rate, c.training.lr_scheduler, c.warmup_steps(),
+                                    c.training.max_steps, s);
+  adam.beta1 = c.optimizer.beta1;
+  adam.beta2 = c.optimizer.beta2;
+  adam.eps = c.optimizer.eps;
+  adam.weight_decay = 0.0;  // Adam, as the original's torch.optim.Adam without weight decay
+  std::vector<Tensor*> m, v;
+  for (size_t i = 0; i < adam_m_.size(); ++i) m.push_back(&adam_m_[i]), v.push_back(&adam_v_[i]);
+  adamw_step(values, const_grads, m, v, adam, ++state_.optimizer_updates);
+
+  const CodebookStatistics statistics = codebook_->update(out.z_e, out.indices, c.seed, uint64_t(s));
+  sync_codebook();
+  ++state_.ema_updates;
+  last_perplexity_ = codebook_perplexity(statistics.counts);
+  return last_.loss;
+}
+
+double VqaeTrainer::skip_step(double loss, double grad_norm) {
+  const SkippedStep skipped = record_skipped_step(state_, loss, grad_norm, config_.training.max_consecutive_skips);
+  log_line(skipped.message);
+  write_metrics(skipped.metrics);
+  skipped.throw_if_too_many();
+  return std::numeric_limits<double>::quiet_NaN();
+}
+
+// ---- validation ----------------------------------------------------------------------------------
+
+VqaeLosses VqaeTrainer::validate_light() {
+  CTSR_CHECK(!data_->light_patches.empty(), "validate_light: no held-out volumes");
+  CTSR_CHECK(codebook_->initialized(), "validate_light: the codebook is made from the first training batch; train a step first");
+  const VqaeTrainConfig& c = config_;
+  NoGradGuard no_grad;
+  const auto& patches = data_->light_patches;
+  double l1 = 0, commitment = 0;
+  for (size_t first = 0; first < patches.size(); first += size_t(c.training.batch_size)) {
+    const std::vector<PatchSpec> part(patches.begin() + std::ptrdiff_t(first),
+                                      patches.begin() + std::ptrdiff_t(std::min(patches.size(), first + size_t(c.training.batch_size))));
+    const Tensor x = cut_patches(*data_->volumes, part, c.training.patch_size).to(options_.device);
+    const VqaeTrainForward out = model_->forward_train(x);
+    l1 += host_value(l1_loss(out.recon, x)) * double(part.size());
+    commitment += host_value(commitment_loss(out.z_e, out.z_q, c.codebook.commitment)) * double(part.size());
+  }
+  VqaeLosses r;
+  r.l1 = l1 / double(patches.size());
+  r.commitment = commitment / double(patches.size());
+  r.loss = c.training.l1_weight * r.l1 + r.commitment;
+  return r;
+}
+
+VqaeFullValidation VqaeTrainer::validate_full() {
+  CTSR_CHECK(!data_->val.empty(), "validate_full: no held-out volumes");
+  CTSR_CHECK(codebook_->initialized(), "validate_full: the codebook is made from the first training batch; train a step first");
+  const VqaeTrainConfig& c = config_;
+  const Device device = options_.device;
+  const int64_t patch = c.training.patch_size, K = model_->config().n_codes;
+  const int64_t count = std::min<int64_t>(c.validation.num_volumes, int64_t(data_->val.size()));
+  std::vector<double> code_counts(size_t(K), 0.0);
+  VqaeFullValidation r;
+  for (int64_t k = 0; k < count; ++k) {
+    const int64_t index = data_->val[size_t(k)];
+    const Tensor whole = data_->volumes->read(index);
+    const auto [D, H, W] = cropped(data_->volumes->shape(index), patch);
+    Tensor input = Tensor::empty({D, H, W}, DType::float32, Device::cpu());
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t h = 0; h < H; ++h)
+        std::memcpy(input.data<float>() + (d * H + h) * W, whole.data<float>() + (d * whole.dim(1) + h) * whole.dim(2),
+                    size_t(W) * sizeof(float));
+    const Tensor x = input.reshape({1, D, H, W, 1}).to(device);
+    const Tensor z = model_->patch_encode(x, patch);
+    const Tensor decoded = c.decode.slab > 0 ? model_->decode_sliding(z, c.decode.slab) : model_->decode(z);
+    const Tensor recon = clamp(decoded.to(device), -1.0, 1.0).reshape({1, D, H, W});
+    const Tensor target = x.reshape({1, D, H, W});
+    r.ssim += double(ssim(recon, target, c.validation.data_range).per_sample.to(Device::cpu()).to_vector<float>()[0]);
+    r.psnr += double(psnr(recon, target, c.validation.data_range).psnr.to(Device::cpu()).to_vector<float>()[0]);
+    for (int64_t code : codebook_nearest(z, model_->codebook()).to(Device::cpu()).to_vector<int64_t>())
+      code_counts[size_t(code)] += 1.0;
+    ++r.volumes;
+    if (k < c.validation.panels) {
+      PanelOptions options = reconstruction_panel_options();
+      options.spacing = data_->volumes->spacing(index);
+      const Tensor recon_host = recon.to(Device::cpu()).reshape({D, H, W});
+      const RgbImage images[] = {render_slices_panel(input, recon_host, input, options),
+                                 render_orthogonal_panel(input, recon_host, input, options),
+                                 render_mip_panel(input, recon_host, input, options)};
+      const char* kinds[] = {"slices", "orthogonal", "mip"};
+      char prefix[64];
+      std::snprintf(prefix, sizeof prefix, "step_%08lld_", static_cast<long long>(state_.step));
+      const std::string id = data_->volumes->entry(index).id;
+      std::filesystem::create_directories(out_dir_ / "images");
+      for (int kind = 0; kind < 3; ++kind) {
+        write_png(out_dir_ / "images" / (prefix + id + "_" + kinds[kind] + ".png"), images[kind]);
+        data_->tensorboard->add_image("val/" + id + "/" + kinds[kind], images[kind], state_.step);
+      }
+    }
+  }
+  r.ssim /= double(r.volumes);
+  r.psnr /= double(r.volumes);
+  for (double n : code_counts) r.codes_used += n > 0 ? 1 : 0;
+  r.perplexity = codebook_perplexity(Tensor::from_vector(code_counts, {K}, Device::cpu()));
+  return r;
+}
+
+// ---- checkpoints and the exported weights --------------------------------------------------------
+
+void VqaeTrainer::export_weights(const std::filesystem::path& path) {
+  CTSR_CHECK(codebook_->initialized(), "export: the codebook is made from the first training batch; train a step first");
+  write_weights(path, *model_, config_, state_.step);
+}
+
+void export_vqae_checkpoint(const std::filesystem::path& checkpoint, const std::filesystem::path& out) {
+  const CheckpointInfo info = read_checkpoint_info(checkpoint, kVqaeCheckpoint);
+  const VqaeTrainConfig config = vqae_train_config_from_yaml(info.config_yaml, checkpoint.string());
+  auto initialized = info.extra.find("codebook.initialized");
+  CTSR_CHECK(initialized != info.extra.end() && initialized->second == "true", checkpoint.string(),
+             ": the codebook was not initialised yet (no training step); nothing to export");
+  Vqae model(config.vqae());
+  const int64_t K = config.model.n_codes, E = config.model.embedding_dim;
+  Tensor embeddings = Tensor::zeros({K, E}), counts = Tensor::zeros({K}), sums = Tensor::zeros({K, E});
+  load_checkpoint(checkpoint, {model.parameters(), {}, {}, {}}, kVqaeCheckpoint,
+                  codebook_tensors(embeddings, counts, sums));
+  model.set_codebook(embeddings);
+  model.set_codebook_ema(counts, sums);
+  write_weights(out, model, config, info.state.step);
+}
+
+std::filesystem::path VqaeTrainer::save_checkpoint_now() {
+  const std::filesystem::path dir = out_dir_ / "checkpoints";
+  const std::filesystem::path path = checkpoint_path(dir, state_.step);
+  std::vector<Tensor*> m, v;
+  for (size_t i = 0; i < adam_m_.size(); ++i) m.push_back(&adam_m_[i]), v.push_back(&adam_v_[i]);
+  // The codebook's buffers are only read by the save.
+  Tensor embeddings = codebook_->embeddings(), counts = codebook_->ema_counts(), sums = codebook_->ema_sums();
+  CheckpointInfo info;
+  info.kind = kVqaeCheckpoint;
+  info.state = state_;
+  info.seed = config_.seed;
+  info.config_yaml = to_yaml(config_);
+  info.extra = {{"codebook.initialized", codebook_->initialized() ? "true" : "false"},
+                {"training.patch_size", std::to_string(config_.training.patch_size)},
+                {"encode.hu_window", window_text(config_.encode.hu_window)}};
+  save_checkpoint(path, {model_->parameters(), {}, m, v}, info, codebook_tensors(embeddings, counts, sums));
+  prune_checkpoints(dir, config_.training.keep_checkpoints, state_.best_step);
+  if (codebook_->initialized()) export_weights(out_dir_ / "vqae.safetensors");
+  last_saved_step_ = state_.step;
+  return path;
+}
+
+// ---- the run -------------------------------------------------------------------------------------
+
+void VqaeTrainer::maybe_validate(int64_t done) {
+  const VqaeValidationSettings& v = config_.validation;
+  if (v.light_every > 0 && done % v.light_every == 0) {
+    const VqaeLosses r = validate_light();
+    write_metrics({{"step", done}, {"tier", "light"}, {"loss", r.loss}, {"l1", r.l1}, {"commitment", r.commitment}});
+    add_scalar("val/light_loss", r.loss, done);
+    add_scalar("val/light_l1", r.l1, done);
+  }
+  if (v.full_every > 0 && done % v.full_every == 0) {
+    const VqaeFullValidation r = validate_full();
+    write_metrics({{"step", done},
+                   {"tier", "full"},
+                   {"ssim", r.ssim},
+                   {"psnr", r.psnr},
+                   {"perplexity", r.perplexity},
+                   {"codes_used", r.codes_used},
+                   {"volumes", r.volumes}});
+    for (auto [tag, value] : {std::pair<const char*, double>{"val/ssim", r.ssim}, {"val/psnr", r.psnr},
+                              {"val/perplexity", r.perplexity}, {"val/codes_used", double(r.codes_used)}})
+      add_scalar(tag, value, done);
+    char text[200];
+    std::snprintf(text, sizeof text,
+                  "validation at step %lld: ssim %.4f, psnr %.2f dB over %lld volumes; %lld codes used, perplexity %.1f",
+                  static_cast<long long>(done), r.ssim, r.psnr, static_cast<long long>(r.volumes),
+                  static_cast<long long>(r.codes_used), r.perplexity);
+    log_line(text);
+    if (r.ssim > state_.best_ssim) {
+      state_.best_ssim = r.ssim;
+      state_.best_step = done;
+      save_checkpoint_now();  // the best is kept by the pruning
+    }
+  }
+  if (data_->tensorboard) data_->tensorboard->flush();
+}
+
+VqaeRunSummary VqaeTrainer::run() {
+  const VqaeTrainConfig& c = config_;
+  StopSignals signals;
+  VqaeRunSummary summary;
+  summary.first_step = state_.step;
+  std::ostream& out = options_.log ? *options_.log : std::cerr;
+  ProgressLine progress(out, options_.progress);
+  {
+    std::ostringstream text;
+    text << "training the VQ-AE " << model_->config().str() << " (" << model_->parameter_count() << " parameters) on "
+         << options_.device.str() << "; " << data_summary() << "; batch " << c.training.batch_size << " x "
+         << c.training.patch_size << "^3 patches, steps " << state_.step << " -> " << c.training.max_steps;
+    log_line(text.str());
+    if (c.encode.patch_size != c.training.patch_size)
+      log_line("note: encode.patch_size is " + std::to_string(c.encode.patch_size) +
+               " (what ctsr_vqae encode and cache use) but the model trains on " +
+               std::to_string(c.training.patch_size) + "^3 patches; full validation encodes at the training size");
+  }
+  const auto run_start = Clock::now();
+  auto interval_start = run_start;
+  VqaeLosses interval;
+  double interval_perplexity = 0;
+  int64_t interval_steps = 0;
+  auto finish = [&](bool interrupted) {
+    progress.end();
+    if (last_saved_step_ != state_.step) save_checkpoint_now();
+    if (data_->tensorboard) data_->tensorboard->flush();
+    summary.interrupted = interrupted;
+    summary.last_step = state_.step;
+    return summary;
+  };
+  while (state_.step < c.training.max_steps) {
+    const double loss = step();
+    summary.losses.push_back(loss);
+    const int64_t done = state_.step;
+    if (std::isfinite(loss)) {
+      interval.loss += last_.loss, interval.l1 += last_.l1, interval.commitment += last_.commitment;
+      interval_perplexity += last_perplexity_;
+      ++interval_steps;
+    }
+    const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
+    const double per_step = elapsed / double(done - summary.first_step);
+    const double lr = scheduled_learning_rate(c.training.learning_rate, c.training.lr_scheduler, c.warmup_steps(),
+                                              c.training.max_steps, done - 1);
+    if (done % c.training.log_every == 0 && interval_steps > 0) {
+      const double seconds = std::chrono::duration<double>(Clock::now() - interval_start).count();
+      const double rate = double(c.training.batch_size) * double(c.training.log_every) / seconds;
+      const double n = double(interval_steps);
+      write_metrics({{"step", done},
+                     {"loss", interval.loss / n},
+                     {"l1", interval.l1 / n},
+                     {"commitment", interval.commitment / n},
+                     {"perplexity", interval_perplexity / n},
+                     {"lr", lr},
+                     {"grad_norm", last_grad_norm_},
+                     {"samples_per_s", rate}});
+      for (auto [tag, value] : {std::pair<const char*, double>{"train/loss", interval.loss / n},
+                                {"train/l1", interval.l1 / n},
+                                {"train/commitment", interval.commitment / n},
+                                {"train/perplexity", interval_perplexity / n},
+                                {"train/lr", lr},
+                                {"train/grad_norm", last_grad_norm_},
+                                {"train/samples_per_s", rate}})
+        add_scalar(tag, value, done);
+      interval = {}, interval_perplexity = 0, interval_steps = 0, interval_start = Clock::now();
+    }
+    char quantities[128];
+    std::snprintf(quantities, sizeof quantities, "loss %.5f  l1 %.5f  perplexity %.1f", loss, last_.l1,
+                  last_perplexity_);
+    progress.update(done, c.training.max_steps, quantities, double(c.training.batch_size) / per_step, per_step,
+                    done % c.training.log_every == 0 || done == c.training.max_steps);
+    maybe_validate(done);
+    // (A full validation that found a new best has just saved this step.)
+    if (c.training.checkpoint_every > 0 && done % c.training.checkpoint_every == 0 && last_saved_step_ != done)
+      save_checkpoint_now();
+    if (options_.after_step) options_.after_step(done);
+    if (const int signal = signals.received()) {
+      finish(true);
+      log_line(std::string("stopped by ") + StopSignals::name(signal) + " at step " + std::to_string(done) +
+               "; checkpoint saved; continue with --resume auto");
+      return summary;
+    }
+  }
+  return finish(false);
+}
+
+}  // namespace ctsr::train

@@ -1,0 +1,133 @@
+// The training loop of ctsr_train_vqae: stage 1 of the PatchVolume VQ-AE (3D-MedDiffusion,
+// ../shared/specs/patchvolume-vqae.md) on random patches of CT volumes, without the original's
+// adversarial and perceptual losses (out of scope).
+//
+// One optimiser step s (0-based) over B = training.batch_size patches:
+//   patch g of the step (g = 0 .. B-1): draw_patch (train/volume_patches.h) over the training
+//     volumes with offset stream_offset(patch purpose, s) and counter g;
+//   step 0 only: the codebook is initialised from the batch's latents (CodebookEma::initialize_from,
+//     as the original does on its first training forward);
+//   z_e = encode(x), indices = nearest codes, z_q = their vectors, recon = decode(z_q), the
+//     straight-through pass of Vqae::forward_train;
+//   loss = training.l1_weight * mean|recon - x| + codebook.commitment * mean((z_e - z_q)^2);
+//   backward: the decoder's gradient passes to z_e unchanged plus the commitment's (z_q is
+//     constant); no gradient for the image;
+//   global gradient norm; a NaN or Inf loss or norm skips the step (no update of the weights or
+//     the codebook; logged; training.max_consecutive_skips in a row abort); clipping at
+//     training.max_grad_norm when positive; Adam (AdamW with weight decay 0) at the scheduled
+//     learning rate with optimizer.beta1/beta2 (0.5, 0.9);
+//   the EMA codebook update from (z_e, indices) with restarts of dead codes drawn by Philox under
+//     (seed, step s) (model/codebook_ema.h). The decoder saw the codebook before this update, as in
+//     the original, where the update happens inside the codebook's forward.
+// Every random draw is keyed by (seed, step, patch): a resumed run computes exactly what an
+// uninterrupted one does (the checkpoint holds the weights, Adam's moments and the codebook's
+// three buffers).
+//
+// Validation, on the held-out volumes: light, the loss on validation.light_patches fixed patches
+// (draw_patch with step 0 of their own purpose); full, the first validation.num_volumes volumes
+// (cropped to a multiple of the patch size) encoded as ctsr_vqae cache does (patch_encode at
+// training.patch_size), decoded (decode.slab > 0: in slabs), clamped to [-1, 1] and scored (SSIM
+// and PSNR, validation.data_range), with the codebook's perplexity over their latents' codes and
+// the number of codes they use, and PNG panels INPUT / RECON / |RECON-INPUT|.
+//
+// Output folder (output.dir): config.yaml, metrics.jsonl, tensorboard/, images/, checkpoints/
+// (train/checkpoint.h, kind "vqae") and vqae.safetensors: the weights in ctsr_vqae's format
+// (tools/lib/vqae_weights.h, with codebook.N and codebook.z_avg), rewritten at every checkpoint,
+// which ctsr_vqae, ctsr_train (data.vqae_weights) and ctsr_infer (--vqae) read.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/codebook_ema.h"
+#include "model/vqae.h"
+#include "train/checkpoint.h"
+#include "train/vqae_config.h"
+#include <nlohmann/json.hpp>
+
+namespace ctsr::train {
+
+struct VqaeTrainerOptions {
+  Device device = Device::cpu();
+  // "": a new run (an output folder holding checkpoints is refused); "auto": continue from the
+  // latest checkpoint of output.dir when there is one; else a checkpoint to continue from.
+  std::string resume;
+  bool progress = true;
+  std::ostream* log = nullptr;                   // messages (default std::cerr)
+  std::function<void(int64_t step)> after_step;  // called after every step (tests)
+};
+
+struct VqaeLosses {
+  double loss = 0;        // l1_weight * l1 + commitment
+  double l1 = 0;          // mean |recon - x|
+  double commitment = 0;  // commitment * mean((z_e - z_q)^2)
+};
+
+struct VqaeFullValidation {
+  double ssim = 0, psnr = 0;
+  double perplexity = 0;  // of the codes the volumes' latents chose
+  int64_t codes_used = 0; // distinct codes among them
+  int64_t volumes = 0;
+};
+
+struct VqaeRunSummary {
+  int64_t first_step = 0, last_step = 0;
+  bool interrupted = false;          // by SIGINT/SIGTERM: a checkpoint was saved
+  std::vector<double> losses;        // each step's loss (NaN for a skipped step)
+};
+
+class VqaeTrainer {
+ public:
+  // Checks everything before any work (the data and every volume's size, the output folder, the
+  // checkpoint to resume, the initial weights), naming the key or file at fault.
+  VqaeTrainer(const VqaeTrainConfig& config, const VqaeTrainerOptions& options);
+  ~VqaeTrainer();
+  VqaeTrainer(const VqaeTrainer&) = delete;
+  VqaeTrainer& operator=(const VqaeTrainer&) = delete;
+
+  VqaeRunSummary run();
+
+  double step();                         // one optimiser step; its loss (NaN: skipped)
+  VqaeLosses validate_light();
+  VqaeFullValidation validate_full();
+  std::filesystem::path save_checkpoint_now();  // and OUTPUT/vqae.safetensors
+  void export_weights(const std::filesystem::path& path);
+  const TrainingState& state() const { return state_; }
+  const VqaeLosses& last_losses() const { return last_; }
+  Vqae& model() { return *model_; }
+  const CodebookEma& codebook() const { return *codebook_; }
+  const VqaeTrainConfig& config() const { return config_; }
+  std::string data_summary() const;      // what the run reads, and how (in memory or per batch)
+
+ private:
+  struct Data;
+  void log_line(const std::string& text);
+  void write_metrics(const nlohmann::json& line);
+  void add_scalar(const std::string& tag, double value, int64_t step);
+  void maybe_validate(int64_t steps_done);
+  void sync_codebook();  // the model's codebook and EMA buffers from codebook_
+  double skip_step(double loss, double grad_norm);  // a non-finite step (counted already): logs; NaN
+
+  VqaeTrainConfig config_;
+  VqaeTrainerOptions options_;
+  std::filesystem::path out_dir_;
+  std::unique_ptr<Vqae> model_;
+  std::unique_ptr<CodebookEma> codebook_;
+  std::vector<Tensor> adam_m_, adam_v_;
+  TrainingState state_;
+  VqaeLosses last_;
+  double last_grad_norm_ = 0, last_perplexity_ = 0;
+  int64_t last_saved_step_ = -1;  // the step of the last checkpoint written
+  std::unique_ptr<Data> data_;
+};
+
+// Writes the weights of a ctsr_train_vqae checkpoint (e.g. the best one) to `out`, in the format
+// of OUTPUT/vqae.safetensors. Needs neither the data nor the run's folder.
+void export_vqae_checkpoint(const std::filesystem::path& checkpoint, const std::filesystem::path& out);
+
+}  // namespace ctsr::train
