@@ -193,6 +193,48 @@ TEST(VqaeTrainer, LossFallsAndTheOutputsAreWritten) {
   for (const auto& name : file.names()) EXPECT_TRUE(test::tensors_equal(again.load(name), file.load(name))) << name;
 }
 
+// training.mse_weight adds mse_weight * mean (recon - x)^2 to the loss and its gradient: the first
+// step (same weights, same patches) reports the L1-only loss plus that term, the mse it reports is
+// the same with or without the weight, and the later steps differ because the update did.
+TEST(VqaeTrainer, MseWeightAddsTheSquaredErrorToLossAndGradient) {
+  TempDir dir("vqae-trainer-mse");
+  write_synthetic_pairs(dir / "data", 4);
+  VqaeTrainConfig c = tiny_vqae_config(dir);
+  c.training.max_steps = 3;
+  c.training.log_every = 1;
+  c.validation.light_every = 3;
+  auto run = [&](double mse_weight, const char* name) {
+    c.training.mse_weight = mse_weight;
+    c.output_dir = (dir / name).string();
+    VqaeTrainer trainer(c, quiet());
+    const VqaeRunSummary s = trainer.run();
+    return std::pair{s, read_metrics(dir / name / "metrics.jsonl")};
+  };
+  const auto [plain, plain_lines] = run(0.0, "l1");
+  const double w = 7.5;
+  const auto [mixed, mixed_lines] = run(w, "mixed");
+  ASSERT_EQ(plain.losses.size(), 3u);
+  ASSERT_EQ(mixed.losses.size(), 3u);
+  const nlohmann::json& a = plain_lines.front();
+  const nlohmann::json& b = mixed_lines.front();
+  ASSERT_EQ(a["step"], 1);
+  ASSERT_EQ(b["step"], 1);
+  const double mse = a["mse"].get<double>();
+  EXPECT_GT(mse, 1e-4);
+  EXPECT_EQ(b["mse"].get<double>(), mse);
+  EXPECT_EQ(b["l1"].get<double>(), a["l1"].get<double>());
+  EXPECT_NEAR(mixed.losses[0], plain.losses[0] + w * mse, 1e-9 * (1 + mixed.losses[0]));
+  EXPECT_NEAR(b["loss"].get<double>(), 4.0 * b["l1"].get<double>() + w * mse + b["commitment"].get<double>(), 1e-9);
+  // Step 2 sees the same patches with other weights: the MSE term reached the gradient.
+  EXPECT_NE(mixed_lines[1]["l1"].get<double>(), plain_lines[1]["l1"].get<double>());
+  for (const auto& j : mixed_lines) {
+    if (j.contains("tier") && j["tier"] == "light") {
+      EXPECT_NEAR(j["loss"].get<double>(), 4.0 * j["l1"].get<double>() + w * j["mse"].get<double>() +
+                                               j["commitment"].get<double>(), 1e-9);
+    }
+  }
+}
+
 TEST(VqaeTrainer, LightValidationIsFixedAndTheCodebookStartsFromTheFirstBatch) {
   TempDir dir("vqae-trainer-light");
   write_synthetic_pairs(dir / "data", 3);
@@ -450,6 +492,8 @@ TEST(VqaeTrainConfig, ErrorsNameTheKey) {
                         {"f.yaml", "data.volumes", "'all'", "hd, ld or both"});
   expect_error_mentions([&] { load_vqae_train_config(file("g.yaml", "codebook:\n  decay: 1.5\n")); },
                         {"g.yaml", "codebook.decay is 1.5"});
+  expect_error_mentions([&] { load_vqae_train_config(file("h.yaml", "training:\n  mse_weight: -1\n")); },
+                        {"h.yaml", "training.mse_weight is -1", "0 (off) or a positive number"});
   VqaeTrainConfig c;
   expect_error_mentions([&] { apply_vqae_override(c, "optimizer.beta=0.5"); },
                         {"--set optimizer.beta=0.5", "did you mean"});

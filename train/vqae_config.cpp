@@ -56,6 +56,7 @@ Schema schema_of(VqaeTrainConfig& c) {
               string_field("training.lr_scheduler", t.lr_scheduler),
               double_field("training.warmup_ratio", t.warmup_ratio),
               double_field("training.l1_weight", t.l1_weight),
+              double_field("training.mse_weight", t.mse_weight),
               double_field("training.max_grad_norm", t.max_grad_norm),
               int_field("training.max_consecutive_skips", t.max_consecutive_skips),
               int_field("training.log_every", t.log_every),
@@ -156,6 +157,8 @@ void validate(const VqaeTrainConfig& c) {
   unit_interval("training.warmup_ratio", t.warmup_ratio);
   CTSR_CHECK(t.l1_weight > 0 && std::isfinite(t.l1_weight), "training.l1_weight is ", t.l1_weight,
              "; expected a positive number");
+  CTSR_CHECK(t.mse_weight >= 0 && std::isfinite(t.mse_weight), "training.mse_weight is ", t.mse_weight,
+             "; expected 0 (off) or a positive number");
   CTSR_CHECK(t.max_grad_norm >= 0, "training.max_grad_norm is ", t.max_grad_norm, "; expected 0 (off) or more");
   positive("training.max_consecutive_skips", t.max_consecutive_skips);
   positive("training.log_every", t.log_every);

@@ -60,7 +60,8 @@ struct VqaeTrainingSettings {
   double learning_rate = 3e-4;
   std::string lr_scheduler = "constant";  // constant | linear | cosine, after the warm-up
   double warmup_ratio = 0.0;
-  double l1_weight = 4.0;       // loss = l1_weight * L1(recon, x) + commitment
+  double l1_weight = 4.0;       // loss = l1_weight * L1(recon, x) + mse_weight * MSE(recon, x) + commitment
+  double mse_weight = 0.0;      // 0: the original's L1 alone
   double max_grad_norm = 0.0;   // 0: no clipping (the original does not clip)
   int64_t max_consecutive_skips = 5;
   int64_t log_every = 10;

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "kernels/activation.h"
+#include "kernels/binary.h"
 #include "kernels/codebook.h"
 #include "kernels/conv3d.h"
 #include "kernels/loss.h"
@@ -237,11 +238,15 @@ double VqaeTrainer::step() {
   }
   const VqaeTrainForward out = model_->forward_train(x);
   const Tensor l1 = l1_loss(out.recon, x);
+  const Tensor mse = mse_loss(out.recon, x);
   const Tensor commitment = commitment_loss(out.z_e, out.z_q, c.codebook.commitment);
   last_.l1 = host_value(l1);
+  last_.mse = host_value(mse);
   last_.commitment = host_value(commitment);
-  last_.loss = c.training.l1_weight * last_.l1 + last_.commitment;
-  const Tensor d_recon = l1_loss_backward_pred(out.recon, x, scalar_on(c.training.l1_weight, device));
+  last_.loss = total_loss(last_);
+  Tensor d_recon = l1_loss_backward_pred(out.recon, x, scalar_on(c.training.l1_weight, device));
+  if (c.training.mse_weight > 0)
+    d_recon = add(d_recon, mse_loss_backward_pred(out.recon, x, scalar_on(c.training.mse_weight, device)));
   const Tensor d_z_e = commitment_loss_backward(out.z_e, out.z_q, scalar_on(1.0, device), c.codebook.commitment);
   model_->backward_train(d_recon, d_z_e, /*input_grad=*/false);
 
@@ -296,19 +301,21 @@ VqaeLosses VqaeTrainer::validate_light() {
   const VqaeTrainConfig& c = config_;
   NoGradGuard no_grad;
   const auto& patches = data_->light_patches;
-  double l1 = 0, commitment = 0;
+  double l1 = 0, mse = 0, commitment = 0;
   for (size_t first = 0; first < patches.size(); first += size_t(c.training.batch_size)) {
     const std::vector<PatchSpec> part(patches.begin() + std::ptrdiff_t(first),
                                       patches.begin() + std::ptrdiff_t(std::min(patches.size(), first + size_t(c.training.batch_size))));
     const Tensor x = cut_patches(*data_->volumes, part, c.training.patch_size).to(options_.device);
     const VqaeTrainForward out = model_->forward_train(x);
     l1 += host_value(l1_loss(out.recon, x)) * double(part.size());
+    mse += host_value(mse_loss(out.recon, x)) * double(part.size());
     commitment += host_value(commitment_loss(out.z_e, out.z_q, c.codebook.commitment)) * double(part.size());
   }
   VqaeLosses r;
   r.l1 = l1 / double(patches.size());
+  r.mse = mse / double(patches.size());
   r.commitment = commitment / double(patches.size());
-  r.loss = c.training.l1_weight * r.l1 + r.commitment;
+  r.loss = total_loss(r);
   return r;
 }
 
@@ -416,7 +423,8 @@ void VqaeTrainer::maybe_validate(int64_t done) {
   const VqaeValidationSettings& v = config_.validation;
   if (v.light_every > 0 && done % v.light_every == 0) {
     const VqaeLosses r = validate_light();
-    write_metrics({{"step", done}, {"tier", "light"}, {"loss", r.loss}, {"l1", r.l1}, {"commitment", r.commitment}});
+    write_metrics({{"step", done}, {"tier", "light"}, {"loss", r.loss}, {"l1", r.l1}, {"mse", r.mse},
+                   {"commitment", r.commitment}});
     add_scalar("val/light_loss", r.loss, done);
     add_scalar("val/light_l1", r.l1, done);
   }
@@ -483,7 +491,8 @@ VqaeRunSummary VqaeTrainer::run() {
     summary.losses.push_back(loss);
     const int64_t done = state_.step;
     if (std::isfinite(loss)) {
-      interval.loss += last_.loss, interval.l1 += last_.l1, interval.commitment += last_.commitment;
+      interval.loss += last_.loss, interval.l1 += last_.l1, interval.mse += last_.mse;
+      interval.commitment += last_.commitment;
       interval_perplexity += last_perplexity_;
       ++interval_steps;
     }
@@ -498,6 +507,7 @@ VqaeRunSummary VqaeTrainer::run() {
       write_metrics({{"step", done},
                      {"loss", interval.loss / n},
                      {"l1", interval.l1 / n},
+                     {"mse", interval.mse / n},
                      {"commitment", interval.commitment / n},
                      {"perplexity", interval_perplexity / n},
                      {"lr", lr},
@@ -505,6 +515,7 @@ VqaeRunSummary VqaeTrainer::run() {
                      {"samples_per_s", rate}});
       for (auto [tag, value] : {std::pair<const char*, double>{"train/loss", interval.loss / n},
                                 {"train/l1", interval.l1 / n},
+                                {"train/mse", interval.mse / n},
                                 {"train/commitment", interval.commitment / n},
                                 {"train/perplexity", interval_perplexity / n},
                                 {"train/lr", lr},

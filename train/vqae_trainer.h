@@ -63,8 +63,9 @@ struct VqaeTrainerOptions {
 };
 
 struct VqaeLosses {
-  double loss = 0;        // l1_weight * l1 + commitment
+  double loss = 0;        // l1_weight * l1 + mse_weight * mse + commitment
   double l1 = 0;          // mean |recon - x|
+  double mse = 0;         // mean (recon - x)^2, reported whatever its weight
   double commitment = 0;  // commitment * mean((z_e - z_q)^2)
 };
 
@@ -112,6 +113,9 @@ class VqaeTrainer {
   void maybe_validate(int64_t steps_done);
   void sync_codebook();  // the model's codebook and EMA buffers from codebook_
   double skip_step(double loss, double grad_norm);  // a non-finite step (counted already): logs; NaN
+  double total_loss(const VqaeLosses& l) const {  // the weighted sum the optimiser descends
+    return config_.training.l1_weight * l.l1 + config_.training.mse_weight * l.mse + l.commitment;
+  }
 
   VqaeTrainConfig config_;
   VqaeTrainerOptions options_;
