@@ -7,7 +7,8 @@
 # resumes: run it again and finished work is skipped.
 #   bash scripts/main.sh
 # Environment: CTSR_RUN_DIR (default runs/demo), CTSR_DEVICE (default auto: a GPU when present),
-# BUILD_DIR (default build-main), CTSR_STEPS (training steps, default the config's), JOBS,
+# BUILD_DIR (default build-main), CTSR_STEPS (training steps, default the config's), CTSR_PAIRS
+# (synthetic pairs, default 24; a fifth of them held out), JOBS,
 # CTSR_VQAE and CTSR_VQAE_CONFIG (another first stage and its settings file, for its patch size).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,11 @@ run=${CTSR_RUN_DIR:-runs/demo}
 build=${BUILD_DIR:-build-main}
 device=${CTSR_DEVICE:-auto}
 jobs=${JOBS:-$(nproc)}
+pairs=${CTSR_PAIRS:-24}
+if ! [[ "$pairs" =~ ^[0-9]+$ ]] || [ "$pairs" -lt 5 ]; then
+  echo "main: CTSR_PAIRS is '$pairs'; expected a whole number of at least 5 (a fifth is held out)" >&2
+  exit 1
+fi
 vqae=${CTSR_VQAE:-models/vqae_phantom.safetensors}
 vqae_config=${CTSR_VQAE_CONFIG:-configs/vqae_phantom.yaml}
 # OpenBLAS's threads and OpenMP's share the cores: OpenMP threads that sleep instead of spinning
@@ -40,17 +46,31 @@ bin=$build/bin
 echo "main: built in $(( $(date +%s) - start )) s"
 
 mkdir -p "$run"
-# A run folder trained with another first stage (an older main job's untrained stand-in, say) would
-# resume as finished: say so rather than score that model against this VQ-AE.
-if [ -f "$run/train/config.yaml" ]; then
-  trained_with=$(sed -n 's/^  vqae_weights: *//p' "$run/train/config.yaml" | head -n 1)
-  if [ "$trained_with" != "$vqae" ]; then
-    echo "main: $run/train was trained with the VQ-AE $trained_with, not $vqae;" \
-         "move it away or set CTSR_RUN_DIR to a new folder" >&2
+# A run folder made with another first stage (an older main job's VQ-AE, or a file replaced under
+# the same name) would resume as finished: say so rather than score that model against this VQ-AE.
+# The folder records the checksum of the weights its cache is encoded with, before encoding starts
+# (an interrupted cache then resumes).
+if [ ! -f "$vqae" ]; then
+  echo "main: the VQ-AE weights $vqae (CTSR_VQAE) do not exist; expected a .safetensors or .ckpt file" >&2
+  exit 1
+fi
+vqae_sum=$(sha256sum "$vqae" | cut -d ' ' -f 1)
+[ -e "$run/cache" ] || [ -e "$run/train" ] || echo "$vqae_sum" > "$run/vqae.sha256"
+made_with=$(cat "$run/vqae.sha256" 2>/dev/null || echo "an unrecorded VQ-AE")
+if [ "$made_with" != "$vqae_sum" ]; then
+  echo "main: $run was made with $made_with, not $vqae (sha256 $vqae_sum);" \
+       "move it away or set CTSR_RUN_DIR to a new folder" >&2
+  exit 1
+fi
+if [ -f "$run/data/pairs.csv" ]; then
+  have=$(( $(wc -l < "$run/data/pairs.csv") - 1 ))
+  if [ "$have" != "$pairs" ]; then
+    echo "main: $run/data/pairs.csv lists $have pairs, not CTSR_PAIRS=$pairs;" \
+         "move $run away or set CTSR_RUN_DIR to a new folder" >&2
     exit 1
   fi
 fi
-[ -f "$run/data/pairs.csv" ] || "$bin/ctsr_phantom" --out "$run/data" --count 24 --size 64 --seed 1
+[ -f "$run/data/pairs.csv" ] || "$bin/ctsr_phantom" --out "$run/data" --count "$pairs" --size 64 --seed 1
 "$bin/ctsr_vqae" cache --weights "$vqae" --config "$vqae_config" --pairs "$run/data/pairs.csv" --out "$run/cache" \
   --val-fraction 0.2 --device "$device"
 
