@@ -2,7 +2,12 @@
 
 #include <cblas.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
 #include <vector>
 
 #include "runtime/error.h"
@@ -54,8 +59,34 @@ void blas_gemm(CBLAS_ORDER order, bool ta, bool tb, int64_t m, int64_t n, int64_
   }
 }
 
+// Once per process, before the first host GEMM: say so when OpenBLAS runs kernels well below what
+// the CPU can do (blas_core_advice) and the user has not chosen a core.
+void advise_blas_core() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+    bool avx512 = false, avx2_fma = false;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    const char* name = openblas_get_corename();
+    const std::string chosen = name ? name : "";
+    const std::string core = blas_core_advice(chosen, avx512, avx2_fma);
+    if (!core.empty())
+      std::fprintf(stderr,
+                   "ctsr: OpenBLAS does not know this CPU and runs its generic kernels (core %s) although the CPU "
+                   "has %s; start with OPENBLAS_CORETYPE=%s for its faster kernels (CPU training 1.7x faster on "
+                   "Emerald Rapids: bench/RESULTS.md; scripts/main.sh and scripts/test.sh set it)\n",
+                   chosen.c_str(), avx512 ? "AVX-512" : "AVX2", core.c_str());
+  });
+}
+
 template <class T>
 void host_gemm(const GemmArgs& g, bool column_major_route) {
+  advise_blas_core();
   const T alpha = static_cast<T>(g.alpha), beta = static_cast<T>(g.beta);
   for (int64_t i = 0; i < g.batch; ++i) {
     T* c = static_cast<T*>(g.c) + i * g.stride_c;
@@ -126,6 +157,17 @@ void cublas_gemm(int device, const GemmArgs& g) {
 #endif
 
 }  // namespace
+
+std::string blas_core_advice(std::string_view chosen_core, bool cpu_has_avx512, bool cpu_has_avx2_fma) {
+  // The cores of OpenBLAS's x86_64 dynamic build whose kernels predate AVX2.
+  static constexpr std::array<std::string_view, 12> pre_avx2 = {
+      "Katmai", "Coppermine", "Northwood", "Prescott", "Banias",    "Atom",
+      "Core2",  "Penryn",     "Dunnington", "Nehalem", "Sandybridge", "Opteron(SSE3)"};
+  if (std::find(pre_avx2.begin(), pre_avx2.end(), chosen_core) == pre_avx2.end()) return "";
+  if (cpu_has_avx512) return "SkylakeX";
+  if (cpu_has_avx2_fma) return "Haswell";
+  return "";
+}
 
 void set_allow_tf32(bool allow) { g_allow_tf32 = allow; }
 bool allow_tf32() { return g_allow_tf32.load(); }

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <string_view>
 
 #include "runtime/device.h"
 #include "runtime/dtype.h"
@@ -29,6 +31,15 @@ struct GemmArgs {
 };
 
 void gemm(Device device, const GemmArgs& args);
+
+// OpenBLAS picks its kernels from the CPU's model at load time and falls back to generic SSE3
+// ones (core "Prescott") on models newer than it knows: Debian 12's 0.3.21 on Sapphire and Emerald
+// Rapids, where its AVX-512 kernels made CPU training 1.7x faster (bench/RESULTS.md). Given the core
+// OpenBLAS chose and what the CPU supports, the core to ask for with OPENBLAS_CORETYPE ("SkylakeX"
+// with AVX-512, "Haswell" with AVX2 and FMA), or "" when its choice is fine. The first host GEMM
+// prints this advice once to stderr when OPENBLAS_CORETYPE is unset; scripts/blas_env.sh sets the
+// variable by the same rule before the scripts start any program.
+std::string blas_core_advice(std::string_view chosen_core, bool cpu_has_avx512, bool cpu_has_avx2_fma);
 
 // TF32 tensor-core math for float32 GEMMs on the GPU (off by default, like PyTorch's matmul).
 void set_allow_tf32(bool allow);

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas-dev libboost-context-dev
+  libopenblas-dev libopenblas-openmp-dev libboost-context-dev
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libomp-dev
   zlib1g-dev libnifti2-dev libniftiio-dev

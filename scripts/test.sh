@@ -12,6 +12,7 @@ mode=release
 [ "${1:-}" = "--sanitize" ] && mode=sanitize
 
 bash scripts/install_deps.sh
+source scripts/blas_env.sh
 
 jobs=${JOBS:-$(nproc)}
 cmake_args=(-G Ninja -DCTSR_CUDA_ON_CPU=ON)

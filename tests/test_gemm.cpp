@@ -220,5 +220,18 @@ TEST_P(GemmPaths, RejectsBadArguments) { check_bad_arguments(device()); }
 
 CTSR_INSTANTIATE_CUDA_PATHS(GemmPaths);
 
+// The advice printed when OpenBLAS falls back to generic kernels: a better core only when its
+// choice predates AVX2 and the CPU can do more; a core it chose itself is never second-guessed.
+TEST(Gemm, BlasCoreAdviceOnlyForGenericKernelsOnCapableCpus) {
+  EXPECT_EQ(blas_core_advice("Prescott", true, true), "SkylakeX");
+  EXPECT_EQ(blas_core_advice("Prescott", false, true), "Haswell");
+  EXPECT_EQ(blas_core_advice("Sandybridge", false, true), "Haswell");
+  EXPECT_EQ(blas_core_advice("Prescott", false, false), "");
+  EXPECT_EQ(blas_core_advice("SkylakeX", true, true), "");
+  EXPECT_EQ(blas_core_advice("Haswell", true, true), "");
+  EXPECT_EQ(blas_core_advice("Zen", false, true), "");
+  EXPECT_EQ(blas_core_advice("", true, true), "");
+}
+
 }  // namespace
 }  // namespace ctsr::test
