@@ -8,7 +8,7 @@
 #   bash scripts/main.sh
 # Environment: CTSR_RUN_DIR (default runs/demo), CTSR_DEVICE (default auto: a GPU when present),
 # BUILD_DIR (default build-main), CTSR_STEPS (training steps, default the config's), CTSR_PAIRS
-# (synthetic pairs, default 24; a fifth of them held out), JOBS,
+# (synthetic pairs, default 48; a fifth of them held out), JOBS,
 # CTSR_VQAE and CTSR_VQAE_CONFIG (another first stage and its settings file, for its patch size).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ run=${CTSR_RUN_DIR:-runs/demo}
 build=${BUILD_DIR:-build-main}
 device=${CTSR_DEVICE:-auto}
 jobs=${JOBS:-$(nproc)}
-pairs=${CTSR_PAIRS:-24}
+pairs=${CTSR_PAIRS:-48}
 if ! [[ "$pairs" =~ ^[0-9]+$ ]] || [ "$pairs" -lt 5 ]; then
   echo "main: CTSR_PAIRS is '$pairs'; expected a whole number of at least 5 (a fifth is held out)" >&2
   exit 1
