@@ -224,14 +224,15 @@ TEST(VqaeTrainer, MseWeightAddsTheSquaredErrorToLossAndGradient) {
   EXPECT_EQ(b["mse"].get<double>(), mse);
   EXPECT_EQ(b["l1"].get<double>(), a["l1"].get<double>());
   EXPECT_NEAR(mixed.losses[0], plain.losses[0] + w * mse, 1e-9 * (1 + mixed.losses[0]));
-  EXPECT_NEAR(b["loss"].get<double>(), 4.0 * b["l1"].get<double>() + w * mse + b["commitment"].get<double>(), 1e-9);
+  // A metrics line's loss is its parts, weighted (l1_weight is 4, the default).
+  const auto weighted = [&](const nlohmann::json& j) {
+    return c.training.l1_weight * j["l1"].get<double>() + w * j["mse"].get<double>() + j["commitment"].get<double>();
+  };
+  EXPECT_NEAR(b["loss"].get<double>(), weighted(b), 1e-9);
   // Step 2 sees the same patches with other weights: the MSE term reached the gradient.
   EXPECT_NE(mixed_lines[1]["l1"].get<double>(), plain_lines[1]["l1"].get<double>());
   for (const auto& j : mixed_lines) {
-    if (j.contains("tier") && j["tier"] == "light") {
-      EXPECT_NEAR(j["loss"].get<double>(), 4.0 * j["l1"].get<double>() + w * j["mse"].get<double>() +
-                                               j["commitment"].get<double>(), 1e-9);
-    }
+    if (j.contains("tier") && j["tier"] == "light") EXPECT_NEAR(j["loss"].get<double>(), weighted(j), 1e-9);
   }
 }
 
