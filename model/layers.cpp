@@ -1,6 +1,7 @@
 #include "model/layers.h"
 
 #include <cmath>
+#include <limits>
 
 #include "kernels/activation.h"
 #include "kernels/attention.h"
@@ -35,6 +36,17 @@ Tensor SiLU::forward(const Tensor& x) {
 }
 
 Tensor SiLU::backward(const Tensor& dy) { return silu_backward(take(x_, "SiLU"), dy); }
+
+// ---- ReLU ----------------------------------------------------------------------------------------
+
+constexpr double kReluUpper = std::numeric_limits<double>::infinity();
+
+Tensor ReLU::forward(const Tensor& x) {
+  save(x_, x);
+  return clamp(x, 0.0, kReluUpper);
+}
+
+Tensor ReLU::backward(const Tensor& dy) { return clamp_backward(take(x_, "ReLU"), dy, 0.0, kReluUpper); }
 
 // ---- GroupNorm -----------------------------------------------------------------------------------
 
@@ -139,10 +151,14 @@ Tensor Linear::backward(const Tensor& dy) {
 
 Conv3d::Conv3d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool with_bias,
                const LayerOptions& o)
-    : weight(make_parameter("weight", {out, kernel, kernel, kernel, in}, o.dtype, o.device)),
+    : Conv3d(in, out, Conv3dParams::cubic(kernel, stride, padding), with_bias, o) {}
+
+Conv3d::Conv3d(int64_t in, int64_t out, const Conv3dParams& params, bool with_bias, const LayerOptions& o)
+    : weight(make_parameter("weight", {out, params.kernel[0], params.kernel[1], params.kernel[2], in}, o.dtype,
+                            o.device)),
       bias(optional_bias(with_bias, out, o)),
-      params_(Conv3dParams::cubic(kernel, stride, padding)) {
-  init_default(weight, bias, in * kernel * kernel * kernel, o);
+      params_(params) {
+  init_default(weight, bias, in * params.kernel[0] * params.kernel[1] * params.kernel[2], o);
 }
 
 void Conv3d::zero_init() {
@@ -170,11 +186,16 @@ Tensor Conv3d::backward(const Tensor& dy, bool input_grad) {
 
 ConvTranspose3d::ConvTranspose3d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding,
                                  bool with_bias, const LayerOptions& o)
-    : weight(make_parameter("weight", {in, kernel, kernel, kernel, out}, o.dtype, o.device)),
+    : ConvTranspose3d(in, out, Conv3dParams::cubic(kernel, stride, padding), with_bias, o) {}
+
+ConvTranspose3d::ConvTranspose3d(int64_t in, int64_t out, const Conv3dParams& params, bool with_bias,
+                                 const LayerOptions& o)
+    : weight(make_parameter("weight", {in, params.kernel[0], params.kernel[1], params.kernel[2], out}, o.dtype,
+                            o.device)),
       bias(optional_bias(with_bias, out, o)),
-      params_(Conv3dParams::cubic(kernel, stride, padding)) {
-  // PyTorch computes fan_in of a transposed conv from weight.size(1) * k^3 = out * k^3.
-  init_default(weight, bias, out * kernel * kernel * kernel, o);
+      params_(params) {
+  // PyTorch computes fan_in of a transposed conv from weight.size(1) * prod(k) = out * prod(k).
+  init_default(weight, bias, out * params.kernel[0] * params.kernel[1] * params.kernel[2], o);
 }
 
 void ConvTranspose3d::collect(const std::string& prefix, std::vector<Parameter*>& out) {

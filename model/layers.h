@@ -36,6 +36,22 @@ class SiLU : public Module {
   Tensor x_;
 };
 
+// relu(x) = max(x, 0), as clamp(x, 0, +inf) (kernels/activation.h): no kernel of its own. Its
+// backward passes dy where x >= 0 (clamp's convention at the bound; PyTorch's relu gives 0 at
+// exactly x == 0, a set of measure zero for trained weights).
+class ReLU : public Module {
+ public:
+  Tensor forward(const Tensor& x);
+  Tensor backward(const Tensor& dy);
+  void clear_saved() override { x_ = Tensor(); }
+
+ protected:
+  void collect(const std::string&, std::vector<Parameter*>&) override {}
+
+ private:
+  Tensor x_;
+};
+
 // GroupNorm over the channels of [N, ..., C], optionally followed by SiLU in the same kernels.
 class GroupNorm : public Module {
  public:
@@ -104,6 +120,8 @@ class Conv3d : public Module {
  public:
   Conv3d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool bias,
          const LayerOptions& options = {});
+  // Any kernel, stride and padding per axis (e.g. RED-CNN's 1 x 5 x 5 in-slice kernels).
+  Conv3d(int64_t in, int64_t out, const Conv3dParams& params, bool bias, const LayerOptions& options = {});
   Tensor forward(const Tensor& x);
   // input_grad false: only the parameter gradients (a network's first layer); returns undefined.
   Tensor backward(const Tensor& dy, bool input_grad = true);
@@ -126,6 +144,7 @@ class ConvTranspose3d : public Module {
  public:
   ConvTranspose3d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool bias,
                   const LayerOptions& options = {});
+  ConvTranspose3d(int64_t in, int64_t out, const Conv3dParams& params, bool bias, const LayerOptions& options = {});
   Tensor forward(const Tensor& x);
   Tensor backward(const Tensor& dy);
   void clear_saved() override { x_ = Tensor(); }

@@ -1,5 +1,5 @@
 // The VQ-AE importer against an independent PyTorch model of the spec (tools/reference/
-// make_vqae_golden.py, tests/data/vqae/): the architecture read off a Lightning-style checkpoint
+// make_vqae_golden.py, tests/data/vqae/ at 8x and tests/data/vqae4x/ at 4x): the architecture read off a Lightning-style checkpoint
 // with foreign objects, and encode, patch_encode and decode within 1e-4 relative L2 of PyTorch on
 // the reference path and on the CUDA paths; the sliding decode; the latent normalisation; and the
 // errors for volumes, latents and checkpoints that do not fit.
@@ -12,20 +12,24 @@
 #include "runtime/formats/safetensors.h"
 #include "tests/harness.h"
 #include "tests/tool_runner.h"
+#include "tools/lib/vqae_settings.h"
+#include "train/vqae_config.h"
 
 namespace ctsr::test {
 namespace {
 
 const std::string kDir = std::string(CTSR_TEST_DATA_DIR) + "/vqae/";
+// The same golden model at 4x (PatchVolume_4x's layout: two halvings; make_vqae_golden.py --levels 2).
+const std::string kDir4x = std::string(CTSR_TEST_DATA_DIR) + "/vqae4x/";
 constexpr int64_t kGroups = 2;  // the golden model's GroupNorm groups (tools/reference/make_vqae_golden.py)
 
 // Golden volumes are [D, H, W]; ours [1, D, H, W, 1]. Golden latents [8, d, h, w]; ours [1, d, h, w, 8].
-Tensor golden_volume(const std::string& name) {
-  Tensor v = io::read_npy(kDir + name);
+Tensor golden_volume(const std::string& name, const std::string& dir = kDir) {
+  Tensor v = io::read_npy(dir + name);
   return v.reshape({1, v.dim(0), v.dim(1), v.dim(2), 1});
 }
-Tensor golden_latent(const std::string& name) {
-  Tensor z = io::read_npy(kDir + name);
+Tensor golden_latent(const std::string& name, const std::string& dir = kDir) {
+  Tensor z = io::read_npy(dir + name);
   return move_axis_last(z, 0).reshape({1, z.dim(1), z.dim(2), z.dim(3), z.dim(0)});
 }
 
@@ -57,27 +61,72 @@ TEST(Vqae, ArchitectureReadOffTheCheckpoint) {
   expect_error_mentions([&] { vqae_config_from(*source, 3); }, {"tiny.ckpt", "num_groups 3", "width 4", "--num-groups"});
 }
 
-void expect_parity(Device device) {
-  auto model = Vqae::load(kDir + "tiny.ckpt", kGroups, device);
-  const Tensor x = golden_volume("input.npy");
-  const double enc = relative_l2(model->encode(x.to(device)), golden_latent("encode.npy"));
-  const double patch = relative_l2(model->patch_encode(x.to(device), 16), golden_latent("patch16.npy"));
+TEST(Vqae, FourTimesArchitectureReadOffTheCheckpoint) {
+  auto source = io::open_tensor_source(kDir4x + "tiny.ckpt");
+  const VqaeConfig c = vqae_config_from(*source, kGroups);
+  EXPECT_EQ(c.levels, 2);
+  EXPECT_EQ(c.downsample(), 4);
+  EXPECT_EQ(c.n_hiddens, 4);
+  EXPECT_EQ(c.widths(), (std::vector<int64_t>{4, 8, 8}));
+  Vqae model(c);
+  for (const auto& key : model.checkpoint_keys()) EXPECT_TRUE(source->contains(key)) << key;
+  // No third level anywhere: an 8x reading of this file would look for these.
+  for (const char* absent : {"encoder.conv_blocks.3.res1.conv1.weight", "decoder.conv_blocks.3.res1.conv1.weight"})
+    EXPECT_FALSE(source->contains(absent)) << absent;
+  // The shapes of encode and decode at 4x: [1, D, H, W, 1] -> [1, D/4, H/4, W/4, 8] -> back.
+  const Tensor x = golden_volume("input.npy", kDir4x);
+  const Tensor z = model.encode(x);
+  EXPECT_EQ(z.shape(), (Shape{1, 8, 4, 12, 8}));
+  EXPECT_EQ(model.decode(z).shape(), x.shape());
+  EXPECT_EQ(model.patch_encode(x, 16).shape(), z.shape());
+  expect_error_mentions([&] { model.encode(random_tensor({1, 10, 16, 16, 1}, 3)); }, {"D = 10", "multiple of 4"});
+}
+
+// configs/vqae_4x.yaml: both readers take it (ctsr_vqae's settings, ctsr_train_vqae's schema), it
+// names the 4x architecture, and a model built from it encodes a volume to 8 latent channels at a
+// quarter of its size per axis.
+TEST(Vqae, FourTimesConfiguration) {
+  const std::string path = std::string(CTSR_TEST_DATA_DIR) + "/../../configs/vqae_4x.yaml";
+  const train::VqaeTrainConfig file = train::load_vqae_train_config(path);
+  EXPECT_EQ(file.model.levels, 2);
+  EXPECT_EQ(file.model.n_codes, 8192);
+  EXPECT_EQ(file.model.embedding_dim, 8);
+  EXPECT_EQ(file.training.patch_size % file.vqae().downsample(), 0);
+  EXPECT_EQ(tools::read_vqae_settings(path).patch_size, 64);
+  VqaeConfig small = file.vqae();
+  small.n_hiddens = 4;  // the file's width, smaller, so the test stays quick
+  small.num_groups = 2;
+  small.n_codes = 16;
+  EXPECT_EQ(small.widths(), (std::vector<int64_t>{4, 8, 8}));
+  Vqae model(small);
+  const Tensor z = model.patch_encode(random_tensor({1, 32, 64, 32, 1}, 9), 32);
+  EXPECT_EQ(z.shape(), (Shape{1, 8, 16, 8, 8}));
+  EXPECT_EQ(model.decode(z).shape(), (Shape{1, 32, 64, 32, 1}));
+}
+
+void expect_parity(Device device, const std::string& dir = kDir) {
+  auto model = Vqae::load(dir + "tiny.ckpt", kGroups, device);
+  const Tensor x = golden_volume("input.npy", dir);
+  const double enc = relative_l2(model->encode(x.to(device)), golden_latent("encode.npy", dir));
+  const double patch = relative_l2(model->patch_encode(x.to(device), 16), golden_latent("patch16.npy", dir));
   // Decode PyTorch's latent, so the comparison isolates the decoder (and quantisation).
-  const Tensor z = golden_latent("encode.npy");
+  const Tensor z = golden_latent("encode.npy", dir);
   const std::vector<int64_t> idx = codebook_nearest(z.to(device), model->codebook()).to(Device::cpu()).to_vector<int64_t>();
-  EXPECT_EQ(idx, io::read_npy(kDir + "indices.npy").to_vector<int64_t>()) << device.str();
-  const double dec = relative_l2(model->decode(z.to(device)), golden_volume("decode.npy"));
-  std::printf("%s: relative L2 to PyTorch: encode %.2e, patch_encode %.2e, decode %.2e\n", device.str().c_str(), enc,
-              patch, dec);
+  EXPECT_EQ(idx, io::read_npy(dir + "indices.npy").to_vector<int64_t>()) << device.str();
+  const double dec = relative_l2(model->decode(z.to(device)), golden_volume("decode.npy", dir));
+  std::printf("%s, %s: relative L2 to PyTorch: encode %.2e, patch_encode %.2e, decode %.2e\n", dir.c_str(),
+              device.str().c_str(), enc, patch, dec);
   EXPECT_LT(enc, 1e-4) << device.str();
   EXPECT_LT(patch, 1e-4) << device.str();
   EXPECT_LT(dec, 1e-4) << device.str();
 }
 
 TEST(Vqae, MatchesPyTorchOnTheReferencePath) { expect_parity(Device::cpu()); }
+TEST(Vqae, FourTimesMatchesPyTorchOnTheReferencePath) { expect_parity(Device::cpu(), kDir4x); }
 
 class VqaeCuda : public CudaPathTest {};
 TEST_P(VqaeCuda, MatchesPyTorch) { expect_parity(device()); }
+TEST_P(VqaeCuda, FourTimesMatchesPyTorch) { expect_parity(device(), kDir4x); }
 CTSR_INSTANTIATE_CUDA_PATHS(VqaeCuda);
 
 TEST(Vqae, PatchEncodeWithOnePatchIsEncode) {

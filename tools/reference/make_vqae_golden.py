@@ -8,7 +8,10 @@ embedding_dim 8, 64 codes. Weights are random (PyTorch's default init, GroupNorm
 biases perturbed so every parameter matters; codes drawn so their spread resembles a trained
 codebook's).
 
-Writes tests/data/vqae/:
+With --levels 2 it makes the same model at 4x (PatchVolume_4x's layout: two halvings, level widths
+4, 8, 8) into tests/data/vqae4x/, whose latents are [8, 8, 4, 12].
+
+Writes tests/data/vqae/ (8x; tests/data/vqae4x/ with --levels 2):
   tiny.ckpt        a Lightning-style checkpoint (torch.save zip): the state dict plus what a loader
                    must skip: optimizer_states, lr_schedulers, callbacks, hyper_parameters holding
                    an object of a class the loader cannot know, a volume discriminator's and a
@@ -22,8 +25,10 @@ Writes tests/data/vqae/:
 Run by hand when the model changes (CI never runs it):
     apt-get install -y python3-torch python3-numpy
     /usr/bin/python3 tools/reference/make_vqae_golden.py
+    /usr/bin/python3 tools/reference/make_vqae_golden.py --levels 2
 """
 
+import argparse
 import collections
 import os
 import sys
@@ -34,7 +39,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "..", "..", "tests", "data", "vqae")
+# Halvings per axis: 3 is PatchVolume_8x, 2 PatchVolume_4x (set by --levels in main).
+LEVELS = 3
+OUT = None
 
 N_HIDDENS, GROUPS, EPS, EMBED, CODES = 4, 2, 1e-6, 8, 64
 HEADS, HEAD_DIM = 4, 32
@@ -85,22 +92,29 @@ class Block(nn.Module):
     pass
 
 
+def widths():
+    """Level widths n, 2n, ... (one per halving), then the last again: [4, 8, 16, 16] at 8x."""
+    ch = [N_HIDDENS * 2 ** i for i in range(LEVELS)]
+    return ch + [ch[-1]]
+
+
 class Encoder(nn.Module):
     def __init__(self):
         super().__init__()
-        ch = [N_HIDDENS, 2 * N_HIDDENS, 4 * N_HIDDENS, 4 * N_HIDDENS]
+        ch = widths()
         self.conv_first = nn.Conv3d(1, ch[0], 3, padding=1)
         self.conv_blocks = nn.ModuleList()
-        for i in range(4):
+        for i in range(LEVELS + 1):
             ci = ch[0] if i == 0 else ch[i - 1]
             b = Block()
             b.res1 = Res(ci, ch[i])
             b.res2 = Res(ch[i], ch[i])
-            b.down = nn.Conv3d(ch[i], ch[i], 4, stride=2, padding=1) if i < 3 else nn.Identity()
+            b.down = nn.Conv3d(ch[i], ch[i], 4, stride=2, padding=1) if i < LEVELS else nn.Identity()
             self.conv_blocks.append(b)
+        last = ch[LEVELS]
         self.mid_block = Block()
-        self.mid_block.res1, self.mid_block.attn, self.mid_block.res2 = Res(ch[3], ch[3]), Attn(ch[3]), Res(ch[3], ch[3])
-        self.final_block = nn.Sequential(norm(ch[3]), nn.SiLU(), nn.Conv3d(ch[3], EMBED, 3, padding=1))
+        self.mid_block.res1, self.mid_block.attn, self.mid_block.res2 = Res(last, last), Attn(last), Res(last, last)
+        self.final_block = nn.Sequential(norm(last), nn.SiLU(), nn.Conv3d(last, EMBED, 3, padding=1))
 
     def forward(self, x):
         h = self.conv_first(x)
@@ -122,19 +136,19 @@ class Up(nn.Module):
 class Decoder(nn.Module):
     def __init__(self):
         super().__init__()
-        ch = [4 * N_HIDDENS, 4 * N_HIDDENS, 2 * N_HIDDENS, N_HIDDENS]
+        ch = widths()[::-1]
         self.conv_first = nn.Conv3d(EMBED, ch[0], 3, padding=1)
         self.mid_block = Block()
         self.mid_block.res1, self.mid_block.attn, self.mid_block.res2 = Res(ch[0], ch[0]), Attn(ch[0]), Res(ch[0], ch[0])
         self.conv_blocks = nn.ModuleList()
-        for i in range(4):
+        for i in range(LEVELS + 1):
             ci = ch[0] if i == 0 else ch[i - 1]
             b = Block()
             b.res1 = Res(ci, ch[i])
             b.res2 = Res(ch[i], ch[i])
-            b.up = Up(ch[i]) if i < 3 else nn.Identity()
+            b.up = Up(ch[i]) if i < LEVELS else nn.Identity()
             self.conv_blocks.append(b)
-        self.final_block = nn.Sequential(norm(ch[3]), nn.SiLU(), nn.Conv3d(ch[3], 1, 3, padding=1))
+        self.final_block = nn.Sequential(norm(ch[-1]), nn.SiLU(), nn.Conv3d(ch[-1], 1, 3, padding=1))
 
     def forward(self, z):
         m = self.mid_block
@@ -191,7 +205,8 @@ class RunConfig:
     """Stands in for the OmegaConf DictConfig of a real checkpoint: a class the loader cannot know."""
 
     def __init__(self):
-        self.model = {"n_hiddens": N_HIDDENS, "num_groups": GROUPS, "embedding_dim": EMBED, "n_codes": CODES}
+        self.model = {"n_hiddens": N_HIDDENS, "num_groups": GROUPS, "embedding_dim": EMBED, "n_codes": CODES,
+                      "downsample": [2 ** LEVELS] * 3}
         self.lr = 3e-4
 
 
@@ -204,6 +219,11 @@ def make_input(gen):
 
 
 def main():
+    global LEVELS, OUT
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", type=int, choices=(2, 3), default=3, help="halvings per axis: 3 (8x) or 2 (4x)")
+    LEVELS = parser.parse_args().levels
+    OUT = os.path.join(HERE, "..", "..", "tests", "data", "vqae" if LEVELS == 3 else "vqae4x")
     torch.manual_seed(20261125)
     gen = torch.Generator().manual_seed(7)
     model = VQAE()
@@ -257,11 +277,14 @@ def main():
     np.save(os.path.join(OUT, "patch16.npy"), squeeze(zp))
     np.save(os.path.join(OUT, "decode.npy"), y[0, 0].numpy().astype(np.float32))
     np.save(os.path.join(OUT, "indices.npy"), idx.numpy().astype(np.int64))
+    latent = "[8,%d,%d,%d]" % tuple(z.shape[2:])
     with open(os.path.join(OUT, "README.txt"), "w") as f:
-        f.write("Made by tools/reference/make_vqae_golden.py (torch %s). n_hiddens %d, num_groups %d, eps %g,\n"
-                "attention %d x %d, embedding_dim %d, n_codes %d. input [32,16,48]; encode and patch16 (patch 16)\n"
-                "[8,4,2,6]; decode(encode(input)) [32,16,48]; indices [4,2,6]. Smallest gap between the nearest and\n"
-                "second-nearest code over all latent voxels: %.3g.\n" % (torch.__version__, N_HIDDENS, GROUPS, EPS, HEADS, HEAD_DIM, EMBED, CODES, margin))
+        f.write("Made by tools/reference/make_vqae_golden.py%s (torch %s). %dx (levels %d, widths %s), n_hiddens %d,\n"
+                "num_groups %d, eps %g, attention %d x %d, embedding_dim %d, n_codes %d. input [32,16,48]; encode and\n"
+                "patch16 (patch 16) %s; decode(encode(input)) [32,16,48]; indices %s. Smallest gap between\n"
+                "the nearest and second-nearest code over all latent voxels: %.3g.\n"
+                % ("" if LEVELS == 3 else " --levels %d" % LEVELS, torch.__version__, 2 ** LEVELS, LEVELS, widths(),
+                   N_HIDDENS, GROUPS, EPS, HEADS, HEAD_DIM, EMBED, CODES, latent, "[%d,%d,%d]" % tuple(z.shape[2:]), margin))
 
 
 if __name__ == "__main__":
