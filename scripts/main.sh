@@ -81,12 +81,14 @@ overrides=(--set "data.cache_dir=$run/cache" --set "data.vqae_weights=$vqae"
 [ -n "${CTSR_STEPS:-}" ] && overrides+=(--set "training.max_steps=$CTSR_STEPS")
 "$bin/ctsr_train" --config configs/tiny.yaml "${overrides[@]}" --resume auto --device "$device"
 
-# One held-out volume through ctsr_infer, then every held-out pair scored: the input, the VQ-AE
-# round trip and the super-resolved result against full dose (the last lines of the run).
+# One held-out volume through ctsr_infer, then every held-out pair scored against full dose: the
+# input, the classical baselines (Gaussian, TV, median; chosen on training pairs), the VQ-AE round
+# trips and the super-resolved result; the run ends with their table (ctsr_evaluate), and pictures
+# of the first two pairs go to $run/panels.
 id=$(ls "$run/cache/val" | head -n 1 | sed 's/\.safetensors$//')
 checkpoint=$(ls "$run/train/checkpoints"/step_*.safetensors | tail -n 1)
 "$bin/ctsr_infer" --model "$checkpoint" --vqae "$vqae" --input "$run/data/ld/$id.nii.gz" \
   --output "$run/sr_$id.nii.gz" --device "$device"
 echo "main: outputs in $run/train (checkpoints, metrics.jsonl, tensorboard/, images/), $run/sr_$id.nii.gz;" \
   "$(( $(date +%s) - start )) s so far"
-"$bin/ctsr_evaluate" --model "$checkpoint" --device "$device" --json "$run/evaluation.json"
+"$bin/ctsr_evaluate" --model "$checkpoint" --device "$device" --json "$run/evaluation.json" --panels "$run/panels"

@@ -11,7 +11,9 @@
 #include "tests/harness.h"
 #include "tests/tool_runner.h"
 #include "tests/train_fixtures.h"
+#include "train/baselines.h"
 #include "train/checkpoint.h"
+#include "train/png.h"
 #include "train/trainer.h"
 
 namespace ctsr::train {
@@ -126,38 +128,131 @@ TEST(CtsrInfer, BadInputsFailWithOneLineAndLeaveNothing) {
   fails(r, {"other.safetensors", "codebook bounds", "the VQ-AE its cache was made with"});
 }
 
-// ctsr_evaluate on the held-out pairs: the input, the VQ-AE round trip and the result, each
-// scored against HD; the input's and the round trip's scores recomputed here independently.
-TEST(CtsrEvaluate, ScoresInputRoundTripAndResultAgainstHd) {
+// ctsr_evaluate on the held-out pairs: every row of specs/evaluation.md scored against HD; the
+// baselines' parameters those chosen on the train split's first --select-limit pairs; the input's,
+// a baseline's and both round trips' scores recomputed here independently; the best baseline and
+// SR's wins restated from the per-pair scores; the closing table; the panel of the first pair.
+TEST(CtsrEvaluate, ScoresEveryRowAgainstHdWithBaselinesChosenOnTrainingPairs) {
   Fixture f;
+  const auto panels = f.dir / "panels";
   auto r = run_tool("ctsr_evaluate", {"--model", f.checkpoint.string(), "--vqae", kVqae, "--cache", (f.dir / "cache").string(),
-                                      "--num-groups", "2", "--device", "cpu", "--json", (f.dir / "scores.json").string()});
+                                      "--num-groups", "2", "--device", "cpu", "--json", (f.dir / "scores.json").string(),
+                                      "--select-limit", "2", "--panels", panels.string(), "--panels-limit", "1"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(f.dir / "scores.json");
+  const nlohmann::json scores = nlohmann::json::parse(in);
+  const std::vector<std::string> rows{"input", "gaussian", "tv", "median", "roundtrip", "input_roundtrip", "sr"};
+  EXPECT_EQ(scores["rows"].get<std::vector<std::string>>(), rows);
+  EXPECT_EQ(scores["count"], 2);
+  ASSERT_EQ(scores["pairs"].size(), 2u);
+
+  // The parameters: the library's choice on the first two training pairs.
+  LatentDataset train(f.dir / "cache", "train"), val(f.dir / "cache", "val");
+  const auto read = [](const LatentDataset& split, int64_t i) {
+    return VolumePair{io::read_npy(split.metadata(i).at("ld_path")), io::read_npy(split.metadata(i).at("hd_path"))};
+  };
+  const BaselineParameters chosen = select_baseline_parameters(2, [&](int64_t i) { return read(train, i); });
+  const auto& b = scores["baselines"];
+  EXPECT_EQ(b["chosen_on"], (f.dir / "cache" / "train").string());
+  EXPECT_EQ(b["chosen_on_pairs"], 2);
+  EXPECT_EQ(b["gaussian_sigma"].get<double>(), chosen.sigma.chosen);
+  EXPECT_EQ(b["tv_weight"].get<double>(), chosen.tv_weight.chosen);
+  EXPECT_EQ(b["sigma_mean_psnr"].get<std::vector<double>>(), chosen.sigma.mean_psnr);
+
+  // Rows recomputed: the input, the Gaussian with the chosen sigma, the median, and the round
+  // trips of HD (roundtrip) and of LD (input_roundtrip).
+  auto vqae = Vqae::load(kVqae, 2, Device::cpu());
+  const Shape batch{1, 8 * kD, 8 * kH, 8 * kW};
+  const auto round_trip = [&](const Tensor& x) {
+    NoGradGuard no_grad;
+    return clamp(vqae->decode(vqae->encode(x.reshape({1, 8 * kD, 8 * kH, 8 * kW, 1}))), -1.0, 1.0).reshape(batch);
+  };
+  std::map<std::string, double> ssim_mean, psnr_mean;
+  for (int64_t i = 0; i < 2; ++i) {
+    const VolumePair p = read(val, i);
+    const Tensor hd = p.target.reshape(batch);
+    const auto& line = scores["pairs"][size_t(i)];
+    EXPECT_EQ(line["id"], val.id(i));
+    const std::map<std::string, Tensor> recomputed{{"input", p.input.reshape(batch)},
+                                                   {"gaussian", gaussian_filter(p.input, chosen.sigma.chosen).reshape(batch)},
+                                                   {"median", median_filter3(p.input).reshape(batch)},
+                                                   {"roundtrip", round_trip(p.target)},
+                                                   {"input_roundtrip", round_trip(p.input)}};
+    for (const auto& [row, volume] : recomputed) {
+      EXPECT_NEAR(line[row]["ssim"].get<double>(), ssim(volume, hd).per_sample.to_vector<float>()[0], 1e-6) << row;
+      EXPECT_NEAR(line[row]["psnr"].get<double>(), psnr(volume, hd).psnr.to_vector<float>()[0], 1e-4) << row;
+    }
+    for (const auto& row : rows) {
+      ssim_mean[row] += line[row]["ssim"].get<double>() / 2;
+      psnr_mean[row] += line[row]["psnr"].get<double>() / 2;
+    }
+  }
+  // The round trip of full dose is not the round trip of the input.
+  EXPECT_NE(scores["pairs"][0]["roundtrip"]["psnr"], scores["pairs"][0]["input_roundtrip"]["psnr"]);
+  for (const auto& row : rows) {
+    EXPECT_NEAR(scores["mean"][row]["ssim"].get<double>(), ssim_mean[row], 1e-9) << row;
+    EXPECT_NEAR(scores["mean"][row]["psnr"].get<double>(), psnr_mean[row], 1e-9) << row;
+  }
+  // The best baseline per metric, and SR's wins against the best-PSNR one.
+  std::map<std::string, std::string> best;
+  for (const char* metric : {"ssim", "psnr"}) {
+    auto& means = *metric == 's' ? ssim_mean : psnr_mean;
+    std::string top = "gaussian";
+    for (const char* row : {"tv", "median"})
+      if (means[row] > means[top]) top = row;
+    best[metric] = top;
+    EXPECT_EQ(scores["best_baseline"][metric], top) << metric;
+  }
+  int64_t wins = 0;
+  for (const auto& line : scores["pairs"]) wins += line["sr"]["psnr"].get<double>() > line[best["psnr"]]["psnr"].get<double>();
+  EXPECT_EQ(scores["sr_wins"]["against"], best["psnr"]);
+  EXPECT_EQ(scores["sr_wins"]["pairs"], wins);
+  EXPECT_EQ(scores["sr_wins"]["of"], 2);
+  EXPECT_DOUBLE_EQ(scores["sr_wins"]["fraction"].get<double>(), double(wins) / 2);
+
+  // The console ends with the table (the best baseline marked) and the wins line.
   std::istringstream lines(r.output);
   std::vector<std::string> all;
   for (std::string line; std::getline(lines, line);) all.push_back(line);
-  ASSERT_GE(all.size(), 6u);
-  const std::vector<std::string> last(all.end() - 6, all.end());
-  const char* keys[] = {"ssim_ld", "ssim_rt", "ssim_sr", "psnr_ld", "psnr_rt", "psnr_sr"};
-  for (int k = 0; k < 6; ++k) EXPECT_EQ(last[size_t(k)].rfind(std::string(keys[k]) + " ", 0), 0u) << last[size_t(k)];
-  std::ifstream in(f.dir / "scores.json");
-  const nlohmann::json scores = nlohmann::json::parse(in);
-  EXPECT_EQ(scores["mean"]["pairs"], 2);
-  auto vqae = Vqae::load(kVqae, 2, Device::cpu());
-  double ssim_ld = 0, psnr_rt = 0;
-  LatentDataset val(f.dir / "cache", "val");
-  for (int64_t i = 0; i < 2; ++i) {
-    const Shape batch{1, 8 * kD, 8 * kH, 8 * kW};
-    const Tensor ld = io::read_npy(val.metadata(i).at("ld_path")).reshape(batch);
-    const Tensor hd = io::read_npy(val.metadata(i).at("hd_path")).reshape(batch);
-    NoGradGuard no_grad;
-    Tensor rt = clamp(vqae->decode(vqae->encode(ld.reshape({1, 8 * kD, 8 * kH, 8 * kW, 1}))), -1.0, 1.0);
-    ssim_ld += ssim(ld, hd).per_sample.to_vector<float>()[0] / 2;
-    psnr_rt += psnr(rt.reshape(batch), hd).psnr.to_vector<float>()[0] / 2;
+  ASSERT_GE(all.size(), 9u);
+  const std::vector<std::string> tail(all.end() - 9, all.end());
+  EXPECT_EQ(tail[0].rfind("row ", 0), 0u) << tail[0];
+  for (size_t k = 0; k < rows.size(); ++k) {
+    const std::string& line = tail[k + 1];
+    std::istringstream words(line);
+    std::string name;
+    double s = 0, p = 0;
+    words >> name >> s >> p;
+    EXPECT_EQ(name, rows[k]) << line;
+    EXPECT_NEAR(s, ssim_mean[rows[k]], 5e-5) << line;
+    EXPECT_NEAR(p, psnr_mean[rows[k]], 5e-3) << line;
+    EXPECT_EQ(line.find("best baseline") != std::string::npos, rows[k] == best["ssim"] || rows[k] == best["psnr"]) << line;
   }
-  EXPECT_NEAR(scores["mean"]["ssim_ld"].get<double>(), ssim_ld, 1e-6);
-  EXPECT_NEAR(scores["mean"]["psnr_rt"].get<double>(), psnr_rt, 1e-4);
-  EXPECT_TRUE(std::isfinite(scores["mean"]["psnr_sr"].get<double>()));
+  EXPECT_EQ(tail[8], "sr beats the best baseline (" + best["psnr"] + ") on " + std::to_string(wins) + " of 2 pairs (PSNR)");
+  EXPECT_NE(r.output.find("chosen by mean PSNR on 2 pairs of " + (f.dir / "cache" / "train").string()), std::string::npos)
+      << r.output;
+
+  // The panel of the first pair only: eight columns as wide as the widest title ("|<BEST>-HD|" or
+  // "ROUNDTRIP", 106) at scale 2, four axial slices of 40 x 32 voxels (tiles 80 x 64), a caption.
+  EXPECT_FALSE(std::filesystem::exists(panels / (val.id(1) + ".png")));
+  const RgbImage panel = read_png(panels / (val.id(0) + ".png"));
+  const int64_t column = std::max<int64_t>(106, (6 * int64_t(best["psnr"].size() + 5) - 1) * 2);
+  EXPECT_EQ(panel.width, 4 + 46 + 4 + 8 * column + 7 * 4 + 4 + 8 + 4 + 46 + 4);  // labels "Z 14", ticks "0.25"
+  EXPECT_EQ(panel.height, 4 + 14 + 4 + 14 + 4 + (4 * 80 + 3 * 4) + 4);
+}
+
+TEST(CtsrEvaluate, BadFlagsFailWithOneLine) {
+  Fixture f;
+  for (const auto& [flag, value, expected] : {std::tuple{"--select-limit", "0", "expected at least one pair"},
+                                              std::tuple{"--panels-limit", "-1", "expected 0 or more pairs"},
+                                              std::tuple{"--split", "test", "expected train or val"}}) {
+    auto r = run_tool("ctsr_evaluate", {"--model", f.checkpoint.string(), "--vqae", kVqae, "--cache",
+                                        (f.dir / "cache").string(), "--num-groups", "2", "--device", "cpu", flag, value});
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+    EXPECT_NE(r.output.find(std::string(flag) + " " + value), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
+  }
 }
 
 }  // namespace

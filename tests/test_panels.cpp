@@ -256,6 +256,57 @@ TEST(Panels, ReconstructionPanelShowsInputReconstructionAndError) {
   expect_error_mentions([&] { train::render_mip_panel(input, recon, input, none); }, {"render_mip_panel", "no column"});
 }
 
+// The many-column slices panel (ctsr_evaluate's): the given columns, grey or in the error colours,
+// laid out as the four are; a caption takes a line above the titles (everything below moves down
+// by 7s + g) and widens the picture when it is wider.
+TEST(Panels, ColumnsPanelDrawsTheGivenColumnsUnderACaption) {
+  const Volumes v = random_volumes(13, 11, 7, 21);
+  Tensor error = Tensor::empty(v.hd.shape());
+  for (int64_t i = 0; i < error.numel(); ++i)
+    error.data<float>()[i] = std::abs(v.ld.data<float>()[i] - v.hd.data<float>()[i]);
+  const std::vector<train::PanelColumn> columns{
+      {"LD", v.ld}, {"BASELINE", v.sr}, {"HD", v.hd}, {"|BASELINE-HD|", error, true}, {"SR", v.sr}};
+  for (const PanelOptions& base : option_sets()) {
+    PanelOptions o = base;
+    o.caption = "WINDOW -200 TO 200 HU";
+    const RgbImage image = train::render_slices_panel(columns, o);
+    const SlicesLayout layout = expected_slices_layout(v, base);
+    Geometry g = expected_geometry(o, layout.labels, layout.geometry.tiles, 5, "|BASELINE-HD|");
+    const int64_t caption_line = 7 * o.scale + g.gap;
+    g.rows_y += caption_line;
+    for (int64_t& y : g.row_y) y += caption_line;
+    g.height += caption_line;
+    ASSERT_EQ(image.width, g.width);
+    ASSERT_EQ(image.height, g.height);
+    expect_text(image, g.gap, g.gap, o.caption, o.scale);
+    for (size_t i = 0; i < layout.depths.size(); ++i) {
+      const int64_t d = layout.depths[i];
+      for (int j = 0; j < 5; ++j) {
+        const train::PanelColumn& c = columns[size_t(j)];
+        expect_tile(
+            image, g.tile_x(i, j), g.row_y[i], g.tiles[i], v.H, v.W,
+            [&](int64_t r, int64_t col) {
+              const float value = v.at(c.volume, d, r, col);
+              return c.error ? train::error_colour(double(value) / o.error_max) : grey(value);
+            },
+            layout.labels[i] + " " + c.title);
+      }
+      expect_text(image, g.gap, g.row_y[i], layout.labels[i], o.scale);
+    }
+    for (int j = 0; j < 5; ++j) {
+      const std::string& title = columns[size_t(j)].title;
+      expect_text(image, g.column_x(j) + (g.column_width - expected_text_width(title, o.scale)) / 2,
+                  g.gap + caption_line, title, o.scale);
+    }
+    o.caption = std::string(200, 'W');
+    EXPECT_EQ(train::render_slices_panel(columns, o).width, 2 * g.gap + expected_text_width(o.caption, o.scale));
+  }
+  expect_error_mentions([&] { train::render_slices_panel({}, PanelOptions{}); }, {"render_slices_panel", "no columns"});
+  expect_error_mentions(
+      [&] { train::render_slices_panel({{"LD", v.ld}, {"SMALL", random_tensor(Shape{13, 11, 6}, 1)}}, PanelOptions{}); },
+      {"render_slices_panel", "column 'SMALL'", "[13, 11, 6]", "column 'LD'"});
+}
+
 TEST(Panels, OrthogonalPanelShowsThePlanesThroughTheCentre) {
   const Volumes v = random_volumes(13, 11, 7, 3);
   for (const PanelOptions& o : option_sets()) {

@@ -1,16 +1,24 @@
-// ctsr_evaluate: how much a trained model improves held-out CT, against the input and against
-// the VQ-AE alone.
+// ctsr_evaluate: how much a trained model improves held-out CT, against the input, the classical
+// baselines and the VQ-AE alone (specs/evaluation.md).
 //
-//   ctsr_evaluate --model CKPT [--vqae W] [--cache DIR] [--split val] [--limit N] [--steps N] [--seed S]
-//                 [--json FILE] [--device ...]
+//   ctsr_evaluate --model CKPT [--vqae W] [--cache DIR] [--split val] [--limit N] [--select-limit N]
+//                 [--steps N] [--seed S] [--json FILE] [--panels DIR] [--panels-limit N] [--device ...]
 //
 // For every pair of the cache's held-out split (default: the cache and VQ-AE the checkpoint
 // trained with), reads the LD and HD volumes named in the cache's metadata (HU windowed as the
-// cache was made), and scores against HD, with SSIM and PSNR at data range 2.0:
-//   ld  the degraded input itself
-//   rt  its VQ-AE round trip, decode(quantise(encode(LD))): what the first stage alone gives
-//   sr  the super-resolved volume (ctsr_infer's pipeline, sampler noise keyed per pair)
-// The last lines are the means: ssim_ld, ssim_rt, ssim_sr, psnr_ld, psnr_rt, psnr_sr.
+// cache was made), and scores these rows against HD, with SSIM and PSNR at data range 2.0:
+//   input            the degraded input itself
+//   gaussian         scipy.ndimage.gaussian_filter of the input (train/baselines.h)
+//   tv               skimage.restoration.denoise_tv_chambolle of the input
+//   median           scipy.ndimage.median_filter(x, 3) of the input
+//   roundtrip        HD's VQ-AE round trip decode(quantise(encode(HD))): the ceiling of anything
+//                    decoded through the first stage
+//   input_roundtrip  the input's round trip: what the first stage alone makes of LD
+//   sr               the super-resolved volume (ctsr_infer's pipeline, sampler noise keyed per pair)
+// The Gaussian's sigma and the TV weight are chosen by mean PSNR on (at most --select-limit pairs
+// of) the cache's train split, then applied unchanged. The best baseline of a metric is the
+// classical row (gaussian, tv, median) with the highest mean; SR wins a pair when its PSNR is above
+// the best-PSNR baseline's on that pair. The output ends with a table of the means and SR's wins.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <iostream>
@@ -25,35 +33,155 @@
 #include "runtime/formats/volume.h"
 #include "tools/lib/cli.h"
 #include "tools/lib/latent_io.h"
+#include "train/baselines.h"
 #include "train/inference.h"
 #include "train/latent_data.h"
+#include "train/panels.h"
+#include "train/png.h"
+
+namespace {
+
+using namespace ctsr;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// One pair of a cache split: its LD and HD volumes on [-1, 1], in the window the cache was made with.
+struct PairVolumes {
+  std::string id, ld_path;
+  io::Volume ld, hd;
+  io::HuWindow window;
+};
+
+PairVolumes read_pair(const train::LatentDataset& pairs, int64_t i) {
+  const auto meta = pairs.metadata(i);
+  const std::string file = pairs.path(i).string();
+  for (const char* key : {"ld_path", "hd_path", "hu_window"})
+    CTSR_CHECK(meta.count(key), file, ": no '", key, "' in its metadata (made by ctsr_vqae cache?)");
+  const auto w = tools::parse_number_list(meta.at("hu_window"), file + " hu_window");
+  CTSR_CHECK(w.size() == 2, file, ": hu_window '", meta.at("hu_window"), "' is not lo,hi");
+  PairVolumes p;
+  p.id = pairs.id(i);
+  p.ld_path = meta.at("ld_path");
+  p.window = {float(w[0]), float(w[1])};
+  p.ld = io::read_volume_unit(p.ld_path, p.window);
+  p.hd = io::read_volume_unit(meta.at("hd_path"), p.window);
+  CTSR_CHECK(p.ld.data.shape() == p.hd.data.shape(), file, ": its LD ", p.ld_path, " is ", p.ld.data.shape().str(),
+             " but its HD ", meta.at("hd_path"), " is ", p.hd.data.shape().str());
+  return p;
+}
+
+// The rows, in the order of the table; the classical baselines are rows kGaussian ... kMedian.
+enum Row { kInput, kGaussian, kTv, kMedian, kRoundtrip, kInputRoundtrip, kSr, kRows };
+constexpr const char* kRowNames[kRows] = {"input", "gaussian", "tv", "median", "roundtrip", "input_roundtrip", "sr"};
+constexpr Row kBaselines[] = {kGaussian, kTv, kMedian};
+
+struct Score {
+  double ssim = 0, psnr = 0;
+};
+
+Score score(const Tensor& volume, const Tensor& hd) {
+  const Shape batch{1, hd.dim(0), hd.dim(1), hd.dim(2)};
+  return {ssim(volume.reshape(batch), hd.reshape(batch), 2.0).per_sample.to_vector<float>()[0],
+          psnr(volume.reshape(batch), hd.reshape(batch), 2.0).psnr.to_vector<float>()[0]};
+}
+
+Tensor baseline(Row row, const Tensor& ld, const train::BaselineParameters& parameters) {
+  switch (row) {
+    case kGaussian: return train::gaussian_filter(ld, parameters.sigma.chosen);
+    case kTv: return train::denoise_tv_chambolle(ld, parameters.tv_weight.chosen).volume;
+    case kMedian: return train::median_filter3(ld);
+    default: CTSR_FAIL("baseline: row ", kRowNames[row], " is not a classical baseline");
+  }
+}
+
+std::string upper(std::string text) {
+  for (char& c : text) c = char(std::toupper(static_cast<unsigned char>(c)));
+  return text;
+}
+
+std::string format(const char* pattern, double value) {
+  char text[64];
+  std::snprintf(text, sizeof text, pattern, value);
+  return text;
+}
+
+// The volumes a panel needs, kept for the first --panels-limit pairs (the baseline is filtered
+// again once the best one is known, after every pair is scored).
+struct PanelPair {
+  PairVolumes pair;
+  Tensor roundtrip, sr;
+};
+
+// LD, the best baseline, the round trip, SR and HD side by side on the same axial slices, then
+// the errors |X - HD| of LD, the baseline and SR (colour bar on the [-1, 1] scale); the caption
+// gives the HU window and the bar's top in HU.
+void write_panel(const std::filesystem::path& file, const PanelPair& p, Row best, const Tensor& best_volume) {
+  const Tensor& hd = p.pair.hd.data;
+  auto error = [&](const Tensor& x) {
+    Tensor e = Tensor::empty(hd.shape());
+    const float *a = x.data<float>(), *b = hd.data<float>();
+    for (int64_t i = 0; i < e.numel(); ++i) e.data<float>()[i] = std::abs(a[i] - b[i]);
+    return e;
+  };
+  const std::string name = upper(kRowNames[best]);
+  train::PanelOptions options;
+  const auto& spacing = p.pair.ld.geometry.spacing_xyz;
+  options.spacing = {spacing[2], spacing[1], spacing[0]};
+  const double hu_per_unit = (double(p.pair.window.hi) - double(p.pair.window.lo)) / 2.0;
+  // The font has capitals, digits, '|', '-', '.' and ' ': the id is shown in those.
+  std::string id = upper(p.pair.id);
+  for (char& c : id)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') c = '-';
+  options.caption = "PAIR " + id + "  WINDOW " + train::format_tick(p.pair.window.lo) + " TO " +
+                    train::format_tick(p.pair.window.hi) + " HU  ERROR BAR " + train::format_tick(options.error_max) +
+                    " IS " + train::format_tick(options.error_max * hu_per_unit) + " HU";
+  const std::vector<train::PanelColumn> columns{
+      {"LD", p.pair.ld.data},   {name, best_volume},          {"ROUNDTRIP", p.roundtrip},
+      {"SR", p.sr},             {"HD", hd},                   {"|LD-HD|", error(p.pair.ld.data), true},
+      {"|" + name + "-HD|", error(best_volume), true},        {"|SR-HD|", error(p.sr), true}};
+  train::write_png(file, train::render_slices_panel(columns, options));
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Score a trained model on held-out pairs: the input, the VQ-AE round trip and the super-resolved volume",
+  CLI::App app{"Score a trained model on held-out pairs: the input, classical baselines, the VQ-AE round trips and the "
+               "super-resolved volume",
                "ctsr_evaluate"};
-  std::string model_path, vqae_path, cache_dir, split = "val", json_path, device_text = "auto";
+  std::string model_path, vqae_path, cache_dir, split = "val", json_path, panels_dir, device_text = "auto";
   std::optional<int64_t> steps, limit, num_groups;
+  int64_t select_limit = 16, panels_limit = 2;
   uint64_t seed = 0;
   app.add_option("--model", model_path, "ctsr_train checkpoint")->required();
   app.add_option("--vqae", vqae_path, "VQ-AE weights (default: the checkpoint's data.vqae_weights)");
   app.add_option("--cache", cache_dir, "latent cache whose split to score (default: the checkpoint's data.cache_dir)");
   app.add_option("--split", split, "train or val")->capture_default_str();
   app.add_option("--limit", limit, "score at most N pairs");
+  app.add_option("--select-limit", select_limit,
+                 "choose the Gaussian's sigma and the TV weight on at most N pairs of the train split")
+      ->capture_default_str();
   app.add_option("--steps", steps, "sampling steps (default: the checkpoint's)");
   app.add_option("--seed", seed, "sampler noise seed")->capture_default_str();
   app.add_option("--num-groups", num_groups, "VQ-AE GroupNorm groups (default: the checkpoint's, else the file's record)");
   app.add_option("--json", json_path, "also write the scores (per pair and means) to this JSON file");
+  app.add_option("--panels", panels_dir, "write a PNG per scored pair to this folder (LD, best baseline, round trip, SR, "
+                                         "HD and the errors)");
+  app.add_option("--panels-limit", panels_limit, "panels for at most the first N pairs")->capture_default_str();
   app.add_option("--device", device_text, "auto, cpu, cuda, cuda:N or cuda_on_cpu")->capture_default_str();
 
   return ctsr::tools::run_program(app, argc, argv, [&] {
-    using namespace ctsr;
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = Clock::now();
     CTSR_CHECK(split == "train" || split == "val", "--split ", split, ": expected train or val");
+    CTSR_CHECK(select_limit >= 1, "--select-limit ", select_limit, ": expected at least one pair");
+    CTSR_CHECK(panels_limit >= 0, "--panels-limit ", panels_limit, ": expected 0 or more pairs");
     const train::CheckpointInfo info = train::read_checkpoint_info(model_path);
     const train::TrainConfig config = train::train_config_from_yaml(info.config_yaml, model_path);
     if (vqae_path.empty()) vqae_path = config.data.vqae_weights;
     if (cache_dir.empty()) cache_dir = config.data.cache_dir;
     const train::LatentDataset pairs(cache_dir, split);
+    const int64_t count = limit ? std::min(*limit, pairs.size()) : pairs.size();
+    CTSR_CHECK(count > 0, "--limit ", count, ": expected at least one pair");
     train::InferenceOptions options;
     options.steps = steps;
     options.seed = seed;
@@ -61,61 +189,127 @@ int main(int argc, char** argv) {
     options.device = tools::device_from_flag(device_text);
     train::SuperResolver resolver(model_path, vqae_path, options);
 
-    const int64_t count = limit ? std::min(*limit, pairs.size()) : pairs.size();
-    CTSR_CHECK(count > 0, "--limit ", count, ": expected at least one pair");
-    const char* names[] = {"ld", "rt", "sr"};
-    double ssim_sum[3] = {0, 0, 0}, psnr_sum[3] = {0, 0, 0};
+    // The baselines' parameters, on the training split (never on the pairs scored, unless those
+    // are the training split: --split train).
+    auto baseline_start = Clock::now();
+    const train::LatentDataset training(cache_dir, "train");
+    const int64_t select_count = std::min(select_limit, training.size());
+    const std::string training_split = training.folder().string();
+    const train::BaselineParameters parameters = train::select_baseline_parameters(select_count, [&](int64_t i) {
+      PairVolumes p = read_pair(training, i);
+      return train::VolumePair{p.ld.data, p.hd.data};
+    });
+    double baseline_seconds = seconds_since(baseline_start);
+    std::cerr << "baselines: chose gaussian sigma " << parameters.sigma.chosen << " and tv weight "
+              << parameters.tv_weight.chosen << " on " << select_count << " training pairs in "
+              << tools::format_seconds(baseline_seconds) << std::endl;
+
+    std::vector<std::array<Score, kRows>> scores;
+    std::vector<PanelPair> panel_pairs;
     nlohmann::json per_pair = nlohmann::json::array();
     for (int64_t i = 0; i < count; ++i) {
-      const auto meta = pairs.metadata(i);
-      for (const char* key : {"ld_path", "hd_path", "hu_window"})
-        CTSR_CHECK(meta.count(key), pairs.path(i).string(), ": no '", key, "' in its metadata (made by ctsr_vqae cache?)");
-      const auto w = tools::parse_number_list(meta.at("hu_window"), pairs.path(i).string() + " hu_window");
-      CTSR_CHECK(w.size() == 2, pairs.path(i).string(), ": hu_window '", meta.at("hu_window"), "' is not lo,hi");
-      const io::HuWindow window{float(w[0]), float(w[1])};
-      const io::Volume ld = io::read_volume_unit(meta.at("ld_path"), window);
-      const io::Volume hd = io::read_volume_unit(meta.at("hd_path"), window);
-      CTSR_CHECK(ld.data.shape() == hd.data.shape(), meta.at("ld_path"), " is ", ld.data.shape().str(), " but ",
-                 meta.at("hd_path"), " is ", hd.data.shape().str());
-      const Tensor volumes[3] = {ld.data, resolver.round_trip(ld.data, meta.at("ld_path")),
-                                 resolver.super_resolve(ld.data, meta.at("ld_path"), uint64_t(i))};
-      const Shape batch{1, hd.data.dim(0), hd.data.dim(1), hd.data.dim(2)};
-      nlohmann::json line{{"id", pairs.id(i)}};
-      std::cerr << "[" << i + 1 << "/" << count << "] " << pairs.id(i) << ":";
-      for (int k = 0; k < 3; ++k) {
-        const double s = ssim(volumes[k].reshape(batch), hd.data.reshape(batch), 2.0).per_sample.to_vector<float>()[0];
-        const double p = psnr(volumes[k].reshape(batch), hd.data.reshape(batch), 2.0).psnr.to_vector<float>()[0];
-        ssim_sum[k] += s;
-        psnr_sum[k] += p;
-        line[std::string("ssim_") + names[k]] = s;
-        line[std::string("psnr_") + names[k]] = p;
-        char text[64];
-        std::snprintf(text, sizeof text, "  %s ssim %.4f psnr %.2f", names[k], s, p);
-        std::cerr << text;
+      PairVolumes p = read_pair(pairs, i);
+      const Tensor& ld = p.ld.data;
+      const Tensor& hd = p.hd.data;
+      std::array<Tensor, kRows> volumes;
+      volumes[kInput] = ld;
+      baseline_start = Clock::now();
+      for (Row row : kBaselines) volumes[row] = baseline(row, ld, parameters);
+      baseline_seconds += seconds_since(baseline_start);
+      volumes[kRoundtrip] = resolver.round_trip(hd, p.ld_path + " (its full-dose pair)");
+      volumes[kInputRoundtrip] = resolver.round_trip(ld, p.ld_path);
+      volumes[kSr] = resolver.super_resolve(ld, p.ld_path, uint64_t(i));
+      std::array<Score, kRows>& s = scores.emplace_back();
+      nlohmann::json line{{"id", p.id}};
+      std::cerr << "[" << i + 1 << "/" << count << "] " << p.id << " (ssim/psnr):";
+      for (int r = 0; r < kRows; ++r) {
+        s[size_t(r)] = score(volumes[size_t(r)], hd);
+        line[kRowNames[r]] = {{"ssim", s[size_t(r)].ssim}, {"psnr", s[size_t(r)].psnr}};
+        std::cerr << " " << kRowNames[r] << " " << format("%.4f", s[size_t(r)].ssim) << "/"
+                  << format("%.2f", s[size_t(r)].psnr);
       }
       std::cerr << std::endl;
       per_pair.push_back(line);
+      if (!panels_dir.empty() && i < panels_limit)
+        panel_pairs.push_back({std::move(p), volumes[kRoundtrip], volumes[kSr]});
     }
-    nlohmann::json means{{"pairs", count}, {"split", (std::filesystem::path(cache_dir) / split).string()}};
-    for (int k = 0; k < 3; ++k) {
-      means[std::string("ssim_") + names[k]] = ssim_sum[k] / double(count);
-      means[std::string("psnr_") + names[k]] = psnr_sum[k] / double(count);
+
+    // Means, the best baseline of each metric, and SR's wins against the best-PSNR baseline.
+    std::array<Score, kRows> mean{};
+    for (const auto& s : scores)
+      for (int r = 0; r < kRows; ++r) {
+        mean[size_t(r)].ssim += s[size_t(r)].ssim / double(count);
+        mean[size_t(r)].psnr += s[size_t(r)].psnr / double(count);
+      }
+    Row best_ssim = kBaselines[0], best_psnr = kBaselines[0];
+    for (Row row : kBaselines) {
+      if (mean[row].ssim > mean[best_ssim].ssim) best_ssim = row;
+      if (mean[row].psnr > mean[best_psnr].psnr) best_psnr = row;
     }
+    int64_t wins = 0;
+    for (const auto& s : scores) wins += s[kSr].psnr > s[best_psnr].psnr ? 1 : 0;
+
+    if (!panels_dir.empty()) {
+      std::filesystem::create_directories(panels_dir);
+      for (const PanelPair& p : panel_pairs) {
+        baseline_start = Clock::now();
+        const Tensor best_volume = baseline(best_psnr, p.pair.ld.data, parameters);
+        baseline_seconds += seconds_since(baseline_start);
+        write_panel(std::filesystem::path(panels_dir) / (p.pair.id + ".png"), p, best_psnr, best_volume);
+      }
+    }
+
+    const std::string scored_split = pairs.folder().string();
     if (!json_path.empty()) {
-      const nlohmann::json all{{"mean", means}, {"pairs", per_pair}, {"model", model_path}, {"vqae", vqae_path}};
+      nlohmann::json means = nlohmann::json::object(), rows = nlohmann::json::array();
+      for (int r = 0; r < kRows; ++r) {
+        rows.push_back(kRowNames[r]);
+        means[kRowNames[r]] = {{"ssim", mean[size_t(r)].ssim}, {"psnr", mean[size_t(r)].psnr}};
+      }
+      const nlohmann::json all{
+          {"model", model_path},
+          {"vqae", vqae_path},
+          {"split", scored_split},
+          {"count", count},
+          {"rows", rows},
+          {"mean", means},
+          {"pairs", per_pair},
+          {"baselines",
+           {{"chosen_on", training_split},
+            {"chosen_on_pairs", select_count},
+            {"gaussian_sigma", parameters.sigma.chosen},
+            {"tv_weight", parameters.tv_weight.chosen},
+            {"sigma_grid", parameters.sigma.grid},
+            {"sigma_mean_psnr", parameters.sigma.mean_psnr},
+            {"tv_weight_grid", parameters.tv_weight.grid},
+            {"tv_weight_mean_psnr", parameters.tv_weight.mean_psnr},
+            {"seconds", baseline_seconds}}},
+          {"best_baseline", {{"ssim", kRowNames[best_ssim]}, {"psnr", kRowNames[best_psnr]}}},
+          {"sr_wins",
+           {{"against", kRowNames[best_psnr]}, {"pairs", wins}, {"of", count}, {"fraction", double(wins) / double(count)}}}};
       io::write_file_atomically(json_path, [&](std::ostream& o) { o << all.dump(2) << "\n"; });
     }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::cout << "ctsr_evaluate: " << count << " held-out pairs of " << means["split"].get<std::string>() << ", "
+
+    std::cout << "ctsr_evaluate: " << count << " pairs of " << scored_split << ", "
               << resolver.diffusion().sampling_steps << " " << sampler_kind_name(resolver.diffusion().sampler)
-              << " steps, " << tools::format_seconds(seconds) << "\n";
-    for (const char* metric : {"ssim", "psnr"})
-      for (int k = 0; k < 3; ++k) {
-        char text[64];
-        const std::string key = std::string(metric) + "_" + names[k];
-        std::snprintf(text, sizeof text, metric[0] == 's' ? "%s %.4f\n" : "%s %.2f\n", key.c_str(),
-                      means[key].get<double>());
-        std::cout << text;
-      }
+              << " steps, " << tools::format_seconds(seconds_since(start)) << " (baselines "
+              << tools::format_seconds(baseline_seconds) << ")\n"
+              << "baselines: gaussian sigma " << parameters.sigma.chosen << " and tv weight "
+              << parameters.tv_weight.chosen << ", chosen by mean PSNR on " << select_count << " pairs of "
+              << training_split << "\n";
+    char header[64];
+    std::snprintf(header, sizeof header, "%-16s %7s %8s", "row", "SSIM", "PSNR dB");
+    std::cout << header << "\n";
+    for (int r = 0; r < kRows; ++r) {
+      std::string mark;
+      if (r == best_ssim && r == best_psnr) mark = "  <- best baseline";
+      else if (r == best_ssim) mark = "  <- best baseline (SSIM)";
+      else if (r == best_psnr) mark = "  <- best baseline (PSNR)";
+      char text[128];
+      std::snprintf(text, sizeof text, "%-16s %7.4f %8.2f", kRowNames[r], mean[size_t(r)].ssim, mean[size_t(r)].psnr);
+      std::cout << text << mark << "\n";
+    }
+    std::cout << "sr beats the best baseline (" << kRowNames[best_psnr] << ") on " << wins << " of " << count
+              << " pairs (PSNR)" << std::endl;
   });
 }

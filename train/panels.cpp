@@ -1,6 +1,7 @@
-// Validation panels: each panel is a list of rows (a label and four planes: LD, SR, HD, |SR-HD|)
-// cut from the volumes (a slice or a maximum projection along one axis), laid out by one
-// compositor with titles, row labels and a colour bar (the layout is spelled out in panels.h).
+// Validation panels: each panel is a list of rows (a label and one plane per column: LD, SR, HD,
+// |SR-HD|, or the columns a caller gives) cut from the volumes (a slice or a maximum projection
+// along one axis), laid out by one compositor with titles, row labels and a colour bar (the layout
+// is spelled out in panels.h).
 // The drawing primitives (font, rectangles, colour map) are at the top of this file.
 #include "train/panels.h"
 
@@ -184,33 +185,43 @@ Plane cut_plane(const Volume& v, const std::array<double, 3>& spacing, int axis,
 
 struct PanelRow {
   std::string label;
-  std::array<Plane, 4> tiles;  // LD, SR, HD (grey) and |SR - HD| (colour)
+  std::vector<Plane> tiles;  // one per column drawn
 };
 
-// Cuts the same plane from LD, SR, HD and the error volume.
+// A column to draw: its title, whether it is an error map (colour) or intensities (grey), and
+// the volume its planes are cut from.
+struct ColumnVolume {
+  std::string title;
+  bool error = false;
+  Volume volume;
+};
+
+// The volumes of the columns drawn, and the planes cut from each of them.
 struct PanelVolumes {
-  Volume ld, sr, hd, error;
-  std::vector<float> error_values;
+  std::vector<ColumnVolume> columns;
+  std::vector<float> error_values;  // |SR - HD| of the four-column panels (its column points here)
   std::array<double, 3> spacing;
+  std::array<int64_t, 3> dims;
 
   PanelRow row(std::string label, int axis, std::optional<int64_t> index) const {
-    return {std::move(label),
-            {cut_plane(ld, spacing, axis, index), cut_plane(sr, spacing, axis, index),
-             cut_plane(hd, spacing, axis, index), cut_plane(error, spacing, axis, index)}};
+    PanelRow r{std::move(label), {}};
+    for (const ColumnVolume& c : columns) r.tiles.push_back(cut_plane(c.volume, spacing, axis, index));
+    return r;
   }
 };
 
-PanelVolumes check_and_wrap(const char* panel, const Tensor& ld, const Tensor& sr, const Tensor& hd,
-                            const PanelOptions& options) {
-  for (const auto& [name, t] : {std::pair{"ld", &ld}, std::pair{"sr", &sr}, std::pair{"hd", &hd}}) {
-    CTSR_CHECK(t->defined(), panel, ": ", name, " is undefined");
-    CTSR_CHECK(t->ndim() == 3, panel, ": ", name, " has shape ", t->shape().str(), "; expected a volume [D, H, W]");
-    CTSR_CHECK(t->dtype() == DType::float32, panel, ": ", name, " is ", dtype_name(t->dtype()), "; expected float32");
-    CTSR_CHECK(t->device() == Device::cpu(), panel, ": ", name, " is on ", t->device().str(), "; expected cpu");
-    CTSR_CHECK(t->numel() > 0, panel, ": ", name, " has shape ", t->shape().str(), ", which is empty");
-    CTSR_CHECK(t->shape() == ld.shape(), panel, ": ", name, " has shape ", t->shape().str(), " but ld has ",
-               ld.shape().str());
-  }
+void check_volume(const char* panel, const std::string& name, const Tensor& t, const Tensor& first,
+                  const std::string& first_name) {
+  CTSR_CHECK(t.defined(), panel, ": ", name, " is undefined");
+  CTSR_CHECK(t.ndim() == 3, panel, ": ", name, " has shape ", t.shape().str(), "; expected a volume [D, H, W]");
+  CTSR_CHECK(t.dtype() == DType::float32, panel, ": ", name, " is ", dtype_name(t.dtype()), "; expected float32");
+  CTSR_CHECK(t.device() == Device::cpu(), panel, ": ", name, " is on ", t.device().str(), "; expected cpu");
+  CTSR_CHECK(t.numel() > 0, panel, ": ", name, " has shape ", t.shape().str(), ", which is empty");
+  CTSR_CHECK(t.shape() == first.shape(), panel, ": ", name, " has shape ", t.shape().str(), " but ", first_name,
+             " has ", first.shape().str());
+}
+
+void check_options(const char* panel, const PanelOptions& options) {
   for (int a = 0; a < 3; ++a)
     CTSR_CHECK(std::isfinite(options.spacing[a]) && options.spacing[a] > 0, panel, ": spacing[", a, "] is ",
                options.spacing[a], "; expected a positive size in mm");
@@ -218,12 +229,31 @@ PanelVolumes check_and_wrap(const char* panel, const Tensor& ld, const Tensor& s
              "; expected a positive value");
   CTSR_CHECK(options.slices >= 1, panel, ": slices is ", options.slices, "; expected at least 1");
   CTSR_CHECK(options.scale >= 1 && options.scale <= 64, panel, ": scale is ", options.scale, "; expected 1 to 64");
+}
+
+// The four-column panels: LD, SR, HD and |SR - HD|, those of options.columns.
+PanelVolumes check_and_wrap(const char* panel, const Tensor& ld, const Tensor& sr, const Tensor& hd,
+                            const PanelOptions& options) {
+  for (const auto& [name, t] : {std::pair{"ld", &ld}, std::pair{"sr", &sr}, std::pair{"hd", &hd}})
+    check_volume(panel, name, *t, ld, "ld");
+  check_options(panel, options);
+  CTSR_CHECK(std::find(options.columns.begin(), options.columns.end(), true) != options.columns.end(), panel,
+             ": no column is shown (PanelOptions::columns is all false)");
 
   const std::array<int64_t, 3> dims{ld.dim(0), ld.dim(1), ld.dim(2)};
-  PanelVolumes v{{dims, ld.data<float>()}, {dims, sr.data<float>()}, {dims, hd.data<float>()}, {}, {}, options.spacing};
-  v.error_values.resize(static_cast<size_t>(ld.numel()));
-  for (size_t i = 0; i < v.error_values.size(); ++i) v.error_values[i] = std::abs(v.sr.data[i] - v.hd.data[i]);
-  v.error = {dims, v.error_values.data()};
+  PanelVolumes v{{}, {}, options.spacing, dims};
+  const float *l = ld.data<float>(), *s = sr.data<float>(), *h = hd.data<float>();
+  const std::array<const float*, 3> grey{l, s, h};
+  for (size_t j = 0; j < 4; ++j) {
+    if (!options.columns[j]) continue;
+    if (j < 3) {
+      v.columns.push_back({options.titles[j], false, {dims, grey[j]}});
+    } else {
+      v.error_values.resize(static_cast<size_t>(ld.numel()));
+      for (size_t i = 0; i < v.error_values.size(); ++i) v.error_values[i] = std::abs(s[i] - h[i]);
+      v.columns.push_back({options.titles[j], true, {dims, v.error_values.data()}});
+    }
+  }
   return v;
 }
 
@@ -231,7 +261,8 @@ PanelVolumes check_and_wrap(const char* panel, const Tensor& ld, const Tensor& s
 
 constexpr int64_t kMaxPanelPixels = int64_t(1) << 28;  // 768 MiB of RGB: surely a mistaken scale or spacing
 
-RgbImage compose(const char* panel, const std::vector<PanelRow>& rows, const PanelOptions& options) {
+RgbImage compose(const char* panel, const PanelVolumes& volumes, const std::vector<PanelRow>& rows,
+                 const PanelOptions& options) {
   const int64_t s = options.scale, gap = 2 * s, text_height = 7 * s;
   const double min_spacing = *std::min_element(options.spacing.begin(), options.spacing.end());
   auto side = [&](int64_t n, double spacing) {
@@ -240,20 +271,16 @@ RgbImage compose(const char* panel, const std::vector<PanelRow>& rows, const Pan
                " mm would be ", pixels, " pixels (finest spacing ", min_spacing, " mm, scale ", s, ")");
     return std::max<int64_t>(1, std::llround(pixels));
   };
-  std::vector<size_t> shown;  // the columns drawn, left to right
-  for (size_t j = 0; j < 4; ++j)
-    if (options.columns[j]) shown.push_back(j);
-  CTSR_CHECK(!shown.empty(), panel, ": no column is shown (PanelOptions::columns is all false)");
-  const int64_t column_count = static_cast<int64_t>(shown.size());
+  const std::vector<ColumnVolume>& columns = volumes.columns;
+  const int64_t column_count = static_cast<int64_t>(columns.size());
 
   int64_t label_width = 0, column_width = 0, rows_height = 0;
-  for (size_t j : shown) column_width = std::max(column_width, text_width(options.titles[j], options.scale));
+  for (const ColumnVolume& c : columns) column_width = std::max(column_width, text_width(c.title, options.scale));
   std::vector<int64_t> row_heights;
   for (const PanelRow& row : rows) {
     label_width = std::max(label_width, text_width(row.label, options.scale));
     int64_t height = text_height;
-    for (size_t j : shown) {
-      const Plane& p = row.tiles[j];
+    for (const Plane& p : row.tiles) {
       column_width = std::max(column_width, side(p.cols, p.col_spacing));
       height = std::max(height, side(p.rows, p.row_spacing));
     }
@@ -273,27 +300,30 @@ RgbImage compose(const char* panel, const std::vector<PanelRow>& rows, const Pan
   const int64_t columns_x = gap + label_width + gap;
   const int64_t bar_x = columns_x + column_count * column_width + (column_count - 1) * gap + gap, bar_width = 4 * s;
   const int64_t tick_label_x = bar_x + bar_width + gap;
-  const int64_t rows_y = gap + text_height + gap;
+  // The caption, when there is one, takes a line of its own above the titles.
+  const int64_t titles_y = options.caption.empty() ? gap : gap + text_height + gap;
+  const int64_t rows_y = titles_y + text_height + gap;
 
   RgbImage image;
-  image.width = tick_label_x + tick_label_width + gap;
+  image.width = std::max(tick_label_x + tick_label_width + gap, gap + text_width(options.caption, options.scale) + gap);
   image.height = rows_y + rows_height + gap;
   CTSR_CHECK(image.width * image.height <= kMaxPanelPixels, panel, ": the panel would be ", image.width, " x ",
              image.height, " pixels; lower the scale");
   image.rgb.resize(static_cast<size_t>(image.width * image.height * 3));
   fill_rect(image, 0, 0, image.width, image.height, kPanelBackground);
 
-  for (size_t k = 0; k < shown.size(); ++k) {
-    const std::string& title = options.titles[shown[k]];
+  draw_text(image, gap, gap, options.caption, options.scale, kPanelText);
+  for (size_t k = 0; k < columns.size(); ++k) {
+    const std::string& title = columns[k].title;
     const int64_t x = columns_x + static_cast<int64_t>(k) * (column_width + gap);
-    draw_text(image, x + (column_width - text_width(title, options.scale)) / 2, gap, title, options.scale, kPanelText);
+    draw_text(image, x + (column_width - text_width(title, options.scale)) / 2, titles_y, title, options.scale,
+              kPanelText);
   }
   int64_t y = rows_y;
   for (size_t i = 0; i < rows.size(); ++i) {
     draw_text(image, gap, y, rows[i].label, options.scale, kPanelText);
-    for (size_t k = 0; k < shown.size(); ++k) {
-      const size_t j = shown[k];
-      const Plane& p = rows[i].tiles[j];
+    for (size_t k = 0; k < columns.size(); ++k) {
+      const Plane& p = rows[i].tiles[k];
       const int64_t height = side(p.rows, p.row_spacing), width = side(p.cols, p.col_spacing);
       const int64_t x0 = columns_x + static_cast<int64_t>(k) * (column_width + gap) + (column_width - width) / 2;
       for (int64_t py = 0; py < height; ++py)
@@ -302,8 +332,8 @@ RgbImage compose(const char* panel, const std::vector<PanelRow>& rows, const Pan
           const float v = p.at((2 * py + 1) * p.rows / (2 * height), (2 * px + 1) * p.cols / (2 * width));
           const uint8_t grey = intensity_to_grey(v);
           const Rgb colour = std::isnan(v) ? kPanelNan
-                             : j < 3       ? Rgb{grey, grey, grey}
-                                           : error_colour(v / options.error_max);
+                             : columns[k].error ? error_colour(v / options.error_max)
+                                                : Rgb{grey, grey, grey};
           set_pixel(image, x0 + px, y + py, colour);
         }
     }
@@ -333,21 +363,41 @@ PanelOptions reconstruction_panel_options(PanelOptions base) {
   return base;
 }
 
-RgbImage render_slices_panel(const Tensor& ld, const Tensor& sr, const Tensor& hd, const PanelOptions& options) {
-  const PanelVolumes v = check_and_wrap("render_slices_panel", ld, sr, hd, options);
-  const int64_t depth = v.ld.dims[0], count = std::min<int64_t>(options.slices, depth);
+namespace {
+
+// Axial slices evenly spread, never repeated (panels.h).
+RgbImage compose_slices(const char* panel, const PanelVolumes& v, const PanelOptions& options) {
+  const int64_t depth = v.dims[0], count = std::min<int64_t>(options.slices, depth);
   std::vector<PanelRow> rows;
   for (int64_t i = 0; i < count; ++i) {
     const int64_t d = (i + 1) * depth / (count + 1);
     rows.push_back(v.row("Z " + std::to_string(d), 0, d));
   }
-  return compose("render_slices_panel", rows, options);
+  return compose(panel, v, rows, options);
+}
+
+}  // namespace
+
+RgbImage render_slices_panel(const Tensor& ld, const Tensor& sr, const Tensor& hd, const PanelOptions& options) {
+  return compose_slices("render_slices_panel", check_and_wrap("render_slices_panel", ld, sr, hd, options), options);
+}
+
+RgbImage render_slices_panel(const std::vector<PanelColumn>& columns, const PanelOptions& options) {
+  const char* panel = "render_slices_panel";
+  CTSR_CHECK(!columns.empty(), panel, ": no columns");
+  check_options(panel, options);
+  const Tensor& first = columns.front().volume;
+  for (const PanelColumn& c : columns)
+    check_volume(panel, "column '" + c.title + "'", c.volume, first, "column '" + columns.front().title + "'");
+  PanelVolumes v{{}, {}, options.spacing, {first.dim(0), first.dim(1), first.dim(2)}};
+  for (const PanelColumn& c : columns) v.columns.push_back({c.title, c.error, {v.dims, c.volume.data<float>()}});
+  return compose_slices(panel, v, options);
 }
 
 RgbImage render_orthogonal_panel(const Tensor& ld, const Tensor& sr, const Tensor& hd, const PanelOptions& options) {
   const PanelVolumes v = check_and_wrap("render_orthogonal_panel", ld, sr, hd, options);
-  const auto& dims = v.ld.dims;
-  return compose("render_orthogonal_panel",
+  const auto& dims = v.dims;
+  return compose("render_orthogonal_panel", v,
                  {v.row("AXIAL Z " + std::to_string(dims[0] / 2), 0, dims[0] / 2),
                   v.row("CORONAL Y " + std::to_string(dims[1] / 2), 1, dims[1] / 2),
                   v.row("SAGITTAL X " + std::to_string(dims[2] / 2), 2, dims[2] / 2)},
@@ -356,7 +406,7 @@ RgbImage render_orthogonal_panel(const Tensor& ld, const Tensor& sr, const Tenso
 
 RgbImage render_mip_panel(const Tensor& ld, const Tensor& sr, const Tensor& hd, const PanelOptions& options) {
   const PanelVolumes v = check_and_wrap("render_mip_panel", ld, sr, hd, options);
-  return compose("render_mip_panel",
+  return compose("render_mip_panel", v,
                  {v.row("MIP D", 0, std::nullopt), v.row("MIP H", 1, std::nullopt), v.row("MIP W", 2, std::nullopt)},
                  options);
 }

@@ -11,22 +11,25 @@
 //     neighbour at pixel centres: voxel = floor((p + 0.5) * n / side).
 //   * gap g = 2s around and between everything; text is 7s high, a string of k characters is
 //     (6k - 1)s wide (5x7 glyphs on a 6-pixel advance, each font pixel an s x s block).
-//   * Left to right: g, row labels (as wide as the widest), g, then four columns LD SR HD |SR-HD|
-//     of equal width C = max(widest tile, widest title) separated by g, then g, the colour bar
-//     (4s wide), g, tick labels (as wide as the widest), g.
+//   * Left to right: g, row labels (as wide as the widest), g, then the columns (LD SR HD
+//     |SR-HD|, or those given) of equal width C = max(widest tile, widest title) separated by g,
+//     then g, the colour bar (4s wide), g, tick labels (as wide as the widest), g.
 //     Tiles are centred in their column: x = column_x + (C - tile_width) / 2.
-//   * Top to bottom: g, the titles (7s), g, then the rows, each as high as max(its tallest tile,
-//     7s) and separated by g, then g. If the rows add up to less than 24s, the last row is
-//     stretched so that the colour bar can hold its labels. Tiles sit at the top of their row.
+//   * Top to bottom: g, the caption (7s) and g when there is one, the titles (7s), g, then the
+//     rows, each as high as max(its tallest tile, 7s) and separated by g, then g. If the rows add
+//     up to less than 24s, the last row is stretched so that the colour bar can hold its labels.
+//     Tiles sit at the top of their row.
 //   * The colour bar spans the rows' height; bar row r of R (top = 0) shows
 //     error_colour(1 - (r + 0.5) / R). Tick labels: error_max flush with the top, "0" flush with
 //     the bottom, and error_max / 2 centred when the bar is at least 40s high; the label of value
 //     v has its top at round((1 - v / error_max) * (R - 7s)) below the bar's top.
+//   * The caption starts at (g, g); the picture is widened to g + its width + g if it is wider.
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "runtime/tensor.h"
 #include "train/png.h"
@@ -42,6 +45,15 @@ struct PanelOptions {
   // titles. The layout above counts the columns drawn.
   std::array<bool, 4> columns{true, true, true, true};
   std::array<std::string, 4> titles{"LD", "SR", "HD", "|SR-HD|"};
+  std::string caption;  // a line above the titles (none when empty), in the characters of draw_text
+};
+
+// A column of the many-column slices panel: its title, and the volume drawn in grey, or with the
+// error colour map when `error` (a volume of |X - reference| on the [-1, 1] scale's units).
+struct PanelColumn {
+  std::string title;
+  Tensor volume;  // [D, H, W], float32, cpu; every column the same shape
+  bool error = false;
 };
 
 // `base` set up for an autoencoder's reconstruction: call a renderer with ld = hd = the input and
@@ -51,6 +63,9 @@ PanelOptions reconstruction_panel_options(PanelOptions base = {});
 // Rows: n = min(slices, D) axial slices, evenly spread and never repeated: d = (i + 1) * D / (n + 1)
 // (integer division), i = 0 ... n - 1, labelled "Z <d>". Columns: LD, SR, HD in grey, |SR - HD| in colour, a colour bar on the right.
 RgbImage render_slices_panel(const Tensor& ld, const Tensor& sr, const Tensor& hd, const PanelOptions& options);
+
+// The same rows with the given columns, left to right (options.columns and titles are not used).
+RgbImage render_slices_panel(const std::vector<PanelColumn>& columns, const PanelOptions& options);
 
 // Rows: the axial, coronal and sagittal planes through the centre voxel (D/2, H/2, W/2), labelled
 // "AXIAL Z <d>", "CORONAL Y <h>", "SAGITTAL X <w>".
