@@ -232,7 +232,10 @@ TEST(VqaeTrainer, MseWeightAddsTheSquaredErrorToLossAndGradient) {
   // Step 2 sees the same patches with other weights: the MSE term reached the gradient.
   EXPECT_NE(mixed_lines[1]["l1"].get<double>(), plain_lines[1]["l1"].get<double>());
   for (const auto& j : mixed_lines) {
-    if (j.contains("tier") && j["tier"] == "light") EXPECT_NEAR(j["loss"].get<double>(), weighted(j), 1e-9);
+    // Braced: EXPECT_NEAR is an if/else of its own (-Wdangling-else).
+    if (j.contains("tier") && j["tier"] == "light") {
+      EXPECT_NEAR(j["loss"].get<double>(), weighted(j), 1e-9);
+    }
   }
 }
 

@@ -82,7 +82,7 @@ inline std::vector<nlohmann::json> training_lines(const std::filesystem::path& m
   return out;
 }
 
-inline TrainConfig small_config(const test::TempDir& dir) {
+inline TrainConfig small_config(const std::filesystem::path& dir) {
   TrainConfig c;
   c.seed = 42;
   c.model.in_channels = 16;
@@ -111,5 +111,6 @@ inline TrainConfig small_config(const test::TempDir& dir) {
   c.output.dir = (dir / "run").string();
   return c;
 }
+inline TrainConfig small_config(const test::TempDir& dir) { return small_config(dir.path()); }
 
 }  // namespace ctsr::train

@@ -78,7 +78,7 @@ inline std::filesystem::path write_synthetic_pairs(const std::filesystem::path& 
 }
 
 // n_hiddens 4 (widths 4, 8, 16, 16), 2 groups, 32 codes, batch 2 of 16^3 patches: seconds per run.
-inline VqaeTrainConfig tiny_vqae_config(const test::TempDir& dir) {
+inline VqaeTrainConfig tiny_vqae_config(const std::filesystem::path& dir) {
   VqaeTrainConfig c;
   c.seed = 7;
   c.model.n_hiddens = 4;
@@ -100,5 +100,6 @@ inline VqaeTrainConfig tiny_vqae_config(const test::TempDir& dir) {
   c.output_dir = (dir / "run").string();
   return c;
 }
+inline VqaeTrainConfig tiny_vqae_config(const test::TempDir& dir) { return tiny_vqae_config(dir.path()); }
 
 }  // namespace ctsr::train

@@ -14,6 +14,11 @@ namespace {
 
 constexpr const char* kFormat = "ctsr-train-checkpoint/1";
 
+CheckpointWritten& written_hook() {
+  static CheckpointWritten hook;
+  return hook;
+}
+
 std::string number(double v) {
   char buffer[64];
   std::snprintf(buffer, sizeof buffer, "%.17g", v);
@@ -166,6 +171,12 @@ void save_checkpoint(const std::filesystem::path& path, const CheckpointTensors&
   for (const auto& [k, v] : info.extra) meta["extra." + k] = v;
   std::filesystem::create_directories(path.parent_path());
   io::write_safetensors(path, named, meta);
+  if (written_hook()) written_hook()(path);
+}
+
+CheckpointWritten set_checkpoint_written_hook(CheckpointWritten hook) {
+  std::swap(written_hook(), hook);
+  return hook;
 }
 
 CheckpointInfo read_checkpoint_info(const std::filesystem::path& path, const std::string& kind) {

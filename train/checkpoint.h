@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -72,6 +73,11 @@ std::optional<std::filesystem::path> checkpoint_to_resume(const std::string& res
 
 void save_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors, const CheckpointInfo& info,
                      const NamedTensors& extra = {});
+// Called with each checkpoint's path once save_checkpoint has written it, so tests can count the
+// writes of a step (a second write of the same step was a run-loop bug that files cannot show:
+// the bytes are the same). Returns the hook it replaces; an empty one: none.
+using CheckpointWritten = std::function<void(const std::filesystem::path&)>;
+CheckpointWritten set_checkpoint_written_hook(CheckpointWritten hook);
 // Reads the metadata only; a checkpoint of another kind than `kind` is an error naming both.
 CheckpointInfo read_checkpoint_info(const std::filesystem::path& path, const std::string& kind = kDiffusionCheckpoint);
 // Loads into the given tensors (any device); every name must be present with the same shape,

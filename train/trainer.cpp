@@ -1,11 +1,8 @@
 #include "train/trainer.h"
 
-#include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <iostream>
 #include <optional>
 #include <sstream>
 
@@ -19,13 +16,11 @@
 #include "kernels/random.h"
 #include "kernels/resample.h"
 #include "runtime/error.h"
-#include "runtime/formats/atomic_file.h"
 #include "runtime/formats/volume.h"
 #include "runtime/philox.h"
 #include "tools/lib/latent_io.h"
 #include "train/data_parallel.h"
 #include "train/latent_data.h"
-#include "train/metrics_log.h"
 #include "train/panels.h"
 #include "train/png.h"
 #include "train/run_support.h"
@@ -42,8 +37,6 @@ constexpr uint32_t kLightTimestepPurpose = 0x4c54;  // "LT": fixed timesteps of 
 constexpr uint32_t kLightNoisePurpose = 0x4c4e;     // "LN": its fixed noise
 // Seed of the full tier's sampler, apart from the training seed (model/diffusion.h asks for one).
 uint64_t sampling_seed(uint64_t seed) { return seed ^ 0x53414d504c455253ull; }  // "SAMPLERS"
-
-using Clock = std::chrono::steady_clock;
 
 Tensor scalar_tensor(double value, DType dtype, Device device) {
   if (dtype == DType::float64) return Tensor::from_vector(std::vector<double>{value}, {1}, device);
@@ -74,8 +67,6 @@ struct Trainer::Data {
   std::unique_ptr<LatentDataset> train, val;
   std::unique_ptr<SampleOrder> order;
   std::unique_ptr<Prefetcher> prefetch;
-  std::unique_ptr<MetricsLog> metrics;
-  std::unique_ptr<TensorBoardWriter> tensorboard;
   bool warned_target = false;
 };
 
@@ -87,12 +78,9 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options)
   validate(config_);
   const TrainConfig& c = config_;
   const Device device = options_.device;
-  if (options_.comm) {
-    comm_ = options_.comm;
-  } else {
-    own_comm_ = make_single_process_communicator();
-    comm_ = own_comm_.get();
-  }
+  run_ = std::make_unique<Run>(static_cast<Task&>(*this), out_dir_, schedule_of(c),
+                               RunOptions{options_.progress, options_.log, options_.after_step, options_.comm});
+  comm_ = &run_->comm();
   const int64_t ranks = comm_->size(), accumulation = c.training.gradient_accumulation_steps;
   CTSR_CHECK(c.training.batch_size % (ranks * accumulation) == 0, "training.batch_size ", c.training.batch_size,
              " is not divisible by ", ranks, " ranks x training.gradient_accumulation_steps ", accumulation,
@@ -146,21 +134,7 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options)
     }
   }
 
-  // Where to start: rank 0 looks, every rank takes its answer.
-  const std::filesystem::path checkpoint_dir = out_dir_ / "checkpoints";
-  std::optional<std::filesystem::path> resume_from;
-  if (options_.resume == "auto") {
-    std::string latest;
-    if (is_root()) latest = latest_checkpoint(checkpoint_dir).value_or("").string();
-    comm_->broadcast_string(latest, 0);
-    if (!latest.empty()) resume_from = std::filesystem::path(latest);
-  } else if (!options_.resume.empty()) {
-    CTSR_CHECK(std::filesystem::is_regular_file(options_.resume), "--resume ", options_.resume, ": no such checkpoint");
-    resume_from = std::filesystem::path(options_.resume);
-  } else if (auto existing = latest_checkpoint(checkpoint_dir)) {
-    CTSR_FAIL("output.dir ", out_dir_.string(), " already holds checkpoints (", existing->filename().string(),
-              "); pass --resume auto to continue that run, or choose another output.dir");
-  }
+  const std::optional<std::filesystem::path> resume_from = run_->resume_point(options_.resume);
 
   set_conv_engine(parse_conv_engine(c.kernels.conv));
   LayerOptions layer;
@@ -174,33 +148,12 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options)
   dp_ = std::make_unique<DataParallel>(*comm_, trained(), c.distributed.zero1,
                                        static_cast<int64_t>(c.distributed.bucket_mb * 1024 * 1024));
   model_->set_gradients_ready([this](const std::vector<Parameter*>& params) { dp_->gradients_ready(params); });
-  if (resume_from) {
-    std::vector<Tensor> m, v;
-    std::vector<Tensor*> pm, pv;
-    for (Parameter* p : trained()) {
-      m.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
-      v.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
-    }
-    for (size_t i = 0; i < m.size(); ++i) pm.push_back(&m[i]), pv.push_back(&v[i]);
-    CheckpointInfo info = load_checkpoint(*resume_from, {trained(), ema_->parameters(), pm, pv});
-    CTSR_CHECK(info.seed == c.seed, resume_from->string(), ": the checkpoint's run used seed ", info.seed,
-               " but the configuration says seed ", c.seed, "; a resumed run must keep its seed");
-    dp_->load_moments(m, v);
-    state_ = info.state;
-    log_line("resuming from " + resume_from->string() + " at step " + std::to_string(state_.step));
-  } else {
+  if (!resume_from) {
     // The same start on every rank, whatever each computed.
     for (UNet3D* net : {model_.get(), ema_.get()})
       for (Parameter* p : net->parameters()) comm_->broadcast(p->value, 0);
   }
-
-  // Outputs. metrics.jsonl loses the lines of steps after the checkpoint (they will be redone).
-  if (is_root()) {
-    std::filesystem::create_directories(out_dir_);
-    io::write_file_atomically(out_dir_ / "config.yaml", [&](std::ostream& o) { o << to_yaml(c); });
-    data_->metrics = std::make_unique<MetricsLog>(out_dir_ / "metrics.jsonl", resume_from ? state_.step : 0);
-    data_->tensorboard = std::make_unique<TensorBoardWriter>(out_dir_ / "tensorboard");
-  }
+  run_->start(resume_from);  // loads the checkpoint (read_checkpoint), opens the outputs
 
   // Training order and the reader thread, from the first micro-batch still to do.
   data_->order = std::make_unique<SampleOrder>(data_->train->size(), c.seed);
@@ -215,12 +168,6 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options)
         return indices;
       },
       state_.step * accumulation, c.data.prefetch_batches);
-}
-
-void Trainer::log_line(const std::string& text) {
-  if (!is_root()) return;
-  std::ostream& out = options_.log ? *options_.log : std::cerr;
-  out << text << std::endl;
 }
 
 // ---- one optimiser step --------------------------------------------------------------------------
@@ -269,19 +216,10 @@ double Trainer::step() {
   comm_->all_reduce_max(bad);  // one decision for every rank
   ++state_.step;
   if (bad[0] != 0.0) {
-    ++state_.skipped_steps;
-    ++state_.consecutive_skips;
-    std::ostringstream text;
-    text << "step " << state_.step << ": " << (!std::isfinite(loss) ? "loss" : "gradient norm") << " is "
-         << (!std::isfinite(loss) ? loss : norm) << "; the update is skipped (" << state_.consecutive_skips
-         << " in a row, training.max_consecutive_skips " << c.training.max_consecutive_skips << ")";
-    log_line(text.str());
-    write_metrics({{"step", state_.step}, {"skipped", true}, {"loss", std::isfinite(loss) ? loss : -1.0},
-                   {"reason", !std::isfinite(loss) ? "loss" : "grad_norm"}});
-    CTSR_CHECK(state_.consecutive_skips < c.training.max_consecutive_skips, "training aborted at step ", state_.step,
-               ": ", state_.consecutive_skips,
-               " steps in a row had a NaN or Inf loss or gradient (training.max_consecutive_skips ",
-               c.training.max_consecutive_skips, "); check the data and lower training.learning_rate");
+    const SkippedStep skipped = record_skipped_step(state_, loss, norm, c.training.max_consecutive_skips);
+    log_line(skipped.message);
+    run_->write_metrics(skipped.metrics);
+    skipped.throw_if_too_many();
     return std::numeric_limits<double>::quiet_NaN();
   }
   state_.consecutive_skips = 0;
@@ -308,15 +246,8 @@ double Trainer::step() {
   for (Parameter* p : trained()) model_values.push_back(&p->value);
   ema_update(ema_values, model_values, decay);
   ++state_.ema_updates;
+  last_loss_ = loss;
   return loss;
-}
-
-void Trainer::write_metrics(const nlohmann::json& line) {
-  if (data_->metrics) data_->metrics->write(line);
-}
-
-void Trainer::add_scalar(const std::string& tag, double value, int64_t step) {
-  if (data_->tensorboard) data_->tensorboard->add_scalar(tag, value, step);
 }
 
 // ---- validation ----------------------------------------------------------------------------------
@@ -491,7 +422,7 @@ FullValidation Trainer::validate_full() {
       const std::string id = data_->val->id(i);
       std::filesystem::create_directories(images);
       write_png(images / (prefix + id + "_" + kinds[kind] + ".png"), image);
-      data_->tensorboard->add_image("val/" + id + "/" + kinds[kind], image, state_.step);
+      run_->tensorboard()->add_image("val/" + id + "/" + kinds[kind], image, state_.step);
     }
   }
   return result;
@@ -499,133 +430,81 @@ FullValidation Trainer::validate_full() {
 
 // ---- checkpoints ---------------------------------------------------------------------------------
 
-std::filesystem::path Trainer::save_checkpoint_now() {
+std::filesystem::path Trainer::save_checkpoint_now() { return run_->save_checkpoint(); }
+
+void Trainer::write_checkpoint(const std::filesystem::path& path, const TrainingState& state) {
   // Collective: with ZeRO-1 the moments are gathered from every rank; rank 0 writes.
   std::vector<Tensor> m = dp_->gather_moments(false), v = dp_->gather_moments(true);
-  const std::filesystem::path dir = out_dir_ / "checkpoints";
-  const std::filesystem::path path = checkpoint_path(dir, state_.step);
-  if (!is_root()) return path;
+  if (!is_root()) return;
   std::vector<Tensor*> pm, pv;
   for (size_t i = 0; i < m.size(); ++i) pm.push_back(&m[i]), pv.push_back(&v[i]);
   CheckpointInfo info;
-  info.state = state_;
+  info.state = state;
   info.seed = config_.seed;
   info.config_yaml = to_yaml(config_);
   info.extra = cache_info_;
   save_checkpoint(path, {trained(), ema_->parameters(), pm, pv}, info);
-  prune_checkpoints(dir, config_.training.keep_checkpoints, state_.best_step);
-  return path;
+}
+
+CheckpointInfo Trainer::read_checkpoint(const std::filesystem::path& path) {
+  std::vector<Tensor> m, v;
+  std::vector<Tensor*> pm, pv;
+  for (Parameter* p : trained()) {
+    m.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), options_.device));
+    v.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), options_.device));
+  }
+  for (size_t i = 0; i < m.size(); ++i) pm.push_back(&m[i]), pv.push_back(&v[i]);
+  CheckpointInfo info = load_checkpoint(path, {trained(), ema_->parameters(), pm, pv});
+  dp_->load_moments(m, v);
+  return info;
 }
 
 // ---- the run -------------------------------------------------------------------------------------
 
-void Trainer::maybe_validate(int64_t done) {
-  const ValidationConfig& v = config_.validation;
-  if (v.light_every > 0 && done % v.light_every == 0) {
-    const double loss = validate_light();
-    write_metrics({{"step", done}, {"tier", "light"}, {"loss", loss}});
-    add_scalar("val/light_loss", loss, done);
-  }
-  if (v.full_every > 0 && done % v.full_every == 0) {
-    const FullValidation r = validate_full();
-    write_metrics({{"step", done},
-                           {"tier", "full"},
-                           {"ssim", r.ssim},
-                           {"psnr", r.psnr},
-                           {"ssim_ld", r.ssim_ld},
-                           {"psnr_ld", r.psnr_ld},
-                           {"samples", r.samples},
-                           {"target", r.target_is_volume ? "volume" : "decoded_latent"}});
-    for (auto [tag, value] : {std::pair<const char*, double>{"val/ssim", r.ssim}, {"val/psnr", r.psnr},
-                              {"val/ssim_ld", r.ssim_ld}, {"val/psnr_ld", r.psnr_ld}})
-      add_scalar(tag, value, done);
-    char text[160];
-    std::snprintf(text, sizeof text, "validation at step %lld: ssim %.4f (LD %.4f), psnr %.2f dB (LD %.2f dB)",
-                  static_cast<long long>(done), r.ssim, r.ssim_ld, r.psnr, r.psnr_ld);
-    log_line(text);
-    if (r.ssim > state_.best_ssim) {
-      state_.best_ssim = r.ssim;
-      state_.best_step = done;
-      save_checkpoint_now();  // the best is kept by the pruning
-    }
-  }
-  if (data_->tensorboard) data_->tensorboard->flush();
+TierScores Trainer::light_validation() {
+  const double loss = validate_light();
+  TierScores scores;
+  scores.fields = {{"loss", loss}};
+  scores.scalars = {{"val/light_loss", loss}};
+  return scores;
+}
+
+TierScores Trainer::full_validation() {
+  const FullValidation r = validate_full();
+  TierScores scores;
+  scores.fields = {{"ssim", r.ssim},       {"psnr", r.psnr},       {"ssim_ld", r.ssim_ld},
+                   {"psnr_ld", r.psnr_ld}, {"samples", r.samples}, {"target", r.target_is_volume ? "volume" : "decoded_latent"}};
+  scores.scalars = {{"val/ssim", r.ssim}, {"val/psnr", r.psnr}, {"val/ssim_ld", r.ssim_ld}, {"val/psnr_ld", r.psnr_ld}};
+  char text[160];
+  std::snprintf(text, sizeof text, "validation at step %lld: ssim %.4f (LD %.4f), psnr %.2f dB (LD %.2f dB)",
+                static_cast<long long>(state_.step), r.ssim, r.ssim_ld, r.psnr, r.psnr_ld);
+  scores.message = text;
+  scores.ssim = r.ssim;
+  return scores;
+}
+
+std::string Trainer::progress_text(double loss) const {
+  char quantities[96];
+  std::snprintf(quantities, sizeof quantities, "loss %.5f  lr %.3g", loss, learning_rate_at(config_, state_.step - 1));
+  return quantities;
+}
+
+std::string Trainer::describe() const {
+  const TrainConfig& c = config_;
+  std::ostringstream text;
+  text << "training " << c.model.str() << " (" << model_->parameter_count() << " parameters) on "
+       << options_.device.str() << "; " << data_->train->size() << " training pairs, batch " << c.training.batch_size;
+  if (comm_->size() > 1)
+    text << " over " << comm_->size() << " ranks (" << comm_->backend() << (c.distributed.zero1 ? ", ZeRO-1" : "")
+         << ")";
+  text << " = " << comm_->size() << " x " << c.training.gradient_accumulation_steps << " x " << micro_ << ", steps "
+       << state_.step << " -> " << c.training.max_steps;
+  return text.str();
 }
 
 RunSummary Trainer::run() {
-  const TrainConfig& c = config_;
-  StopSignals signals;
-  RunSummary summary;
-  summary.first_step = state_.step;
-  std::ostream& out = options_.log ? *options_.log : std::cerr;
-  ProgressLine progress(out, options_.progress && is_root());
-  {
-    std::ostringstream text;
-    text << "training " << c.model.str() << " (" << model_->parameter_count() << " parameters) on "
-         << options_.device.str() << "; " << data_->train->size() << " training pairs, batch "
-         << c.training.batch_size;
-    if (comm_->size() > 1)
-      text << " over " << comm_->size() << " ranks (" << comm_->backend() << (c.distributed.zero1 ? ", ZeRO-1" : "")
-           << ")";
-    text << " = " << comm_->size() << " x " << c.training.gradient_accumulation_steps << " x " << micro_ << ", steps "
-         << state_.step << " -> " << c.training.max_steps;
-    log_line(text.str());
-  }
-  const auto run_start = Clock::now();
-  auto interval_start = run_start;
-  double interval_loss = 0;
-  int64_t interval_steps = 0, last_saved = -1;
-  while (state_.step < c.training.max_steps) {
-    const double loss = step();
-    summary.losses.push_back(loss);
-    const int64_t done = state_.step;
-    if (std::isfinite(loss)) interval_loss += loss, ++interval_steps;
-    const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
-    const double per_step = elapsed / double(done - summary.first_step);
-    const double samples_per_s = double(c.training.batch_size) / per_step;
-    const double lr = learning_rate_at(c, done - 1);
-    if (done % c.training.log_every == 0 && interval_steps > 0) {
-      const double seconds = std::chrono::duration<double>(Clock::now() - interval_start).count();
-      const double rate = double(c.training.batch_size) * double(c.training.log_every) / seconds;
-      write_metrics({{"step", done},
-                             {"loss", interval_loss / double(interval_steps)},
-                             {"lr", lr},
-                             {"grad_norm", last_grad_norm_},
-                             {"samples_per_s", rate}});
-      add_scalar("train/loss", interval_loss / double(interval_steps), done);
-      add_scalar("train/lr", lr, done);
-      add_scalar("train/grad_norm", last_grad_norm_, done);
-      add_scalar("train/samples_per_s", rate, done);
-      interval_loss = 0, interval_steps = 0, interval_start = Clock::now();
-    }
-    char quantities[96];
-    std::snprintf(quantities, sizeof quantities, "loss %.5f  lr %.3g", loss, lr);
-    progress.update(done, c.training.max_steps, quantities, samples_per_s, per_step,
-                    done % c.training.log_every == 0 || done == c.training.max_steps);
-    maybe_validate(done);
-    if (c.training.checkpoint_every > 0 && done % c.training.checkpoint_every == 0) {
-      save_checkpoint_now();
-      last_saved = done;
-    }
-    if (options_.after_step) options_.after_step(done);
-    // Ranks may receive a signal at different steps: they agree, and stop together.
-    std::vector<double> stop{double(signals.received())};
-    comm_->all_reduce_max(stop);
-    if (stop[0] != 0.0) {
-      progress.end();
-      if (last_saved != done) save_checkpoint_now();
-      log_line(std::string("stopped by ") + StopSignals::name(int(stop[0])) + " at step " +
-               std::to_string(done) + "; checkpoint saved; continue with --resume auto");
-      summary.interrupted = true;
-      summary.last_step = done;
-      if (data_->tensorboard) data_->tensorboard->flush();
-      return summary;
-    }
-  }
-  progress.end();
-  if (last_saved != state_.step) save_checkpoint_now();
-  if (data_->tensorboard) data_->tensorboard->flush();
-  summary.last_step = state_.step;
+  RunSummary summary = run_->run();
+  if (summary.interrupted) return summary;
   // Did it learn? The mean loss of this run's first and last 20 steps (skipped steps left out).
   if (summary.losses.size() >= 40) {
     auto mean = [](auto first, auto last) {

@@ -35,6 +35,7 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/data_parallel.h"
+#include "train/run.h"
 #include <nlohmann/json.hpp>
 
 namespace ctsr::train {
@@ -58,13 +59,9 @@ struct FullValidation {
   bool target_is_volume = true;  // false: scored against the decoded HD latent (no HD volumes found)
 };
 
-struct RunSummary {
-  int64_t first_step = 0, last_step = 0;  // steps done when the run started and when it stopped
-  bool interrupted = false;               // by SIGINT/SIGTERM: a checkpoint was saved
-  std::vector<double> losses;             // each step's mean loss (NaN for a skipped step)
-};
-
-class Trainer {
+// The diffusion task of the run loop (train/run.h), which owns the schedule, validation cadence,
+// checkpoints, signals, resuming and logs.
+class Trainer : private Task {
  public:
   // Checks everything that can be checked before work starts (the cache, its shapes against the
   // model, the VQ-AE, the output folder, the checkpoint to resume), naming the key at fault.
@@ -77,7 +74,7 @@ class Trainer {
   RunSummary run();
 
   // The pieces, for tests and tools.
-  double step();                    // one optimiser step; returns its mean loss (NaN: skipped)
+  double step() override;           // one optimiser step; returns its mean loss (NaN: skipped)
   double validate_light();          // the light tier's loss
   FullValidation validate_full();   // the full tier (needs data.vqae_weights)
   std::filesystem::path save_checkpoint_now();
@@ -88,28 +85,40 @@ class Trainer {
 
  private:
   struct Data;
-  void log_line(const std::string& text);
-  void maybe_validate(int64_t steps_done);
+  // Task (train/run.h).
+  TrainingState& training_state() override { return state_; }
+  std::vector<std::string> metric_names() const override { return {"loss"}; }
+  std::vector<double> metric_values() const override { return {last_loss_}; }
+  double learning_rate(int64_t step) const override { return learning_rate_at(config_, step); }
+  double grad_norm() const override { return last_grad_norm_; }
+  std::string progress_text(double loss) const override;
+  std::string describe() const override;
+  TierScores light_validation() override;
+  TierScores full_validation() override;
+  void write_checkpoint(const std::filesystem::path& path, const TrainingState& state) override;
+  CheckpointInfo read_checkpoint(const std::filesystem::path& path) override;
+  uint64_t seed() const override { return config_.seed; }
+  std::string config_yaml() const override { return to_yaml(config_); }
+
+  void log_line(const std::string& text) { run_->log(text); }
   UNet3D& eval_model();
   Tensor eval_denoise(UNet3D& net, const Tensor& x_t, const Tensor& ld, const std::vector<int64_t>& t);
   std::vector<Parameter*> trained() { return model_->parameters(); }
   bool is_root() const { return comm_->rank() == 0; }
   // The first sample of this rank's micro-batch j within the global batch of a step.
   int64_t first_sample(int64_t j) const { return comm_->rank() * per_rank_ + j * micro_; }
-  void write_metrics(const nlohmann::json& line);                    // rank 0 only
-  void add_scalar(const std::string& tag, double value, int64_t step);  // rank 0 only
 
   TrainConfig config_;
   TrainerOptions options_;
   std::filesystem::path out_dir_;
   NoiseSchedule schedule_;
-  std::unique_ptr<Communicator> own_comm_;
-  Communicator* comm_ = nullptr;
+  std::unique_ptr<Run> run_;
+  Communicator* comm_ = nullptr;  // the run's
   int64_t per_rank_ = 0, micro_ = 0;  // samples per step on this rank, per micro-batch
   std::unique_ptr<UNet3D> model_, ema_;
   std::unique_ptr<DataParallel> dp_;  // flat gradients in buckets, their reduction, AdamW
   TrainingState state_;
-  double last_grad_norm_ = 0;
+  double last_loss_ = 0, last_grad_norm_ = 0;
   std::unique_ptr<Data> data_;
   std::unique_ptr<Vqae> vqae_;
   std::map<std::string, std::string> cache_info_;  // checkpoint "extra": what the run trained on

@@ -1,10 +1,8 @@
 #include "train/vqae_trainer.h"
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <iostream>
 #include <limits>
 #include <optional>
 #include <sstream>
@@ -17,11 +15,9 @@
 #include "kernels/metrics.h"
 #include "kernels/optimizer.h"
 #include "runtime/error.h"
-#include "runtime/formats/atomic_file.h"
 #include "runtime/philox.h"
 #include "tools/lib/vqae_weights.h"
 #include "train/config.h"
-#include "train/metrics_log.h"
 #include "train/panels.h"
 #include "train/png.h"
 #include "train/prefetch.h"
@@ -37,8 +33,6 @@ namespace {
 // use their own (model/codebook_ema.h).
 constexpr uint32_t kPatchPurpose = 0x5650;       // "VP": the training patches of step s
 constexpr uint32_t kLightPatchPurpose = 0x564c;  // "VL": the light tier's fixed patches
-
-using Clock = std::chrono::steady_clock;
 
 Tensor scalar_on(double value, Device device) { return Tensor::from_vector(std::vector<float>{float(value)}, {1}, device); }
 double host_value(const Tensor& t) { return double(t.to(Device::cpu()).to_vector<float>()[0]); }
@@ -86,8 +80,6 @@ struct VqaeTrainer::Data {
   std::unique_ptr<VolumeSet> volumes;
   std::vector<int64_t> train, val;        // indices into volumes
   std::vector<PatchSpec> light_patches;   // fixed, drawn once
-  std::unique_ptr<MetricsLog> metrics;
-  std::unique_ptr<TensorBoardWriter> tensorboard;
   std::unique_ptr<OrderedPrefetcher<Tensor>> prefetch;  // last: stopped before what it reads goes
 };
 
@@ -99,9 +91,11 @@ VqaeTrainer::VqaeTrainer(const VqaeTrainConfig& config, const VqaeTrainerOptions
   const VqaeTrainConfig& c = config_;
   const Device device = options_.device;
   const int64_t patch = c.training.patch_size;
+  run_ = std::make_unique<Run>(static_cast<Task&>(*this), out_dir_, schedule_of(c),
+                               RunOptions{options_.progress, options_.log, options_.after_step, nullptr});
 
   // Where to start, before the (possibly slow) reading of every volume.
-  const std::optional<std::filesystem::path> resume_from = checkpoint_to_resume(options_.resume, out_dir_);
+  const std::optional<std::filesystem::path> resume_from = run_->resume_point(options_.resume);
   if (resume_from) {
     const CheckpointInfo info = read_checkpoint_info(*resume_from, kVqaeCheckpoint);
     CTSR_CHECK(info.seed == c.seed, resume_from->string(), ": the checkpoint's run used seed ", info.seed,
@@ -152,27 +146,8 @@ VqaeTrainer::VqaeTrainer(const VqaeTrainConfig& config, const VqaeTrainerOptions
     model_->load_from(*initial);
     codebook_->set_state(model_->codebook(), model_->codebook_n(), model_->codebook_z_avg());
   }
-  if (resume_from) {
-    std::vector<Tensor*> m, v;
-    for (size_t i = 0; i < adam_m_.size(); ++i) m.push_back(&adam_m_[i]), v.push_back(&adam_v_[i]);
-    const int64_t K = architecture.n_codes, E = architecture.embedding_dim;
-    Tensor embeddings = Tensor::zeros({K, E}, DType::float32, device), counts = Tensor::zeros({K}, DType::float32, device);
-    Tensor sums = Tensor::zeros({K, E}, DType::float32, device);
-    const CheckpointInfo info = load_checkpoint(*resume_from, {model_->parameters(), {}, m, v}, kVqaeCheckpoint,
-                                                codebook_tensors(embeddings, counts, sums));
-    state_ = info.state;
-    last_saved_step_ = state_.step;
-    auto initialized = info.extra.find("codebook.initialized");
-    if (initialized != info.extra.end() && initialized->second == "true") codebook_->set_state(embeddings, counts, sums);
-    log_line("resuming from " + resume_from->string() + " at step " + std::to_string(state_.step));
-  }
+  run_->start(resume_from);  // loads the checkpoint (read_checkpoint), opens the outputs
   if (codebook_->initialized()) sync_codebook();
-
-  // Outputs; metrics.jsonl loses the lines of steps after the checkpoint (they will be redone).
-  std::filesystem::create_directories(out_dir_);
-  io::write_file_atomically(out_dir_ / "config.yaml", [&](std::ostream& o) { o << to_yaml(c); });
-  data_->metrics = std::make_unique<MetricsLog>(out_dir_ / "metrics.jsonl", resume_from ? state_.step : 0);
-  data_->tensorboard = std::make_unique<TensorBoardWriter>(out_dir_ / "tensorboard");
 
   // The batch of step m, read ahead on a background thread.
   const VolumeSet* volumes = data_->volumes.get();
@@ -197,19 +172,6 @@ std::string VqaeTrainer::data_summary() const {
     << (v.total_bytes() + (1 << 20) - 1) / (1 << 20) << " MiB, "
     << (v.in_memory() ? "kept in memory" : "read again for every batch (more than data.memory_limit_mb)");
   return s.str();
-}
-
-void VqaeTrainer::log_line(const std::string& text) {
-  std::ostream& out = options_.log ? *options_.log : std::cerr;
-  out << text << std::endl;
-}
-
-void VqaeTrainer::write_metrics(const nlohmann::json& line) {
-  if (data_->metrics) data_->metrics->write(line);
-}
-
-void VqaeTrainer::add_scalar(const std::string& tag, double value, int64_t step) {
-  if (data_->tensorboard) data_->tensorboard->add_scalar(tag, value, step);
 }
 
 void VqaeTrainer::sync_codebook() {
@@ -268,8 +230,7 @@ double VqaeTrainer::step() {
     if (float(coefficient) < 1.0f) scale_in_place(grads, coefficient);
   }
   AdamWConfig adam;
-  adam.lr = scheduled_learning_rate(c.training.learning_rate, c.training.lr_scheduler, c.warmup_steps(),
-                                    c.training.max_steps, s);
+  adam.lr = learning_rate(s);
   adam.beta1 = c.optimizer.beta1;
   adam.beta2 = c.optimizer.beta2;
   adam.eps = c.optimizer.eps;
@@ -288,7 +249,7 @@ double VqaeTrainer::step() {
 double VqaeTrainer::skip_step(double loss, double grad_norm) {
   const SkippedStep skipped = record_skipped_step(state_, loss, grad_norm, config_.training.max_consecutive_skips);
   log_line(skipped.message);
-  write_metrics(skipped.metrics);
+  run_->write_metrics(skipped.metrics);
   skipped.throw_if_too_many();
   return std::numeric_limits<double>::quiet_NaN();
 }
@@ -361,7 +322,7 @@ VqaeFullValidation VqaeTrainer::validate_full() {
       std::filesystem::create_directories(out_dir_ / "images");
       for (int kind = 0; kind < 3; ++kind) {
         write_png(out_dir_ / "images" / (prefix + id + "_" + kinds[kind] + ".png"), images[kind]);
-        data_->tensorboard->add_image("val/" + id + "/" + kinds[kind], images[kind], state_.step);
+        run_->tensorboard()->add_image("val/" + id + "/" + kinds[kind], images[kind], state_.step);
       }
     }
   }
@@ -395,153 +356,91 @@ void export_vqae_checkpoint(const std::filesystem::path& checkpoint, const std::
   write_weights(out, model, config, info.state.step);
 }
 
-std::filesystem::path VqaeTrainer::save_checkpoint_now() {
-  const std::filesystem::path dir = out_dir_ / "checkpoints";
-  const std::filesystem::path path = checkpoint_path(dir, state_.step);
+std::filesystem::path VqaeTrainer::save_checkpoint_now() { return run_->save_checkpoint(); }
+
+void VqaeTrainer::write_checkpoint(const std::filesystem::path& path, const TrainingState& state) {
   std::vector<Tensor*> m, v;
   for (size_t i = 0; i < adam_m_.size(); ++i) m.push_back(&adam_m_[i]), v.push_back(&adam_v_[i]);
   // The codebook's buffers are only read by the save.
   Tensor embeddings = codebook_->embeddings(), counts = codebook_->ema_counts(), sums = codebook_->ema_sums();
   CheckpointInfo info;
   info.kind = kVqaeCheckpoint;
-  info.state = state_;
+  info.state = state;
   info.seed = config_.seed;
   info.config_yaml = to_yaml(config_);
   info.extra = {{"codebook.initialized", codebook_->initialized() ? "true" : "false"},
                 {"training.patch_size", std::to_string(config_.training.patch_size)},
                 {"encode.hu_window", window_text(config_.encode.hu_window)}};
   save_checkpoint(path, {model_->parameters(), {}, m, v}, info, codebook_tensors(embeddings, counts, sums));
-  prune_checkpoints(dir, config_.training.keep_checkpoints, state_.best_step);
   if (codebook_->initialized()) export_weights(out_dir_ / "vqae.safetensors");
-  last_saved_step_ = state_.step;
-  return path;
+}
+
+CheckpointInfo VqaeTrainer::read_checkpoint(const std::filesystem::path& path) {
+  std::vector<Tensor*> m, v;
+  for (size_t i = 0; i < adam_m_.size(); ++i) m.push_back(&adam_m_[i]), v.push_back(&adam_v_[i]);
+  const int64_t K = model_->config().n_codes, E = model_->config().embedding_dim;
+  const Device device = options_.device;
+  Tensor embeddings = Tensor::zeros({K, E}, DType::float32, device), counts = Tensor::zeros({K}, DType::float32, device);
+  Tensor sums = Tensor::zeros({K, E}, DType::float32, device);
+  const CheckpointInfo info =
+      load_checkpoint(path, {model_->parameters(), {}, m, v}, kVqaeCheckpoint, codebook_tensors(embeddings, counts, sums));
+  auto initialized = info.extra.find("codebook.initialized");
+  if (initialized != info.extra.end() && initialized->second == "true") codebook_->set_state(embeddings, counts, sums);
+  return info;
 }
 
 // ---- the run -------------------------------------------------------------------------------------
 
-void VqaeTrainer::maybe_validate(int64_t done) {
-  const VqaeValidationSettings& v = config_.validation;
-  if (v.light_every > 0 && done % v.light_every == 0) {
-    const VqaeLosses r = validate_light();
-    write_metrics({{"step", done}, {"tier", "light"}, {"loss", r.loss}, {"l1", r.l1}, {"mse", r.mse},
-                   {"commitment", r.commitment}});
-    add_scalar("val/light_loss", r.loss, done);
-    add_scalar("val/light_l1", r.l1, done);
-  }
-  if (v.full_every > 0 && done % v.full_every == 0) {
-    const VqaeFullValidation r = validate_full();
-    write_metrics({{"step", done},
-                   {"tier", "full"},
-                   {"ssim", r.ssim},
-                   {"psnr", r.psnr},
-                   {"perplexity", r.perplexity},
-                   {"codes_used", r.codes_used},
-                   {"volumes", r.volumes}});
-    for (auto [tag, value] : {std::pair<const char*, double>{"val/ssim", r.ssim}, {"val/psnr", r.psnr},
-                              {"val/perplexity", r.perplexity}, {"val/codes_used", double(r.codes_used)}})
-      add_scalar(tag, value, done);
-    char text[200];
-    std::snprintf(text, sizeof text,
-                  "validation at step %lld: ssim %.4f, psnr %.2f dB over %lld volumes; %lld codes used, perplexity %.1f",
-                  static_cast<long long>(done), r.ssim, r.psnr, static_cast<long long>(r.volumes),
-                  static_cast<long long>(r.codes_used), r.perplexity);
-    log_line(text);
-    if (r.ssim > state_.best_ssim) {
-      state_.best_ssim = r.ssim;
-      state_.best_step = done;
-      save_checkpoint_now();  // the best is kept by the pruning
-    }
-  }
-  if (data_->tensorboard) data_->tensorboard->flush();
+double VqaeTrainer::learning_rate(int64_t step) const {
+  const VqaeTrainConfig& c = config_;
+  return scheduled_learning_rate(c.training.learning_rate, c.training.lr_scheduler, c.warmup_steps(),
+                                 c.training.max_steps, step);
 }
 
-VqaeRunSummary VqaeTrainer::run() {
-  const VqaeTrainConfig& c = config_;
-  StopSignals signals;
-  VqaeRunSummary summary;
-  summary.first_step = state_.step;
-  std::ostream& out = options_.log ? *options_.log : std::cerr;
-  ProgressLine progress(out, options_.progress);
-  {
-    std::ostringstream text;
-    text << "training the VQ-AE " << model_->config().str() << " (" << model_->parameter_count() << " parameters) on "
-         << options_.device.str() << "; " << data_summary() << "; batch " << c.training.batch_size << " x "
-         << c.training.patch_size << "^3 patches, steps " << state_.step << " -> " << c.training.max_steps;
-    log_line(text.str());
-    if (c.encode.patch_size != c.training.patch_size)
-      log_line("note: encode.patch_size is " + std::to_string(c.encode.patch_size) +
-               " (what ctsr_vqae encode and cache use) but the model trains on " +
-               std::to_string(c.training.patch_size) + "^3 patches; full validation encodes at the training size");
-  }
-  const auto run_start = Clock::now();
-  auto interval_start = run_start;
-  VqaeLosses interval;
-  double interval_perplexity = 0;
-  int64_t interval_steps = 0;
-  auto finish = [&](bool interrupted) {
-    progress.end();
-    if (last_saved_step_ != state_.step) save_checkpoint_now();
-    if (data_->tensorboard) data_->tensorboard->flush();
-    summary.interrupted = interrupted;
-    summary.last_step = state_.step;
-    return summary;
-  };
-  while (state_.step < c.training.max_steps) {
-    const double loss = step();
-    summary.losses.push_back(loss);
-    const int64_t done = state_.step;
-    if (std::isfinite(loss)) {
-      interval.loss += last_.loss, interval.l1 += last_.l1, interval.mse += last_.mse;
-      interval.commitment += last_.commitment;
-      interval_perplexity += last_perplexity_;
-      ++interval_steps;
-    }
-    const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
-    const double per_step = elapsed / double(done - summary.first_step);
-    const double lr = scheduled_learning_rate(c.training.learning_rate, c.training.lr_scheduler, c.warmup_steps(),
-                                              c.training.max_steps, done - 1);
-    if (done % c.training.log_every == 0 && interval_steps > 0) {
-      const double seconds = std::chrono::duration<double>(Clock::now() - interval_start).count();
-      const double rate = double(c.training.batch_size) * double(c.training.log_every) / seconds;
-      const double n = double(interval_steps);
-      write_metrics({{"step", done},
-                     {"loss", interval.loss / n},
-                     {"l1", interval.l1 / n},
-                     {"mse", interval.mse / n},
-                     {"commitment", interval.commitment / n},
-                     {"perplexity", interval_perplexity / n},
-                     {"lr", lr},
-                     {"grad_norm", last_grad_norm_},
-                     {"samples_per_s", rate}});
-      for (auto [tag, value] : {std::pair<const char*, double>{"train/loss", interval.loss / n},
-                                {"train/l1", interval.l1 / n},
-                                {"train/mse", interval.mse / n},
-                                {"train/commitment", interval.commitment / n},
-                                {"train/perplexity", interval_perplexity / n},
-                                {"train/lr", lr},
-                                {"train/grad_norm", last_grad_norm_},
-                                {"train/samples_per_s", rate}})
-        add_scalar(tag, value, done);
-      interval = {}, interval_perplexity = 0, interval_steps = 0, interval_start = Clock::now();
-    }
-    char quantities[128];
-    std::snprintf(quantities, sizeof quantities, "loss %.5f  l1 %.5f  perplexity %.1f", loss, last_.l1,
-                  last_perplexity_);
-    progress.update(done, c.training.max_steps, quantities, double(c.training.batch_size) / per_step, per_step,
-                    done % c.training.log_every == 0 || done == c.training.max_steps);
-    maybe_validate(done);
-    // (A full validation that found a new best has just saved this step.)
-    if (c.training.checkpoint_every > 0 && done % c.training.checkpoint_every == 0 && last_saved_step_ != done)
-      save_checkpoint_now();
-    if (options_.after_step) options_.after_step(done);
-    if (const int signal = signals.received()) {
-      finish(true);
-      log_line(std::string("stopped by ") + StopSignals::name(signal) + " at step " + std::to_string(done) +
-               "; checkpoint saved; continue with --resume auto");
-      return summary;
-    }
-  }
-  return finish(false);
+TierScores VqaeTrainer::light_validation() {
+  const VqaeLosses r = validate_light();
+  TierScores scores;
+  scores.fields = {{"loss", r.loss}, {"l1", r.l1}, {"mse", r.mse}, {"commitment", r.commitment}};
+  scores.scalars = {{"val/light_loss", r.loss}, {"val/light_l1", r.l1}};
+  return scores;
 }
+
+TierScores VqaeTrainer::full_validation() {
+  const VqaeFullValidation r = validate_full();
+  TierScores scores;
+  scores.fields = {{"ssim", r.ssim}, {"psnr", r.psnr}, {"perplexity", r.perplexity}, {"codes_used", r.codes_used},
+                   {"volumes", r.volumes}};
+  scores.scalars = {{"val/ssim", r.ssim}, {"val/psnr", r.psnr}, {"val/perplexity", r.perplexity},
+                    {"val/codes_used", double(r.codes_used)}};
+  char text[200];
+  std::snprintf(text, sizeof text,
+                "validation at step %lld: ssim %.4f, psnr %.2f dB over %lld volumes; %lld codes used, perplexity %.1f",
+                static_cast<long long>(state_.step), r.ssim, r.psnr, static_cast<long long>(r.volumes),
+                static_cast<long long>(r.codes_used), r.perplexity);
+  scores.message = text;
+  scores.ssim = r.ssim;
+  return scores;
+}
+
+std::string VqaeTrainer::progress_text(double loss) const {
+  char quantities[128];
+  std::snprintf(quantities, sizeof quantities, "loss %.5f  l1 %.5f  perplexity %.1f", loss, last_.l1, last_perplexity_);
+  return quantities;
+}
+
+std::string VqaeTrainer::describe() const {
+  const VqaeTrainConfig& c = config_;
+  std::ostringstream text;
+  text << "training the VQ-AE " << model_->config().str() << " (" << model_->parameter_count() << " parameters) on "
+       << options_.device.str() << "; " << data_summary() << "; batch " << c.training.batch_size << " x "
+       << c.training.patch_size << "^3 patches, steps " << state_.step << " -> " << c.training.max_steps;
+  if (c.encode.patch_size != c.training.patch_size)
+    text << "\nnote: encode.patch_size is " << c.encode.patch_size
+         << " (what ctsr_vqae encode and cache use) but the model trains on " << c.training.patch_size
+         << "^3 patches; full validation encodes at the training size";
+  return text.str();
+}
+
+VqaeRunSummary VqaeTrainer::run() { return run_->run(); }
 
 }  // namespace ctsr::train

@@ -47,6 +47,7 @@
 #include "model/codebook_ema.h"
 #include "model/vqae.h"
 #include "train/checkpoint.h"
+#include "train/run.h"
 #include "train/vqae_config.h"
 #include <nlohmann/json.hpp>
 
@@ -76,13 +77,11 @@ struct VqaeFullValidation {
   int64_t volumes = 0;
 };
 
-struct VqaeRunSummary {
-  int64_t first_step = 0, last_step = 0;
-  bool interrupted = false;          // by SIGINT/SIGTERM: a checkpoint was saved
-  std::vector<double> losses;        // each step's loss (NaN for a skipped step)
-};
+using VqaeRunSummary = RunSummary;
 
-class VqaeTrainer {
+// The VQ-AE task of the run loop (train/run.h), which owns the schedule, validation cadence,
+// checkpoints, signals, resuming and logs.
+class VqaeTrainer : private Task {
  public:
   // Checks everything before any work (the data and every volume's size, the output folder, the
   // checkpoint to resume, the initial weights), naming the key or file at fault.
@@ -93,7 +92,7 @@ class VqaeTrainer {
 
   VqaeRunSummary run();
 
-  double step();                         // one optimiser step; its loss (NaN: skipped)
+  double step() override;                // one optimiser step; its loss (NaN: skipped)
   VqaeLosses validate_light();
   VqaeFullValidation validate_full();
   std::filesystem::path save_checkpoint_now();  // and OUTPUT/vqae.safetensors
@@ -107,10 +106,24 @@ class VqaeTrainer {
 
  private:
   struct Data;
-  void log_line(const std::string& text);
-  void write_metrics(const nlohmann::json& line);
-  void add_scalar(const std::string& tag, double value, int64_t step);
-  void maybe_validate(int64_t steps_done);
+  // Task (train/run.h).
+  TrainingState& training_state() override { return state_; }
+  std::vector<std::string> metric_names() const override { return {"loss", "l1", "mse", "commitment", "perplexity"}; }
+  std::vector<double> metric_values() const override {
+    return {last_.loss, last_.l1, last_.mse, last_.commitment, last_perplexity_};
+  }
+  double learning_rate(int64_t step) const override;
+  double grad_norm() const override { return last_grad_norm_; }
+  std::string progress_text(double loss) const override;
+  std::string describe() const override;
+  TierScores light_validation() override;
+  TierScores full_validation() override;
+  void write_checkpoint(const std::filesystem::path& path, const TrainingState& state) override;
+  CheckpointInfo read_checkpoint(const std::filesystem::path& path) override;
+  uint64_t seed() const override { return config_.seed; }
+  std::string config_yaml() const override { return to_yaml(config_); }
+
+  void log_line(const std::string& text) { run_->log(text); }
   void sync_codebook();  // the model's codebook and EMA buffers from codebook_
   double skip_step(double loss, double grad_norm);  // a non-finite step (counted already): logs; NaN
   double total_loss(const VqaeLosses& l) const {  // the weighted sum the optimiser descends
@@ -126,7 +139,7 @@ class VqaeTrainer {
   TrainingState state_;
   VqaeLosses last_;
   double last_grad_norm_ = 0, last_perplexity_ = 0;
-  int64_t last_saved_step_ = -1;  // the step of the last checkpoint written
+  std::unique_ptr<Run> run_;
   std::unique_ptr<Data> data_;
 };
 
