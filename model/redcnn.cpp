@@ -1,9 +1,11 @@
 #include "model/redcnn.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "kernels/binary.h"
 #include "runtime/error.h"
+#include "runtime/formats/safetensors.h"
 
 namespace ctsr {
 
@@ -84,6 +86,100 @@ Tensor RedCnn::backward(const Tensor& dy, bool input_grad) {
     g = convs_[size_t(i)]->backward(g);
   }
   return add(g, dy);
+}
+
+namespace {
+
+constexpr const char* kRedCnnFormat = "ctsr-redcnn";
+
+std::string window_text(const io::HuWindow& w) {
+  std::ostringstream s;
+  s << w.lo << "," << w.hi;
+  return s.str();
+}
+
+// A whole-number metadata value of `file`, at least `smallest`.
+int64_t metadata_integer(const std::map<std::string, std::string>& meta, const std::string& key,
+                         const std::string& file, int64_t smallest) {
+  auto it = meta.find(key);
+  CTSR_CHECK(it != meta.end(), file, ": the metadata has no '", key, "' (expected a RED-CNN weights file ",
+             "written by ctsr_train_redcnn)");
+  size_t used = 0;
+  int64_t value = 0;
+  try {
+    value = std::stoll(it->second, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  CTSR_CHECK(used == it->second.size() && used > 0 && value >= smallest, file, ": metadata ", key, " is '", it->second,
+             "'; expected a whole number of at least ", smallest);
+  return value;
+}
+
+}  // namespace
+
+void write_redcnn_weights(const std::filesystem::path& path, RedCnn& net, const io::HuWindow& window,
+                          const std::map<std::string, std::string>& metadata) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (Parameter* p : net.parameters()) tensors.emplace_back(p->name, p->value);
+  std::map<std::string, std::string> meta = metadata;
+  meta["format"] = kRedCnnFormat;
+  meta["channels"] = std::to_string(net.config().channels);
+  meta["kernel"] = std::to_string(net.config().kernel);
+  meta["hu_window"] = window_text(window);
+  io::write_safetensors(path, tensors, meta);
+}
+
+LoadedRedCnn load_redcnn_weights(const std::filesystem::path& path, const LayerOptions& options) {
+  CTSR_CHECK(std::filesystem::is_regular_file(path), path.string(), ": no such RED-CNN weights file");
+  const io::SafetensorsReader reader(path);
+  const std::string file = path.string();
+  const auto& meta = reader.metadata();
+  auto format = meta.find("format");
+  CTSR_CHECK(format != meta.end() && format->second == kRedCnnFormat, file, ": metadata format is '",
+             format == meta.end() ? std::string("(none)") : format->second, "'; expected '", kRedCnnFormat,
+             "' (a RED-CNN weights file written by ctsr_train_redcnn)");
+  RedCnnConfig config;
+  config.channels = metadata_integer(meta, "channels", file, 1);
+  config.kernel = metadata_integer(meta, "kernel", file, 1);
+  CTSR_CHECK(config.kernel % 2 == 1, file, ": metadata kernel is ", config.kernel, "; expected an odd size");
+  auto window = meta.find("hu_window");
+  CTSR_CHECK(window != meta.end(), file, ": the metadata has no 'hu_window' (expected \"lo,hi\" in HU)");
+  LoadedRedCnn out;
+  try {
+    out.window = io::parse_hu_window(window->second);
+  } catch (const Error& e) {
+    CTSR_FAIL(file, ": metadata hu_window: ", e.what());
+  }
+  out.metadata = meta;
+  out.net = std::make_unique<RedCnn>(config, options);
+  for (Parameter* p : out.net->parameters()) {
+    CTSR_CHECK(reader.contains(p->name), file, ": no tensor '", p->name, "' (expected every parameter of ",
+               config.str(), ")");
+    const io::TensorRecord& record = reader.record(p->name);
+    CTSR_CHECK(record.dtype == DType::float32 && Shape(record.shape) == p->value.shape(), file, ": tensor '", p->name,
+               "' is ", Shape(record.shape).str(), " ", dtype_name(record.dtype), "; expected ", p->value.shape().str(),
+               " float32 (", config.str(), ")");
+    p->value.copy_from(reader.load(p->name));
+  }
+  CTSR_CHECK(reader.names().size() == out.net->parameters().size(), file, ": holds ", reader.names().size(),
+             " tensors; expected the ", out.net->parameters().size(), " parameters of ", config.str());
+  return out;
+}
+
+Tensor restore_volume(RedCnn& net, const Tensor& volume, int64_t slab) {
+  CTSR_CHECK(volume.ndim() == 3 && volume.dtype() == DType::float32, "restore_volume: the volume is ", volume.shape().str(), " ", dtype_name(volume.dtype()), ", expected [D, H, W] float32");
+  const int64_t D = volume.dim(0), H = volume.dim(1), W = volume.dim(2);
+  NoGradGuard no_grad;
+  const int64_t step = slab > 0 ? std::min(slab, D) : D;
+  Tensor out = Tensor::empty({D, H, W}, DType::float32, volume.device());
+  for (int64_t d = 0; d < D; d += step) {
+    const int64_t n = std::min(step, D - d);
+    const Tensor x = volume.slice(d, d + n).reshape({1, n, H, W, 1});
+    Tensor part = out.slice(d, d + n);
+    part.copy_from(net.forward(x).reshape({n, H, W}));
+  }
+  return out;
 }
 
 }  // namespace ctsr

@@ -16,10 +16,14 @@
 // (the network is trained, not differentiated through), so backward returns nothing.
 #pragma once
 
+#include <filesystem>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "model/layers.h"
+#include "runtime/formats/volume.h"
 
 namespace ctsr {
 
@@ -51,5 +55,27 @@ class RedCnn : public Module {
   std::vector<std::unique_ptr<ConvTranspose3d>> tconvs_;  // t1..t5
   std::vector<std::unique_ptr<ReLU>> relus_;              // after c1..c5, then before t2..t5
 };
+
+// The weights file ctsr_train_redcnn writes (OUTPUT/redcnn.safetensors) and ctsr_evaluate
+// --redcnn reads: safetensors with the parameters under their names (conv1.weight ... tconv5.bias)
+// and the metadata format "ctsr-redcnn", channels, kernel and hu_window ("lo,hi": the window the
+// network was trained in; its input and output are that window's [-1, 1] scale), plus whatever
+// `metadata` adds (step, seed, source).
+void write_redcnn_weights(const std::filesystem::path& path, RedCnn& net, const io::HuWindow& window,
+                          const std::map<std::string, std::string>& metadata = {});
+
+struct LoadedRedCnn {
+  std::unique_ptr<RedCnn> net;
+  io::HuWindow window;
+  std::map<std::string, std::string> metadata;
+};
+// Errors name the file and what is wrong (not a RED-CNN file, a missing or misshapen tensor, a bad
+// metadata value).
+LoadedRedCnn load_redcnn_weights(const std::filesystem::path& path, const LayerOptions& options = {});
+
+// A whole volume [D, H, W] (float32, the network's [-1, 1] scale, any device) restored slice by
+// slice, `slab` slices per forward pass to bound the activations' memory (0: all at once); the
+// result [D, H, W] float32 on the volume's device. H and W must be at least min_slice_size().
+Tensor restore_volume(RedCnn& net, const Tensor& volume, int64_t slab = 16);
 
 }  // namespace ctsr

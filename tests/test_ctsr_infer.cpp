@@ -5,6 +5,7 @@
 
 #include "kernels/activation.h"
 #include "kernels/metrics.h"
+#include "model/redcnn.h"
 #include "runtime/formats/npy.h"
 #include "train/latent_data.h"
 #include "runtime/formats/volume.h"
@@ -239,6 +240,69 @@ TEST(CtsrEvaluate, ScoresEveryRowAgainstHdWithBaselinesChosenOnTrainingPairs) {
   const int64_t column = std::max<int64_t>(106, (6 * int64_t(best["psnr"].size() + 5) - 1) * 2);
   EXPECT_EQ(panel.width, 4 + 46 + 4 + 8 * column + 7 * 4 + 4 + 8 + 4 + 46 + 4);  // labels "Z 14", ticks "0.25"
   EXPECT_EQ(panel.height, 4 + 14 + 4 + 14 + 4 + (4 * 80 + 3 * 4) + 4);
+}
+
+// --redcnn adds the learned baseline's row: the network (a small seeded one here) applied to each
+// held-out input, clamped, scored like every row; SR's gap to it and wins over it in the JSON and
+// on the console; weights trained in another window than the cache's are refused by name.
+TEST(CtsrEvaluate, RedCnnRowIsTheNetworkOnTheInput) {
+  Fixture f;
+  RedCnnConfig config;
+  config.channels = 4;
+  config.kernel = 3;
+  LayerOptions layer;
+  layer.seed = 77;
+  RedCnn net(config, layer);
+  const auto weights = f.dir / "redcnn.safetensors";
+  write_redcnn_weights(weights, net, io::HuWindow{-200, 200});
+  const std::vector<std::string> base{"--model", f.checkpoint.string(), "--vqae", kVqae, "--cache",
+                                      (f.dir / "cache").string(), "--num-groups", "2", "--device", "cpu",
+                                      "--select-limit", "1"};
+  std::vector<std::string> args = base;
+  for (const std::string& a : {std::string("--redcnn"), weights.string(), std::string("--json"), (f.dir / "s.json").string()})
+    args.push_back(a);
+  auto r = run_tool("ctsr_evaluate", args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(f.dir / "s.json");
+  const nlohmann::json scores = nlohmann::json::parse(in);
+  const std::vector<std::string> rows{"input", "gaussian", "tv", "median", "redcnn", "roundtrip", "input_roundtrip", "sr"};
+  EXPECT_EQ(scores["rows"].get<std::vector<std::string>>(), rows);
+  LatentDataset val(f.dir / "cache", "val");
+  const Shape batch{1, 8 * kD, 8 * kH, 8 * kW};
+  double gap_psnr = 0, gap_ssim = 0;
+  int64_t wins = 0;
+  for (int64_t i = 0; i < 2; ++i) {
+    const Tensor ld = io::read_npy(val.metadata(i).at("ld_path"));
+    const Tensor hd = io::read_npy(val.metadata(i).at("hd_path")).reshape(batch);
+    const Tensor restored = clamp(restore_volume(net, ld), -1.0, 1.0).reshape(batch);
+    const auto& line = scores["pairs"][size_t(i)];
+    const double s = ssim(restored, hd).per_sample.to_vector<float>()[0];
+    const double p = psnr(restored, hd).psnr.to_vector<float>()[0];
+    EXPECT_NEAR(line["redcnn"]["ssim"].get<double>(), s, 1e-6);
+    EXPECT_NEAR(line["redcnn"]["psnr"].get<double>(), p, 1e-4);
+    EXPECT_NE(line["redcnn"]["psnr"], line["input"]["psnr"]);  // the network changed the input
+    gap_psnr += (line["sr"]["psnr"].get<double>() - p) / 2;
+    gap_ssim += (line["sr"]["ssim"].get<double>() - s) / 2;
+    wins += line["sr"]["psnr"].get<double>() > line["redcnn"]["psnr"].get<double>();
+  }
+  EXPECT_EQ(scores["redcnn"]["weights"], weights.string());
+  EXPECT_NEAR(scores["redcnn"]["sr_minus_redcnn"]["psnr"].get<double>(), gap_psnr, 1e-4);
+  EXPECT_NEAR(scores["redcnn"]["sr_minus_redcnn"]["ssim"].get<double>(), gap_ssim, 1e-6);
+  EXPECT_EQ(scores["redcnn"]["sr_wins"]["pairs"], wins);
+  EXPECT_EQ(scores["redcnn"]["sr_wins"]["of"], 2);
+  EXPECT_NE(r.output.find("sr above it on " + std::to_string(wins) + " of 2 pairs"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\nredcnn "), std::string::npos) << r.output;  // its line in the table
+
+  // Another window than the cache's: one line naming both.
+  write_redcnn_weights(weights, net, io::HuWindow{-1000, 1000});
+  args = base;
+  args.push_back("--redcnn");
+  args.push_back(weights.string());
+  r = run_tool("ctsr_evaluate", args);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_NE(r.output.find("trained in the HU window -1000,1000"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("is in -200,200"), std::string::npos) << r.output;
 }
 
 TEST(CtsrEvaluate, BadFlagsFailWithOneLine) {

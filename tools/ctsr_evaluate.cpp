@@ -1,7 +1,7 @@
 // ctsr_evaluate: how much a trained model improves held-out CT, against the input, the classical
 // baselines and the VQ-AE alone (specs/evaluation.md).
 //
-//   ctsr_evaluate --model CKPT [--vqae W] [--cache DIR] [--split val] [--limit N] [--select-limit N]
+//   ctsr_evaluate --model CKPT [--vqae W] [--cache DIR] [--split val] [--limit N] [--select-limit N] [--redcnn W]
 //                 [--steps N] [--seed S] [--json FILE] [--panels DIR] [--panels-limit N] [--device ...]
 //
 // For every pair of the cache's held-out split (default: the cache and VQ-AE the checkpoint
@@ -11,6 +11,8 @@
 //   gaussian         scipy.ndimage.gaussian_filter of the input (train/baselines.h)
 //   tv               skimage.restoration.denoise_tv_chambolle of the input
 //   median           scipy.ndimage.median_filter(x, 3) of the input
+//   redcnn           with --redcnn W: the learned baseline RED-CNN (ctsr_train_redcnn's weights,
+//                    trained in the cache's window) applied to the input, slice by slice
 //   roundtrip        HD's VQ-AE round trip decode(quantise(encode(HD))): the ceiling of anything
 //                    decoded through the first stage
 //   input_roundtrip  the input's round trip: what the first stage alone makes of LD
@@ -18,7 +20,8 @@
 // The Gaussian's sigma and the TV weight are chosen by mean PSNR on (at most --select-limit pairs
 // of) the cache's train split, then applied unchanged. The best baseline of a metric is the
 // classical row (gaussian, tv, median) with the highest mean; SR wins a pair when its PSNR is above
-// the best-PSNR baseline's on that pair. The output ends with a table of the means and SR's wins.
+// the best-PSNR baseline's on that pair; with --redcnn, SR's mean gap to RED-CNN and its wins over
+// it are reported too. The output ends with a table of the means and SR's wins.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <iostream>
@@ -26,7 +29,9 @@
 #include <optional>
 #include <string>
 
+#include "kernels/activation.h"
 #include "kernels/metrics.h"
+#include "model/redcnn.h"
 #include "runtime/error.h"
 #include "runtime/formats/atomic_file.h"
 #include "runtime/formats/safetensors.h"
@@ -53,17 +58,33 @@ struct PairVolumes {
   io::HuWindow window;
 };
 
-PairVolumes read_pair(const train::LatentDataset& pairs, int64_t i) {
+// The HU window pair i of a cache split was made with.
+io::HuWindow pair_window(const train::LatentDataset& pairs, int64_t i) {
   const auto meta = pairs.metadata(i);
   const std::string file = pairs.path(i).string();
   for (const char* key : {"ld_path", "hd_path", "hu_window"})
     CTSR_CHECK(meta.count(key), file, ": no '", key, "' in its metadata (made by ctsr_vqae cache?)");
   const auto w = tools::parse_number_list(meta.at("hu_window"), file + " hu_window");
   CTSR_CHECK(w.size() == 2, file, ": hu_window '", meta.at("hu_window"), "' is not lo,hi");
+  return {float(w[0]), float(w[1])};
+}
+
+// RED-CNN's input and output are the [-1, 1] scale of the window it was trained in.
+void check_redcnn_window(const LoadedRedCnn& redcnn, const std::string& weights, const io::HuWindow& cache_window,
+                         const std::string& cache_dir) {
+  CTSR_CHECK(redcnn.window.lo == cache_window.lo && redcnn.window.hi == cache_window.hi, "--redcnn ", weights,
+             ": trained in the HU window ", redcnn.window.lo, ",", redcnn.window.hi, " but the cache ", cache_dir,
+             " is in ", cache_window.lo, ",", cache_window.hi,
+             "; expected the same window (train it with data.hu_window set to the cache's)");
+}
+
+PairVolumes read_pair(const train::LatentDataset& pairs, int64_t i) {
+  const auto meta = pairs.metadata(i);
+  const std::string file = pairs.path(i).string();
   PairVolumes p;
+  p.window = pair_window(pairs, i);
   p.id = pairs.id(i);
   p.ld_path = meta.at("ld_path");
-  p.window = {float(w[0]), float(w[1])};
   p.ld = io::read_volume_unit(p.ld_path, p.window);
   p.hd = io::read_volume_unit(meta.at("hd_path"), p.window);
   CTSR_CHECK(p.ld.data.shape() == p.hd.data.shape(), file, ": its LD ", p.ld_path, " is ", p.ld.data.shape().str(),
@@ -72,8 +93,9 @@ PairVolumes read_pair(const train::LatentDataset& pairs, int64_t i) {
 }
 
 // The rows, in the order of the table; the classical baselines are rows kGaussian ... kMedian.
-enum Row { kInput, kGaussian, kTv, kMedian, kRoundtrip, kInputRoundtrip, kSr, kRows };
-constexpr const char* kRowNames[kRows] = {"input", "gaussian", "tv", "median", "roundtrip", "input_roundtrip", "sr"};
+enum Row { kInput, kGaussian, kTv, kMedian, kRedCnn, kRoundtrip, kInputRoundtrip, kSr, kRows };
+constexpr const char* kRowNames[kRows] = {"input",     "gaussian",        "tv", "median", "redcnn",
+                                          "roundtrip", "input_roundtrip", "sr"};
 constexpr Row kBaselines[] = {kGaussian, kTv, kMedian};
 
 struct Score {
@@ -110,7 +132,7 @@ std::string format(const char* pattern, double value) {
 // again once the best one is known, after every pair is scored).
 struct PanelPair {
   PairVolumes pair;
-  Tensor roundtrip, sr;
+  Tensor roundtrip, sr, redcnn;  // redcnn: undefined without --redcnn
 };
 
 // LD, the best baseline, the round trip, SR and HD side by side on the same axial slices, then
@@ -136,10 +158,16 @@ void write_panel(const std::filesystem::path& file, const PanelPair& p, Row best
   options.caption = "PAIR " + id + "  WINDOW " + train::format_tick(p.pair.window.lo) + " TO " +
                     train::format_tick(p.pair.window.hi) + " HU  ERROR BAR " + train::format_tick(options.error_max) +
                     " IS " + train::format_tick(options.error_max * hu_per_unit) + " HU";
-  const std::vector<train::PanelColumn> columns{
-      {"LD", p.pair.ld.data},   {name, best_volume},          {"ROUNDTRIP", p.roundtrip},
-      {"SR", p.sr},             {"HD", hd},                   {"|LD-HD|", error(p.pair.ld.data), true},
-      {"|" + name + "-HD|", error(best_volume), true},        {"|SR-HD|", error(p.sr), true}};
+  std::vector<train::PanelColumn> columns{{"LD", p.pair.ld.data}, {name, best_volume}};
+  if (p.redcnn.defined()) columns.push_back({"REDCNN", p.redcnn});
+  for (train::PanelColumn c : std::vector<train::PanelColumn>{{"ROUNDTRIP", p.roundtrip},
+                                                              {"SR", p.sr},
+                                                              {"HD", hd},
+                                                              {"|LD-HD|", error(p.pair.ld.data), true},
+                                                              {"|" + name + "-HD|", error(best_volume), true}})
+    columns.push_back(std::move(c));
+  if (p.redcnn.defined()) columns.push_back({"|REDCNN-HD|", error(p.redcnn), true});
+  columns.push_back({"|SR-HD|", error(p.sr), true});
   train::write_png(file, train::render_slices_panel(columns, options));
 }
 
@@ -149,7 +177,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Score a trained model on held-out pairs: the input, classical baselines, the VQ-AE round trips and the "
                "super-resolved volume",
                "ctsr_evaluate"};
-  std::string model_path, vqae_path, cache_dir, split = "val", json_path, panels_dir, device_text = "auto";
+  std::string model_path, vqae_path, cache_dir, split = "val", json_path, panels_dir, redcnn_path, device_text = "auto";
   std::optional<int64_t> steps, limit, num_groups;
   int64_t select_limit = 16, panels_limit = 2;
   uint64_t seed = 0;
@@ -164,6 +192,8 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps, "sampling steps (default: the checkpoint's)");
   app.add_option("--seed", seed, "sampler noise seed")->capture_default_str();
   app.add_option("--num-groups", num_groups, "VQ-AE GroupNorm groups (default: the checkpoint's, else the file's record)");
+  app.add_option("--redcnn", redcnn_path, "RED-CNN weights (ctsr_train_redcnn's OUTPUT/redcnn.safetensors): the "
+                                         "learned baseline's row");
   app.add_option("--json", json_path, "also write the scores (per pair and means) to this JSON file");
   app.add_option("--panels", panels_dir, "write a PNG per scored pair to this folder (LD, best baseline, round trip, SR, "
                                          "HD and the errors)");
@@ -188,6 +218,15 @@ int main(int argc, char** argv) {
     options.vqae_num_groups = num_groups;
     options.device = tools::device_from_flag(device_text);
     train::SuperResolver resolver(model_path, vqae_path, options);
+    // The learned baseline, when given: its window must be the cache's (checked on every pair).
+    std::optional<LoadedRedCnn> redcnn;
+    if (!redcnn_path.empty()) {
+      LayerOptions layer;
+      layer.device = options.device;
+      redcnn = load_redcnn_weights(redcnn_path, layer);
+      check_redcnn_window(*redcnn, redcnn_path, pair_window(pairs, 0), cache_dir);
+    }
+    auto present = [&](int r) { return r != kRedCnn || redcnn.has_value(); };
 
     // The baselines' parameters, on the training split (never on the pairs scored, unless those
     // are the training split: --split train).
@@ -216,6 +255,11 @@ int main(int argc, char** argv) {
       baseline_start = Clock::now();
       for (Row row : kBaselines) volumes[row] = baseline(row, ld, parameters);
       baseline_seconds += seconds_since(baseline_start);
+      if (redcnn) {
+        check_redcnn_window(*redcnn, redcnn_path, p.window, cache_dir);
+        const Tensor restored = restore_volume(*redcnn->net, ld.to(options.device));
+        volumes[kRedCnn] = clamp(restored, -1.0, 1.0).to(Device::cpu());
+      }
       volumes[kRoundtrip] = resolver.round_trip(hd, p.ld_path + " (its full-dose pair)");
       volumes[kInputRoundtrip] = resolver.round_trip(ld, p.ld_path);
       volumes[kSr] = resolver.super_resolve(ld, p.ld_path, uint64_t(i));
@@ -223,6 +267,7 @@ int main(int argc, char** argv) {
       nlohmann::json line{{"id", p.id}};
       std::cerr << "[" << i + 1 << "/" << count << "] " << p.id << " (ssim/psnr):";
       for (int r = 0; r < kRows; ++r) {
+        if (!present(r)) continue;
         s[size_t(r)] = score(volumes[size_t(r)], hd);
         line[kRowNames[r]] = {{"ssim", s[size_t(r)].ssim}, {"psnr", s[size_t(r)].psnr}};
         std::cerr << " " << kRowNames[r] << " " << format("%.4f", s[size_t(r)].ssim) << "/"
@@ -231,7 +276,7 @@ int main(int argc, char** argv) {
       std::cerr << std::endl;
       per_pair.push_back(line);
       if (!panels_dir.empty() && i < panels_limit)
-        panel_pairs.push_back({std::move(p), volumes[kRoundtrip], volumes[kSr]});
+        panel_pairs.push_back({std::move(p), volumes[kRoundtrip], volumes[kSr], volumes[kRedCnn]});
     }
 
     // Means, the best baseline of each metric, and SR's wins against the best-PSNR baseline.
@@ -246,8 +291,11 @@ int main(int argc, char** argv) {
       if (mean[row].ssim > mean[best_ssim].ssim) best_ssim = row;
       if (mean[row].psnr > mean[best_psnr].psnr) best_psnr = row;
     }
-    int64_t wins = 0;
-    for (const auto& s : scores) wins += s[kSr].psnr > s[best_psnr].psnr ? 1 : 0;
+    int64_t wins = 0, wins_redcnn = 0;
+    for (const auto& s : scores) {
+      wins += s[kSr].psnr > s[best_psnr].psnr ? 1 : 0;
+      wins_redcnn += s[kSr].psnr > s[kRedCnn].psnr ? 1 : 0;
+    }
 
     if (!panels_dir.empty()) {
       std::filesystem::create_directories(panels_dir);
@@ -263,10 +311,11 @@ int main(int argc, char** argv) {
     if (!json_path.empty()) {
       nlohmann::json means = nlohmann::json::object(), rows = nlohmann::json::array();
       for (int r = 0; r < kRows; ++r) {
+        if (!present(r)) continue;
         rows.push_back(kRowNames[r]);
         means[kRowNames[r]] = {{"ssim", mean[size_t(r)].ssim}, {"psnr", mean[size_t(r)].psnr}};
       }
-      const nlohmann::json all{
+      nlohmann::json all{
           {"model", model_path},
           {"vqae", vqae_path},
           {"split", scored_split},
@@ -287,6 +336,11 @@ int main(int argc, char** argv) {
           {"best_baseline", {{"ssim", kRowNames[best_ssim]}, {"psnr", kRowNames[best_psnr]}}},
           {"sr_wins",
            {{"against", kRowNames[best_psnr]}, {"pairs", wins}, {"of", count}, {"fraction", double(wins) / double(count)}}}};
+      if (redcnn)
+        all["redcnn"] = {{"weights", redcnn_path},
+                         {"sr_minus_redcnn", {{"ssim", mean[kSr].ssim - mean[kRedCnn].ssim},
+                                              {"psnr", mean[kSr].psnr - mean[kRedCnn].psnr}}},
+                         {"sr_wins", {{"pairs", wins_redcnn}, {"of", count}}}};
       io::write_file_atomically(json_path, [&](std::ostream& o) { o << all.dump(2) << "\n"; });
     }
 
@@ -301,6 +355,7 @@ int main(int argc, char** argv) {
     std::snprintf(header, sizeof header, "%-16s %7s %8s", "row", "SSIM", "PSNR dB");
     std::cout << header << "\n";
     for (int r = 0; r < kRows; ++r) {
+      if (!present(r)) continue;
       std::string mark;
       if (r == best_ssim && r == best_psnr) mark = "  <- best baseline";
       else if (r == best_ssim) mark = "  <- best baseline (SSIM)";
@@ -311,5 +366,9 @@ int main(int argc, char** argv) {
     }
     std::cout << "sr beats the best baseline (" << kRowNames[best_psnr] << ") on " << wins << " of " << count
               << " pairs (PSNR)" << std::endl;
+    if (redcnn)
+      std::cout << "sr against redcnn: " << format("%+.2f", mean[kSr].psnr - mean[kRedCnn].psnr) << " dB, "
+                << format("%+.4f", mean[kSr].ssim - mean[kRedCnn].ssim) << " SSIM; sr above it on " << wins_redcnn
+                << " of " << count << " pairs (PSNR)" << std::endl;
   });
 }

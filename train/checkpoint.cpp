@@ -54,6 +54,9 @@ const char* describe_kind(const std::string& kind) {
   if (kind == kVqaeCheckpoint)
     return "a ctsr_train_vqae checkpoint (a VQ-AE; its weights for ctsr_vqae, ctsr_train's data.vqae_weights and "
            "ctsr_infer's --vqae are OUTPUT/vqae.safetensors of that run)";
+  if (kind == kRedCnnCheckpoint)
+    return "a ctsr_train_redcnn checkpoint (the RED-CNN baseline; its weights for ctsr_evaluate --redcnn are "
+           "OUTPUT/redcnn.safetensors of that run)";
   return "a checkpoint of an unknown kind";
 }
 

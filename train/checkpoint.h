@@ -5,7 +5,7 @@
 //   <extra name>      further state under its own name (the VQ-AE's codebook buffers: codebook/...)
 // (names as in the model's parameter list) and metadata: which program's run it is ("kind":
 // "diffusion" for ctsr_train, the default of files without the entry; "vqae" for
-// ctsr_train_vqae), the training state (step, optimiser updates, EMA updates, skip counters,
+// ctsr_train_vqae; "redcnn" for ctsr_train_redcnn), the training state (step, optimiser updates, EMA updates, skip counters,
 // best validation SSIM and its step), the random-number scheme and seed (every draw is Philox
 // keyed by seed and step, so these are the whole RNG state), the resolved configuration (YAML)
 // and what the run trained on (the cache's latent shape, window and patch size, read by ctsr_infer).
@@ -42,6 +42,7 @@ struct TrainingState {
 // What a checkpoint holds besides the tensors.
 inline constexpr const char* kDiffusionCheckpoint = "diffusion";  // ctsr_train
 inline constexpr const char* kVqaeCheckpoint = "vqae";            // ctsr_train_vqae
+inline constexpr const char* kRedCnnCheckpoint = "redcnn";        // ctsr_train_redcnn
 
 struct CheckpointInfo {
   std::string kind = kDiffusionCheckpoint;

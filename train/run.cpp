@@ -37,11 +37,21 @@ std::optional<std::filesystem::path> Run::resume_point(const std::string& resume
   return std::filesystem::path(latest);
 }
 
+std::optional<std::filesystem::path> Run::resume_point(const std::string& resume, const std::string& kind) {
+  const std::optional<std::filesystem::path> from = resume_point(resume);
+  if (from) check_seed(read_checkpoint_info(*from, kind).seed, *from);
+  return from;
+}
+
+void Run::check_seed(uint64_t seed, const std::filesystem::path& checkpoint) const {
+  CTSR_CHECK(seed == task_.seed(), checkpoint.string(), ": the checkpoint's run used seed ", seed,
+             " but the configuration says seed ", task_.seed(), "; a resumed run must keep its seed");
+}
+
 void Run::start(const std::optional<std::filesystem::path>& from) {
   if (from) {
     const CheckpointInfo info = task_.read_checkpoint(*from);
-    CTSR_CHECK(info.seed == task_.seed(), from->string(), ": the checkpoint's run used seed ", info.seed,
-               " but the configuration says seed ", task_.seed(), "; a resumed run must keep its seed");
+    check_seed(info.seed, *from);
     task_.training_state() = info.state;
     last_saved_ = info.state.step;  // that checkpoint is this step's
     log("resuming from " + from->string() + " at step " + std::to_string(info.state.step));

@@ -112,6 +112,9 @@ class Run {
   // The checkpoint a --resume value names (checkpoint_to_resume: "", "auto" or a path); rank 0
   // looks and every rank takes its answer.
   std::optional<std::filesystem::path> resume_point(const std::string& resume);
+  // The same, and the checkpoint found must be of `kind` and the task's seed: checked from its
+  // metadata alone, so that a task can refuse it before reading its data.
+  std::optional<std::filesystem::path> resume_point(const std::string& resume, const std::string& kind);
   // Loads `from` into the task (its seed must be the task's), then opens the outputs:
   // config.yaml, metrics.jsonl without the lines of steps after the checkpoint, tensorboard/.
   void start(const std::optional<std::filesystem::path>& from);
@@ -130,6 +133,7 @@ class Run {
 
  private:
   void validate(int64_t step);
+  void check_seed(uint64_t seed, const std::filesystem::path& checkpoint) const;
 
   Task& task_;
   std::filesystem::path out_dir_;

@@ -96,4 +96,40 @@ void SkippedStep::throw_if_too_many() const {
              "); check the data and lower training.learning_rate");
 }
 
+AdamMoments::AdamMoments(const std::vector<Parameter*>& params, Device device) {
+  for (const Parameter* p : params) {
+    m_.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
+    v_.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
+  }
+}
+
+std::vector<Tensor*> AdamMoments::pointers(std::vector<Tensor>& tensors) {
+  std::vector<Tensor*> out;
+  for (Tensor& t : tensors) out.push_back(&t);
+  return out;
+}
+
+double AdamMoments::gradient_norm(const std::vector<Parameter*>& params) {
+  std::vector<const Tensor*> grads;
+  for (const Parameter* p : params) grads.push_back(&p->grad);
+  return global_grad_norm(grads);
+}
+
+void AdamMoments::update(const std::vector<Parameter*>& params, double norm, double max_norm, const AdamWConfig& adam,
+                         int64_t t) {
+  CTSR_CHECK(params.size() == m_.size(), "AdamMoments::update: ", params.size(), " parameters, moments for ", m_.size());
+  std::vector<Tensor*> values, grads;
+  std::vector<const Tensor*> const_grads;
+  for (Parameter* p : params) {
+    values.push_back(&p->value);
+    grads.push_back(&p->grad);
+    const_grads.push_back(&p->grad);
+  }
+  if (max_norm > 0) {
+    const double coefficient = kernels::clip_coefficient(norm, max_norm);
+    if (float(coefficient) < 1.0f) scale_in_place(grads, coefficient);
+  }
+  adamw_step(values, const_grads, pointers(m_), pointers(v_), adam, t);
+}
+
 }  // namespace ctsr::train

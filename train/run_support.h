@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/optimizer.h"
+#include "model/module.h"
 #include "train/checkpoint.h"
 
 namespace ctsr::train {
@@ -59,5 +61,23 @@ struct SkippedStep {
   void throw_if_too_many() const;
 };
 SkippedStep record_skipped_step(TrainingState& state, double loss, double grad_norm, int64_t max_consecutive);
+
+// Adam's moments for a module's parameters (one pair per parameter, zeros, on `device`), and the
+// update of a single-process task: clipping (torch's clip_grad_norm_: the gradients scaled by
+// max_norm / (norm + 1e-6) when that is below 1; max_norm 0: none), then adamw_step with step
+// count t. The checkpoints save m and v under adam_m/ and adam_v/.
+class AdamMoments {
+ public:
+  AdamMoments(const std::vector<Parameter*>& params, Device device);
+  std::vector<Tensor*> m() { return pointers(m_); }
+  std::vector<Tensor*> v() { return pointers(v_); }
+  // The global L2 norm of the parameters' gradients.
+  static double gradient_norm(const std::vector<Parameter*>& params);
+  void update(const std::vector<Parameter*>& params, double norm, double max_norm, const AdamWConfig& adam, int64_t t);
+
+ private:
+  static std::vector<Tensor*> pointers(std::vector<Tensor>& tensors);
+  std::vector<Tensor> m_, v_;
+};
 
 }  // namespace ctsr::train

@@ -4,6 +4,7 @@
 
 #include "kernels/conv3d.h"
 #include "runtime/error.h"
+#include "train/config_checks.h"
 #include "tools/lib/config_schema.h"
 
 namespace ctsr::train {
@@ -11,18 +12,6 @@ namespace ctsr::train {
 namespace {
 
 using namespace config;
-
-// encode.hu_window: [low, high] in HU.
-Field window_field(const std::string& key, io::HuWindow& w) {
-  return {key, "[low, high] (two numbers)",
-          [&w](const YAML::Node& n) {
-            if (!n.IsSequence() || n.size() != 2 || !n[0].IsScalar() || !n[1].IsScalar())
-              throw YAML::BadConversion(n.Mark());
-            w.lo = n[0].as<float>();
-            w.hi = n[1].as<float>();
-          },
-          [&w](YAML::Emitter& e) { e << YAML::Flow << YAML::BeginSeq << w.lo << w.hi << YAML::EndSeq; }};
-}
 
 // The schema, in the order of configs/vqae_8x.yaml: ctsr_vqae's sections first.
 Schema schema_of(VqaeTrainConfig& c) {
@@ -40,7 +29,7 @@ Schema schema_of(VqaeTrainConfig& c) {
               int_field("model.n_codes", m.n_codes),
               string_field("model.init_weights", m.init_weights),
               int_field("encode.patch_size", c.encode.patch_size),
-              window_field("encode.hu_window", c.encode.hu_window),
+              hu_window_field("encode.hu_window", c.encode.hu_window),
               int_field("decode.slab", c.decode.slab),
               string_field("data.pairs", d.pairs),
               string_field("data.folder", d.folder),
@@ -113,11 +102,7 @@ VqaeTrainConfig vqae_train_config_from_yaml(const std::string& text, const std::
 void apply_vqae_override(VqaeTrainConfig& c, const std::string& assignment) { apply_assignment(assignment, schema_of(c)); }
 
 void validate(const VqaeTrainConfig& c) {
-  auto positive = [](const char* key, int64_t v) { CTSR_CHECK(v > 0, key, " is ", v, "; expected a positive integer"); };
-  auto non_negative = [](const char* key, int64_t v) { CTSR_CHECK(v >= 0, key, " is ", v, "; expected 0 or more"); };
-  auto unit_interval = [](const char* key, double v) {
-    CTSR_CHECK(v >= 0 && v < 1, key, " is ", v, "; expected a value in [0, 1)");
-  };
+  using namespace checks;
   const VqaeModelSettings& m = c.model;
   positive("model.n_hiddens", m.n_hiddens);
   CTSR_CHECK(m.levels >= 1 && m.levels <= 6, "model.levels is ", m.levels, "; expected 1 to 6 halvings per axis");
@@ -148,27 +133,10 @@ void validate(const VqaeTrainConfig& c) {
   const int64_t multiple = int64_t(1) << m.levels;
   CTSR_CHECK(t.patch_size > 0 && t.patch_size % multiple == 0, "training.patch_size is ", t.patch_size,
              "; expected a positive multiple of ", multiple, " (2^model.levels, the model's downsampling)");
-  positive("training.batch_size", t.batch_size);
-  positive("training.max_steps", t.max_steps);
-  CTSR_CHECK(t.learning_rate > 0 && std::isfinite(t.learning_rate), "training.learning_rate is ", t.learning_rate,
-             "; expected a positive number");
-  CTSR_CHECK(t.lr_scheduler == "linear" || t.lr_scheduler == "cosine" || t.lr_scheduler == "constant",
-             "training.lr_scheduler is '", t.lr_scheduler, "'; expected constant, linear or cosine");
-  unit_interval("training.warmup_ratio", t.warmup_ratio);
   CTSR_CHECK(t.l1_weight > 0 && std::isfinite(t.l1_weight), "training.l1_weight is ", t.l1_weight,
              "; expected a positive number");
   CTSR_CHECK(t.mse_weight >= 0 && std::isfinite(t.mse_weight), "training.mse_weight is ", t.mse_weight,
              "; expected 0 (off) or a positive number");
-  CTSR_CHECK(t.max_grad_norm >= 0, "training.max_grad_norm is ", t.max_grad_norm, "; expected 0 (off) or more");
-  positive("training.max_consecutive_skips", t.max_consecutive_skips);
-  positive("training.log_every", t.log_every);
-  non_negative("training.checkpoint_every", t.checkpoint_every);
-  positive("training.keep_checkpoints", t.keep_checkpoints);
-
-  unit_interval("optimizer.beta1", c.optimizer.beta1);
-  unit_interval("optimizer.beta2", c.optimizer.beta2);
-  CTSR_CHECK(c.optimizer.eps > 0, "optimizer.eps is ", c.optimizer.eps, "; expected a positive number");
-
   const CodebookEmaConfig& ema = c.codebook.ema;
   CTSR_CHECK(ema.decay >= 0 && ema.decay <= 1, "codebook.decay is ", ema.decay, "; expected a value in [0, 1]");
   CTSR_CHECK(c.codebook.commitment >= 0 && std::isfinite(c.codebook.commitment), "codebook.commitment is ",
@@ -178,19 +146,7 @@ void validate(const VqaeTrainConfig& c) {
   CTSR_CHECK(ema.smoothing >= 0 && std::isfinite(ema.smoothing), "codebook.smoothing is ", ema.smoothing,
              "; expected 0 or more");
 
-  const VqaeValidationSettings& v = c.validation;
-  non_negative("validation.light_every", v.light_every);
-  positive("validation.light_patches", v.light_patches);
-  non_negative("validation.full_every", v.full_every);
-  positive("validation.num_volumes", v.num_volumes);
-  CTSR_CHECK(v.data_range > 0, "validation.data_range is ", v.data_range, "; expected a positive number");
-  non_negative("validation.panels", v.panels);
-  CTSR_CHECK(!c.output_dir.empty(), "output.dir is empty; expected the run's output folder");
-  try {
-    parse_conv_engine(c.conv_engine);
-  } catch (const Error&) {
-    CTSR_FAIL("kernels.conv is '", c.conv_engine, "'; expected custom or cudnn");
-  }
+  validate_run_keys(c);
 }
 
 std::string to_yaml(const VqaeTrainConfig& config) {

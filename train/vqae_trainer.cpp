@@ -95,12 +95,7 @@ VqaeTrainer::VqaeTrainer(const VqaeTrainConfig& config, const VqaeTrainerOptions
                                RunOptions{options_.progress, options_.log, options_.after_step, nullptr});
 
   // Where to start, before the (possibly slow) reading of every volume.
-  const std::optional<std::filesystem::path> resume_from = run_->resume_point(options_.resume);
-  if (resume_from) {
-    const CheckpointInfo info = read_checkpoint_info(*resume_from, kVqaeCheckpoint);
-    CTSR_CHECK(info.seed == c.seed, resume_from->string(), ": the checkpoint's run used seed ", info.seed,
-               " but the configuration says seed ", c.seed, "; a resumed run must keep its seed");
-  }
+  const std::optional<std::filesystem::path> resume_from = run_->resume_point(options_.resume, kVqaeCheckpoint);
   const VqaeConfig architecture = c.vqae();
   std::unique_ptr<io::TensorSource> initial;
   if (!c.model.init_weights.empty() && !resume_from) {
@@ -138,10 +133,7 @@ VqaeTrainer::VqaeTrainer(const VqaeTrainConfig& config, const VqaeTrainerOptions
   model_ = std::make_unique<Vqae>(architecture, layer);
   codebook_ = std::make_unique<CodebookEma>(architecture.n_codes, architecture.embedding_dim, device, DType::float32,
                                             c.codebook.ema);
-  for (Parameter* p : model_->parameters()) {
-    adam_m_.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
-    adam_v_.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
-  }
+  adam_ = std::make_unique<AdamMoments>(model_->parameters(), device);
   if (initial) {
     model_->load_from(*initial);
     codebook_->set_state(model_->codebook(), model_->codebook_n(), model_->codebook_z_avg());
@@ -212,32 +204,19 @@ double VqaeTrainer::step() {
   const Tensor d_z_e = commitment_loss_backward(out.z_e, out.z_q, scalar_on(1.0, device), c.codebook.commitment);
   model_->backward_train(d_recon, d_z_e, /*input_grad=*/false);
 
-  std::vector<Tensor*> values, grads;
-  std::vector<const Tensor*> const_grads;
-  for (Parameter* p : model_->parameters()) {
-    values.push_back(&p->value);
-    grads.push_back(&p->grad);
-    const_grads.push_back(&p->grad);
-  }
-  const double norm = global_grad_norm(const_grads);
+  const std::vector<Parameter*> params = model_->parameters();
+  const double norm = AdamMoments::gradient_norm(params);
   last_grad_norm_ = norm;
   ++state_.step;
   if (!std::isfinite(last_.loss) || !std::isfinite(norm)) return skip_step(last_.loss, norm);
   state_.consecutive_skips = 0;
-  // torch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
-  if (c.training.max_grad_norm > 0) {
-    const double coefficient = kernels::clip_coefficient(norm, c.training.max_grad_norm);
-    if (float(coefficient) < 1.0f) scale_in_place(grads, coefficient);
-  }
   AdamWConfig adam;
   adam.lr = learning_rate(s);
   adam.beta1 = c.optimizer.beta1;
   adam.beta2 = c.optimizer.beta2;
   adam.eps = c.optimizer.eps;
   adam.weight_decay = 0.0;  // Adam, as the original's torch.optim.Adam without weight decay
-  std::vector<Tensor*> m, v;
-  for (size_t i = 0; i < adam_m_.size(); ++i) m.push_back(&adam_m_[i]), v.push_back(&adam_v_[i]);
-  adamw_step(values, const_grads, m, v, adam, ++state_.optimizer_updates);
+  adam_->update(params, norm, c.training.max_grad_norm, adam, ++state_.optimizer_updates);
 
   const CodebookStatistics statistics = codebook_->update(out.z_e, out.indices, c.seed, uint64_t(s));
   sync_codebook();
@@ -359,8 +338,7 @@ void export_vqae_checkpoint(const std::filesystem::path& checkpoint, const std::
 std::filesystem::path VqaeTrainer::save_checkpoint_now() { return run_->save_checkpoint(); }
 
 void VqaeTrainer::write_checkpoint(const std::filesystem::path& path, const TrainingState& state) {
-  std::vector<Tensor*> m, v;
-  for (size_t i = 0; i < adam_m_.size(); ++i) m.push_back(&adam_m_[i]), v.push_back(&adam_v_[i]);
+  const std::vector<Tensor*> m = adam_->m(), v = adam_->v();
   // The codebook's buffers are only read by the save.
   Tensor embeddings = codebook_->embeddings(), counts = codebook_->ema_counts(), sums = codebook_->ema_sums();
   CheckpointInfo info;
@@ -376,8 +354,7 @@ void VqaeTrainer::write_checkpoint(const std::filesystem::path& path, const Trai
 }
 
 CheckpointInfo VqaeTrainer::read_checkpoint(const std::filesystem::path& path) {
-  std::vector<Tensor*> m, v;
-  for (size_t i = 0; i < adam_m_.size(); ++i) m.push_back(&adam_m_[i]), v.push_back(&adam_v_[i]);
+  const std::vector<Tensor*> m = adam_->m(), v = adam_->v();
   const int64_t K = model_->config().n_codes, E = model_->config().embedding_dim;
   const Device device = options_.device;
   Tensor embeddings = Tensor::zeros({K, E}, DType::float32, device), counts = Tensor::zeros({K}, DType::float32, device);

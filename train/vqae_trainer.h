@@ -48,6 +48,7 @@
 #include "model/vqae.h"
 #include "train/checkpoint.h"
 #include "train/run.h"
+#include "train/run_support.h"
 #include "train/vqae_config.h"
 #include <nlohmann/json.hpp>
 
@@ -135,7 +136,7 @@ class VqaeTrainer : private Task {
   std::filesystem::path out_dir_;
   std::unique_ptr<Vqae> model_;
   std::unique_ptr<CodebookEma> codebook_;
-  std::vector<Tensor> adam_m_, adam_v_;
+  std::unique_ptr<AdamMoments> adam_;
   TrainingState state_;
   VqaeLosses last_;
   double last_grad_norm_ = 0, last_perplexity_ = 0;

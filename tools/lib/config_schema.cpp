@@ -26,6 +26,17 @@ Field double_field(const std::string& key, double& v) {
   return f;
 }
 
+Field hu_window_field(const std::string& key, io::HuWindow& w) {
+  return {key, "[low, high] (two numbers)",
+          [&w](const YAML::Node& n) {
+            if (!n.IsSequence() || n.size() != 2 || !n[0].IsScalar() || !n[1].IsScalar())
+              throw YAML::BadConversion(n.Mark());
+            w.lo = n[0].as<float>();
+            w.hi = n[1].as<float>();
+          },
+          [&w](YAML::Emitter& e) { e << YAML::Flow << YAML::BeginSeq << w.lo << w.hi << YAML::EndSeq; }};
+}
+
 Field bool_list_field(const std::string& key, std::vector<bool>& v) {
   return {key, "a list of true/false",
           [&v](const YAML::Node& n) {

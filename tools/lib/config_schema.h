@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/formats/volume.h"
+
 namespace ctsr::config {
 
 struct Field {
@@ -42,6 +44,8 @@ Field bool_field(const std::string& key, bool& v);
 Field string_field(const std::string& key, std::string& v);
 Field double_field(const std::string& key, double& v);  // written with 17 digits: reads back exactly
 Field bool_list_field(const std::string& key, std::vector<bool>& v);
+// A HU window written [low, high] (two numbers).
+Field hu_window_field(const std::string& key, io::HuWindow& w);
 
 template <class T>
 Field list_field(const std::string& key, std::vector<T>& v, const char* expected) {

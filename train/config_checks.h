@@ -1,0 +1,60 @@
+// The checks of the keys the single-process training programs' configurations share (ctsr_train_vqae's
+// train/vqae_config.h, ctsr_train_redcnn's train/redcnn_config.h): the schedule, Adam's settings,
+// the two validation tiers, the output folder and the convolution engine. Each failure names the key,
+// the value and what was expected.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/conv3d.h"
+#include "runtime/error.h"
+
+namespace ctsr::train::checks {
+
+inline void positive(const char* key, int64_t v) { CTSR_CHECK(v > 0, key, " is ", v, "; expected a positive integer"); }
+inline void non_negative(const char* key, int64_t v) { CTSR_CHECK(v >= 0, key, " is ", v, "; expected 0 or more"); }
+inline void unit_interval(const char* key, double v) {
+  CTSR_CHECK(v >= 0 && v < 1, key, " is ", v, "; expected a value in [0, 1)");
+}
+
+// training.{batch_size, max_steps, learning_rate, lr_scheduler, warmup_ratio, max_grad_norm,
+// max_consecutive_skips, log_every, checkpoint_every, keep_checkpoints}, optimizer.{beta1, beta2, eps},
+// validation.{light_every, light_patches, full_every, num_volumes, data_range, panels}, output.dir,
+// kernels.conv.
+template <class Config>
+void validate_run_keys(const Config& c) {
+  const auto& t = c.training;
+  positive("training.batch_size", t.batch_size);
+  positive("training.max_steps", t.max_steps);
+  CTSR_CHECK(t.learning_rate > 0 && std::isfinite(t.learning_rate), "training.learning_rate is ", t.learning_rate,
+             "; expected a positive number");
+  CTSR_CHECK(t.lr_scheduler == "linear" || t.lr_scheduler == "cosine" || t.lr_scheduler == "constant",
+             "training.lr_scheduler is '", t.lr_scheduler, "'; expected constant, linear or cosine");
+  unit_interval("training.warmup_ratio", t.warmup_ratio);
+  CTSR_CHECK(t.max_grad_norm >= 0, "training.max_grad_norm is ", t.max_grad_norm, "; expected 0 (off) or more");
+  positive("training.max_consecutive_skips", t.max_consecutive_skips);
+  positive("training.log_every", t.log_every);
+  non_negative("training.checkpoint_every", t.checkpoint_every);
+  positive("training.keep_checkpoints", t.keep_checkpoints);
+
+  unit_interval("optimizer.beta1", c.optimizer.beta1);
+  unit_interval("optimizer.beta2", c.optimizer.beta2);
+  CTSR_CHECK(c.optimizer.eps > 0, "optimizer.eps is ", c.optimizer.eps, "; expected a positive number");
+
+  const auto& v = c.validation;
+  non_negative("validation.light_every", v.light_every);
+  positive("validation.light_patches", v.light_patches);
+  non_negative("validation.full_every", v.full_every);
+  positive("validation.num_volumes", v.num_volumes);
+  CTSR_CHECK(v.data_range > 0, "validation.data_range is ", v.data_range, "; expected a positive number");
+  non_negative("validation.panels", v.panels);
+  CTSR_CHECK(!c.output_dir.empty(), "output.dir is empty; expected the run's output folder");
+  try {
+    parse_conv_engine(c.conv_engine);
+  } catch (const Error&) {
+    CTSR_FAIL("kernels.conv is '", c.conv_engine, "'; expected custom or cudnn");
+  }
+}
+
+}  // namespace ctsr::train::checks

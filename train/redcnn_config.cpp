@@ -1,0 +1,101 @@
+#include "train/redcnn_config.h"
+
+#include <cmath>
+
+#include "runtime/error.h"
+#include "train/config_checks.h"
+#include "tools/lib/config_schema.h"
+
+namespace ctsr::train {
+
+namespace {
+
+using namespace config;
+
+Schema schema_of(RedCnnTrainConfig& c) {
+  RedCnnDataSettings& d = c.data;
+  RedCnnTrainingSettings& t = c.training;
+  RedCnnValidationSettings& v = c.validation;
+  return {{
+              uint_field("seed", c.seed),
+              int_field("model.channels", c.model.channels),
+              int_field("model.kernel", c.model.kernel),
+              string_field("data.pairs", d.pairs),
+              hu_window_field("data.hu_window", d.hu_window),
+              double_field("data.val_fraction", d.val_fraction),
+              uint_field("data.split_seed", d.split_seed),
+              int_field("data.memory_limit_mb", d.memory_limit_mb),
+              int_field("data.prefetch_batches", d.prefetch_batches),
+              int_field("training.patch_size", t.patch_size),
+              int_field("training.batch_size", t.batch_size),
+              bool_field("training.augment", t.augment),
+              int_field("training.max_steps", t.max_steps),
+              double_field("training.learning_rate", t.learning_rate),
+              string_field("training.lr_scheduler", t.lr_scheduler),
+              double_field("training.warmup_ratio", t.warmup_ratio),
+              double_field("training.max_grad_norm", t.max_grad_norm),
+              int_field("training.max_consecutive_skips", t.max_consecutive_skips),
+              int_field("training.log_every", t.log_every),
+              int_field("training.checkpoint_every", t.checkpoint_every),
+              int_field("training.keep_checkpoints", t.keep_checkpoints),
+              double_field("optimizer.beta1", c.optimizer.beta1),
+              double_field("optimizer.beta2", c.optimizer.beta2),
+              double_field("optimizer.eps", c.optimizer.eps),
+              int_field("validation.light_every", v.light_every),
+              int_field("validation.light_patches", v.light_patches),
+              int_field("validation.full_every", v.full_every),
+              int_field("validation.num_volumes", v.num_volumes),
+              double_field("validation.data_range", v.data_range),
+              int_field("validation.panels", v.panels),
+              string_field("output.dir", c.output_dir),
+              string_field("kernels.conv", c.conv_engine),
+          },
+          "configs/redcnn.yaml"};
+}
+
+}  // namespace
+
+int64_t RedCnnTrainConfig::warmup_steps() const {
+  return static_cast<int64_t>(std::ceil(training.warmup_ratio * double(training.max_steps)));
+}
+
+RedCnnTrainConfig load_redcnn_train_config(const std::filesystem::path& path) {
+  RedCnnTrainConfig c;
+  read_config_file(path, schema_of(c), [&] { validate(c); });
+  return c;
+}
+
+RedCnnTrainConfig redcnn_train_config_from_yaml(const std::string& text, const std::string& source) {
+  RedCnnTrainConfig c;
+  read_yaml(load_yaml_text(text, source), source, schema_of(c));
+  return c;
+}
+
+void apply_redcnn_override(RedCnnTrainConfig& c, const std::string& assignment) {
+  apply_assignment(assignment, schema_of(c));
+}
+
+void validate(const RedCnnTrainConfig& c) {
+  using namespace checks;
+  positive("model.channels", c.model.channels);
+  CTSR_CHECK(c.model.kernel >= 1 && c.model.kernel % 2 == 1, "model.kernel is ", c.model.kernel,
+             "; expected an odd size of at least 1");
+  const RedCnnDataSettings& d = c.data;
+  CTSR_CHECK(!d.pairs.empty(), "data.pairs is empty; expected a pairs.csv (columns ld,hd[,id][,split])");
+  CTSR_CHECK(d.hu_window.lo < d.hu_window.hi, "data.hu_window is [", d.hu_window.lo, ", ", d.hu_window.hi,
+             "]; expected low < high");
+  unit_interval("data.val_fraction", d.val_fraction);
+  non_negative("data.memory_limit_mb", d.memory_limit_mb);
+  positive("data.prefetch_batches", d.prefetch_batches);
+  const int64_t smallest = 5 * (c.model.kernel - 1) + 1;
+  CTSR_CHECK(c.training.patch_size >= smallest, "training.patch_size is ", c.training.patch_size, "; expected at least ",
+             smallest, " (five ", c.model.kernel, " x ", c.model.kernel, " convolutions without padding)");
+  validate_run_keys(c);
+}
+
+std::string to_yaml(const RedCnnTrainConfig& config) {
+  RedCnnTrainConfig copy = config;
+  return emit_yaml(schema_of(copy));
+}
+
+}  // namespace ctsr::train
