@@ -156,6 +156,12 @@ TEST(Baselines, SelectionPicksTheBestMeanPsnrOnTheTrainingPairs) {
   p = select_baseline_parameters(1, [&](int64_t) { return flat; });
   EXPECT_EQ(p.sigma.chosen, 1.5);
   EXPECT_EQ(p.tv_weight.chosen, 0.2);
+  // The sigma alone (the trainer's panels) is the same choice over the same means.
+  const GridChoice sigma = select_gaussian_sigma(int64_t(pairs.size()), [&](int64_t i) { return pairs[size_t(i)]; });
+  EXPECT_EQ(sigma.grid, chosen.sigma.grid);
+  EXPECT_EQ(sigma.mean_psnr, chosen.sigma.mean_psnr);
+  EXPECT_EQ(sigma.chosen, chosen.sigma.chosen);
+  EXPECT_EQ(select_gaussian_sigma(1, read_clean, {1.5, 0.5, 1.0}).chosen, 0.5);
 }
 
 }  // namespace

@@ -18,6 +18,9 @@
 #include "runtime/formats/safetensors.h"
 #include "runtime/philox.h"
 #include "tests/harness.h"
+#include "train/panels.h"
+#include "train/png.h"
+#include "tools/lib/latent_io.h"
 #include "tests/tool_runner.h"
 #include "tests/train_fixtures.h"
 #include "train/checkpoint.h"
@@ -229,6 +232,19 @@ TEST(Trainer, FullValidationScoresSamplesAgainstTheHdVolumes) {
   }
   EXPECT_EQ(pictures, 3);
   EXPECT_EQ(trainer.state().best_step, 2);
+  // The slices picture is the evaluation's comparison panel (LD, the Gaussian, the round trip, SR,
+  // HD and three error maps): the size of one drawn from volumes of the same shape.
+  ComparisonVolumes v;
+  v.id = val.id(0);
+  const Tensor hd0 = io::read_npy(val.metadata(0).at("hd_path"));
+  v.ld = v.hd = v.sr = v.baseline = v.roundtrip = hd0;
+  v.baseline_name = "gaussian";
+  const auto xyz = tools::parse_number_list(val.metadata(0).at("spacing_xyz"), "spacing");
+  v.spacing = {xyz[2], xyz[1], xyz[0]};
+  const RgbImage expected = render_comparison_panel(v);
+  const RgbImage slices = read_png(run / "images" / "step_00000002_val_0_slices.png");
+  EXPECT_EQ(slices.width, expected.width);
+  EXPECT_EQ(slices.height, expected.height);
 
   // Without the HD volumes the decoded HD latents stand in, and the result says so.
   for (int64_t i = 0; i < 3; ++i) std::filesystem::remove(val.metadata(i).at("hd_path"));

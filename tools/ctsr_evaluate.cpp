@@ -117,11 +117,6 @@ Tensor baseline(Row row, const Tensor& ld, const train::BaselineParameters& para
   }
 }
 
-std::string upper(std::string text) {
-  for (char& c : text) c = char(std::toupper(static_cast<unsigned char>(c)));
-  return text;
-}
-
 std::string format(const char* pattern, double value) {
   char text[64];
   std::snprintf(text, sizeof text, pattern, value);
@@ -134,42 +129,6 @@ struct PanelPair {
   PairVolumes pair;
   Tensor roundtrip, sr, redcnn;  // redcnn: undefined without --redcnn
 };
-
-// LD, the best baseline, the round trip, SR and HD side by side on the same axial slices, then
-// the errors |X - HD| of LD, the baseline and SR (colour bar on the [-1, 1] scale); the caption
-// gives the HU window and the bar's top in HU.
-void write_panel(const std::filesystem::path& file, const PanelPair& p, Row best, const Tensor& best_volume) {
-  const Tensor& hd = p.pair.hd.data;
-  auto error = [&](const Tensor& x) {
-    Tensor e = Tensor::empty(hd.shape());
-    const float *a = x.data<float>(), *b = hd.data<float>();
-    for (int64_t i = 0; i < e.numel(); ++i) e.data<float>()[i] = std::abs(a[i] - b[i]);
-    return e;
-  };
-  const std::string name = upper(kRowNames[best]);
-  train::PanelOptions options;
-  const auto& spacing = p.pair.ld.geometry.spacing_xyz;
-  options.spacing = {spacing[2], spacing[1], spacing[0]};
-  const double hu_per_unit = (double(p.pair.window.hi) - double(p.pair.window.lo)) / 2.0;
-  // The font has capitals, digits, '|', '-', '.' and ' ': the id is shown in those.
-  std::string id = upper(p.pair.id);
-  for (char& c : id)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') c = '-';
-  options.caption = "PAIR " + id + "  WINDOW " + train::format_tick(p.pair.window.lo) + " TO " +
-                    train::format_tick(p.pair.window.hi) + " HU  ERROR BAR " + train::format_tick(options.error_max) +
-                    " IS " + train::format_tick(options.error_max * hu_per_unit) + " HU";
-  std::vector<train::PanelColumn> columns{{"LD", p.pair.ld.data}, {name, best_volume}};
-  if (p.redcnn.defined()) columns.push_back({"REDCNN", p.redcnn});
-  for (train::PanelColumn c : std::vector<train::PanelColumn>{{"ROUNDTRIP", p.roundtrip},
-                                                              {"SR", p.sr},
-                                                              {"HD", hd},
-                                                              {"|LD-HD|", error(p.pair.ld.data), true},
-                                                              {"|" + name + "-HD|", error(best_volume), true}})
-    columns.push_back(std::move(c));
-  if (p.redcnn.defined()) columns.push_back({"|REDCNN-HD|", error(p.redcnn), true});
-  columns.push_back({"|SR-HD|", error(p.sr), true});
-  train::write_png(file, train::render_slices_panel(columns, options));
-}
 
 }  // namespace
 
@@ -303,7 +262,19 @@ int main(int argc, char** argv) {
         baseline_start = Clock::now();
         const Tensor best_volume = baseline(best_psnr, p.pair.ld.data, parameters);
         baseline_seconds += seconds_since(baseline_start);
-        write_panel(std::filesystem::path(panels_dir) / (p.pair.id + ".png"), p, best_psnr, best_volume);
+        train::ComparisonVolumes v;
+        v.id = p.pair.id;
+        v.window = p.pair.window;
+        const auto& xyz = p.pair.ld.geometry.spacing_xyz;
+        v.spacing = {xyz[2], xyz[1], xyz[0]};
+        v.ld = p.pair.ld.data;
+        v.hd = p.pair.hd.data;
+        v.sr = p.sr;
+        v.baseline_name = kRowNames[best_psnr];
+        v.baseline = best_volume;
+        v.redcnn = p.redcnn;
+        v.roundtrip = p.roundtrip;
+        train::write_png(std::filesystem::path(panels_dir) / (p.pair.id + ".png"), train::render_comparison_panel(v));
       }
     }
 

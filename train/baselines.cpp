@@ -213,4 +213,22 @@ BaselineParameters select_baseline_parameters(int64_t count, const std::function
   return p;
 }
 
+GridChoice select_gaussian_sigma(int64_t count, const std::function<VolumePair(int64_t)>& read_pair,
+                                 const std::vector<double>& sigmas) {
+  CTSR_CHECK(count > 0 && !sigmas.empty(), "select_gaussian_sigma: ", count, " pairs and ", sigmas.size(),
+             " sigmas; expected at least one of each");
+  GridChoice choice;
+  choice.grid = sigmas;
+  choice.mean_psnr.assign(sigmas.size(), 0.0);
+  for (int64_t i = 0; i < count; ++i) {
+    const VolumePair pair = read_pair(i);
+    CTSR_CHECK(pair.input.shape() == pair.target.shape(), "select_gaussian_sigma: pair ", i, ": input ",
+               pair.input.shape().str(), " but target ", pair.target.shape().str());
+    for (size_t k = 0; k < sigmas.size(); ++k)
+      choice.mean_psnr[k] += volume_psnr(gaussian_filter(pair.input, sigmas[k]), pair.target) / double(count);
+  }
+  choice.chosen = sigmas[size_t(std::max_element(choice.mean_psnr.begin(), choice.mean_psnr.end()) - choice.mean_psnr.begin())];
+  return choice;
+}
+
 }  // namespace ctsr::train

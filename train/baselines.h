@@ -69,6 +69,10 @@ BaselineParameters select_baseline_parameters(int64_t count, const std::function
                                               const std::vector<double>& sigmas = kGaussianSigmas,
                                               const std::vector<double>& tv_weights = kTvWeights);
 
+// The Gaussian's sigma alone, the same way (the diffusion trainer's comparison panels).
+GridChoice select_gaussian_sigma(int64_t count, const std::function<VolumePair(int64_t)>& read_pair,
+                                 const std::vector<double>& sigmas = kGaussianSigmas);
+
 // PSNR of one volume against another (data range 2.0), through the project's metric.
 double volume_psnr(const Tensor& volume, const Tensor& target);
 

@@ -6,6 +6,7 @@
 #include "train/panels.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -409,6 +410,41 @@ RgbImage render_mip_panel(const Tensor& ld, const Tensor& sr, const Tensor& hd, 
   return compose("render_mip_panel", v,
                  {v.row("MIP D", 0, std::nullopt), v.row("MIP H", 1, std::nullopt), v.row("MIP W", 2, std::nullopt)},
                  options);
+}
+
+RgbImage render_comparison_panel(const ComparisonVolumes& v, PanelOptions options) {
+  auto upper = [](std::string text) {
+    for (char& c : text) c = char(std::toupper(static_cast<unsigned char>(c)));
+    return text;
+  };
+  auto error = [&](const Tensor& x) {
+    CTSR_CHECK(x.shape() == v.hd.shape(), "render_comparison_panel: a volume is ", x.shape().str(), " but HD is ",
+               v.hd.shape().str());
+    Tensor e = Tensor::empty(v.hd.shape());
+    const float *a = x.data<float>(), *b = v.hd.data<float>();
+    for (int64_t i = 0; i < e.numel(); ++i) e.data<float>()[i] = std::abs(a[i] - b[i]);
+    return e;
+  };
+  const std::string name = upper(v.baseline_name);
+  options.spacing = v.spacing;
+  const double hu_per_unit = (double(v.window.hi) - double(v.window.lo)) / 2.0;
+  // The font has capitals, digits, '|', '-', '.' and ' ': the id is shown in those.
+  std::string id = upper(v.id);
+  for (char& c : id)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') c = '-';
+  options.caption = "PAIR " + id + "  WINDOW " + format_tick(v.window.lo) + " TO " + format_tick(v.window.hi) +
+                    " HU  ERROR BAR " + format_tick(options.error_max) + " IS " +
+                    format_tick(options.error_max * hu_per_unit) + " HU";
+  std::vector<PanelColumn> columns{{"LD", v.ld}, {name, v.baseline}};
+  if (v.redcnn.defined()) columns.push_back({"REDCNN", v.redcnn});
+  if (v.roundtrip.defined()) columns.push_back({"ROUNDTRIP", v.roundtrip});
+  columns.push_back({"SR", v.sr});
+  columns.push_back({"HD", v.hd});
+  columns.push_back({"|LD-HD|", error(v.ld), true});
+  columns.push_back({"|" + name + "-HD|", error(v.baseline), true});
+  if (v.redcnn.defined()) columns.push_back({"|REDCNN-HD|", error(v.redcnn), true});
+  columns.push_back({"|SR-HD|", error(v.sr), true});
+  return render_slices_panel(columns, options);
 }
 
 }  // namespace ctsr::train

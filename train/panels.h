@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/formats/volume.h"
 #include "runtime/tensor.h"
 #include "train/png.h"
 
@@ -92,6 +93,23 @@ Rgb error_colour(double t);
 
 // Tick label text: at most three significant digits, no exponent ("0.5", "0.25", "0.005", "2").
 std::string format_tick(double value);
+
+// The comparison an evaluation shows for one pair (ctsr_evaluate --panels, and the diffusion
+// trainer's full validation): on the same axial slices, LD, the best classical baseline, RED-CNN
+// (when given), the first stage's round trip of HD (when given), SR and HD in grey, then the errors
+// |X - HD| of LD, the baseline, RED-CNN and SR in colour (the bar on the [-1, 1] scale). The
+// caption names the pair, the HU window the grey levels span and what the bar's top is in HU.
+// Every volume [D, H, W] float32 cpu on the window's [-1, 1] scale, all of one shape.
+struct ComparisonVolumes {
+  std::string id;
+  io::HuWindow window;
+  std::array<double, 3> spacing{1, 1, 1};  // mm along D, H, W
+  Tensor ld, hd, sr;
+  std::string baseline_name;  // "gaussian", drawn as GAUSSIAN
+  Tensor baseline;
+  Tensor redcnn, roundtrip;   // undefined: the column is left out
+};
+RgbImage render_comparison_panel(const ComparisonVolumes& v, PanelOptions options = {});
 
 // Width in pixels of `text` at `scale`: (6 * length - 1) * scale (0 for "").
 int64_t text_width(const std::string& text, int scale);

@@ -19,6 +19,7 @@
 #include "runtime/formats/volume.h"
 #include "runtime/philox.h"
 #include "tools/lib/latent_io.h"
+#include "train/baselines.h"
 #include "train/data_parallel.h"
 #include "train/latent_data.h"
 #include "train/panels.h"
@@ -68,7 +69,45 @@ struct Trainer::Data {
   std::unique_ptr<SampleOrder> order;
   std::unique_ptr<Prefetcher> prefetch;
   bool warned_target = false;
+  // The Gaussian's sigma of the comparison panels (chosen once, on training pairs); NaN when
+  // their volumes cannot be read (the panels then show the decoded LD, SR and HD only).
+  std::optional<double> panel_sigma;
 };
+
+namespace {
+
+// The volume `key` ("ld_path", "hd_path") of a cache entry's metadata, windowed as the cache was;
+// nothing when the metadata lacks it or the file is not readable from here.
+std::optional<io::Volume> cache_volume(const std::map<std::string, std::string>& meta, const std::string& key) {
+  auto path = meta.find(key);
+  auto window = meta.find("hu_window");
+  if (path == meta.end() || window == meta.end() || !std::filesystem::is_regular_file(path->second)) return std::nullopt;
+  const auto w = tools::parse_number_list(window->second, "hu_window");
+  if (w.size() != 2) return std::nullopt;
+  return io::read_volume_unit(path->second, io::HuWindow{float(w[0]), float(w[1])});
+}
+
+}  // namespace
+
+double Trainer::panel_sigma() {
+  if (data_->panel_sigma) return *data_->panel_sigma;
+  double sigma = std::numeric_limits<double>::quiet_NaN();
+  const int64_t count = std::min<int64_t>(4, data_->train->size());
+  std::vector<VolumePair> pairs;
+  for (int64_t i = 0; i < count; ++i) {
+    const auto meta = data_->train->metadata(i);
+    auto ld = cache_volume(meta, "ld_path"), hd = cache_volume(meta, "hd_path");
+    if (!ld || !hd || ld->data.shape() != hd->data.shape()) break;
+    pairs.push_back({ld->data, hd->data});
+  }
+  if (count > 0 && int64_t(pairs.size()) == count) {
+    sigma = select_gaussian_sigma(count, [&](int64_t i) { return pairs[size_t(i)]; }).chosen;
+    log_line("panels: the Gaussian baseline's sigma " + format_tick(sigma) + ", chosen by mean PSNR on " +
+             std::to_string(count) + " training pairs");
+  }
+  data_->panel_sigma = sigma;
+  return sigma;
+}
 
 Trainer::~Trainer() = default;
 
@@ -374,8 +413,29 @@ FullValidation Trainer::validate_full() {
       PanelOptions options;
       options.spacing = spacing[size_t(k)];
       const Tensor a = ld_host.select(k), b = sr_host.select(k), h = hd_host.select(k);
-      panels[indices[size_t(k)]] = {render_slices_panel(a, b, h, options), render_orthogonal_panel(a, b, h, options),
-                                    render_mip_panel(a, b, h, options)};
+      // The comparison panel (the evaluation's) when the cache's LD volume is readable: LD, the
+      // Gaussian, the round trip of HD, SR, HD and the errors; else decoded LD, SR and HD.
+      const auto meta = data_->val->metadata(indices[size_t(k)]);
+      std::optional<io::Volume> raw_ld = from_volumes ? cache_volume(meta, "ld_path") : std::nullopt;
+      const double sigma = raw_ld && raw_ld->data.shape() == h.shape() ? panel_sigma() : std::nan("");
+      RgbImage slices;
+      if (std::isfinite(sigma)) {
+        ComparisonVolumes v;
+        v.id = data_->val->id(indices[size_t(k)]);
+        const auto w = tools::parse_number_list(meta.at("hu_window"), "hu_window");
+        v.window = {float(w[0]), float(w[1])};
+        v.spacing = spacing[size_t(k)];
+        v.ld = raw_ld->data;
+        v.hd = h;
+        v.sr = b;
+        v.baseline_name = "gaussian";
+        v.baseline = gaussian_filter(raw_ld->data, sigma);
+        v.roundtrip = decode(hd.slice(k, k + 1)).to(Device::cpu()).select(0);
+        slices = render_comparison_panel(v);
+      } else {
+        slices = render_slices_panel(a, b, h, options);
+      }
+      panels[indices[size_t(k)]] = {slices, render_orthogonal_panel(a, b, h, options), render_mip_panel(a, b, h, options)};
     }
   }
   std::vector<double> flags{sums[5]};

@@ -102,6 +102,7 @@ class Trainer : private Task {
 
   void log_line(const std::string& text) { run_->log(text); }
   UNet3D& eval_model();
+  double panel_sigma();  // the comparison panels' Gaussian sigma (NaN: the volumes are not readable)
   Tensor eval_denoise(UNet3D& net, const Tensor& x_t, const Tensor& ld, const std::vector<int64_t>& t);
   std::vector<Parameter*> trained() { return model_->parameters(); }
   bool is_root() const { return comm_->rank() == 0; }
