@@ -185,6 +185,67 @@ TEST(Trainer, NonFiniteStepsAreSkippedAndTooManyAbort) {
   EXPECT_EQ(skipped, 3);
 }
 
+// training.latent_crop: each sample of a step trains on one crop^3 window of its latents, the
+// same for LD and HD, drawn by (seed, step, sample) alone, so a resumed run is the straight one;
+// a crop larger than the latents is refused by name.
+TEST(Trainer, LatentCropWindowsArePerSampleAndResumeExactly) {
+  const Shape latent{8, 7, 11, 5};
+  std::set<int64_t> seen_h;
+  for (int64_t step = 0; step < 30; ++step)
+    for (int64_t sample = 0; sample < 4; ++sample) {
+      const auto o = latent_crop_origin(42, step, sample, latent, 3);
+      EXPECT_EQ(o, latent_crop_origin(42, step, sample, latent, 3));
+      EXPECT_TRUE(o[0] >= 0 && o[0] + 3 <= 7 && o[1] >= 0 && o[1] + 3 <= 11 && o[2] >= 0 && o[2] + 3 <= 5)
+          << o[0] << " " << o[1] << " " << o[2];
+      seen_h.insert(o[1]);
+    }
+  EXPECT_EQ(seen_h.size(), 9u);  // every origin along h (0 .. 8) is drawn
+  EXPECT_NE(latent_crop_origin(42, 0, 0, latent, 3), latent_crop_origin(43, 0, 0, latent, 3));
+  // Worked by hand: the window at (1, 2, 0) of sample 1.
+  const Tensor batch = test::random_tensor({2, 7, 11, 5, 8}, 3);
+  const Tensor out = crop_latents(batch, {{0, 0, 0}, {1, 2, 0}}, 3);
+  ASSERT_EQ(out.shape(), Shape({2, 3, 3, 3, 8}));
+  for (int64_t d = 0; d < 3; ++d)
+    for (int64_t h = 0; h < 3; ++h)
+      for (int64_t w = 0; w < 3; ++w)
+        for (int64_t ch = 0; ch < 8; ++ch)
+          ASSERT_EQ(out.data<float>()[((((1 * 3 + d) * 3 + h) * 3 + w) * 8) + ch],
+                    batch.data<float>()[((((1 * 7 + 1 + d) * 11 + 2 + h) * 5 + w) * 8) + ch]);
+  expect_error_mentions([&] { crop_latents(batch, {{0, 0, 0}, {5, 0, 0}}, 3); }, {"window 1", "(5, 0, 0)"});
+
+  TempDir dir("trainer-crop");
+  write_cache(dir / "cache", {});
+  TrainConfig c = small_config(dir);
+  c.training.latent_crop = 2;
+  c.training.checkpoint_every = 2;
+  c.validation.light_every = 0;
+  c.output.dir = (dir / "straight").string();
+  Trainer straight(c, quiet());
+  const RunSummary all = straight.run();
+  c.output.dir = (dir / "resumed").string();
+  {
+    TrainerOptions o = quiet();
+    o.after_step = [](int64_t step) {
+      if (step == 3) std::raise(SIGTERM);
+    };
+    Trainer(c, o).run();
+  }
+  TrainerOptions o = quiet();
+  o.resume = "auto";
+  Trainer resumed(c, o);
+  const RunSummary rest = resumed.run();
+  ASSERT_EQ(rest.losses.size(), 3u);
+  for (size_t k = 0; k < 3; ++k) EXPECT_EQ(rest.losses[k], all.losses[3 + k]) << "step " << k + 4;
+  // Not the whole-latent run: the crop changes what is trained on.
+  c.training.latent_crop = 0;
+  c.output.dir = (dir / "whole").string();
+  EXPECT_NE(Trainer(c, quiet()).run().losses[0], all.losses[0]);
+
+  c.training.latent_crop = kH + 1;
+  c.output.dir = (dir / "too_big").string();
+  expect_error_mentions([&] { Trainer(c, quiet()); }, {"training.latent_crop is " + std::to_string(kH + 1), "at most"});
+}
+
 TEST(Trainer, FullValidationScoresSamplesAgainstTheHdVolumes) {
   TempDir dir("trainer-full");
   auto vqae = Vqae::load(kVqae, 2, Device::cpu());

@@ -69,6 +69,7 @@ std::vector<Field> schema(TrainConfig& c) {
       int_field("training.log_every", c.training.log_every),
       int_field("training.checkpoint_every", c.training.checkpoint_every),
       int_field("training.keep_checkpoints", c.training.keep_checkpoints),
+      int_field("training.latent_crop", c.training.latent_crop),
       double_field("optimizer.beta1", c.optimizer.beta1),
       double_field("optimizer.beta2", c.optimizer.beta2),
       double_field("optimizer.eps", c.optimizer.eps),
@@ -137,6 +138,7 @@ void validate(const TrainConfig& c) {
   CTSR_CHECK(t.warmup_ratio >= 0 && t.warmup_ratio < 1, "training.warmup_ratio is ", t.warmup_ratio,
              "; expected a value in [0, 1)");
   CTSR_CHECK(t.max_grad_norm >= 0, "training.max_grad_norm is ", t.max_grad_norm, "; expected 0 (off) or more");
+  CTSR_CHECK(t.latent_crop >= 0, "training.latent_crop is ", t.latent_crop, "; expected 0 (whole latents) or a size");
   positive("training.max_consecutive_skips", t.max_consecutive_skips);
   positive("training.log_every", t.log_every);
   non_negative("training.checkpoint_every", t.checkpoint_every);

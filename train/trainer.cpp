@@ -34,6 +34,7 @@ namespace {
 // Philox purposes of the training draws (runtime/philox.h stream_offset).
 constexpr uint32_t kTimestepPurpose = 0x5453;     // "TS"
 constexpr uint32_t kNoisePurpose = 0x4e4f;        // "NO"
+constexpr uint32_t kCropPurpose = 0x4c43;         // "LC": training.latent_crop's windows
 constexpr uint32_t kLightTimestepPurpose = 0x4c54;  // "LT": fixed timesteps of the light tier
 constexpr uint32_t kLightNoisePurpose = 0x4c4e;     // "LN": its fixed noise
 // Seed of the full tier's sampler, apart from the training seed (model/diffusion.h asks for one).
@@ -141,6 +142,10 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options)
     CTSR_CHECK(data_->val->latent_shape() == latent, data_->val->folder().string(), ": latents ",
                data_->val->latent_shape().str(), " differ from the train split's ", latent.str());
   }
+  for (int a = 1; a <= 3; ++a)
+    CTSR_CHECK(c.training.latent_crop <= latent[a], "training.latent_crop is ", c.training.latent_crop,
+               " but the latents of ", data_->train->folder().string(), " are ", latent.str(),
+               " ([C, d, h, w]); expected at most their smallest spatial size, or 0 for whole latents");
   const auto first_meta = data_->train->metadata(0);
   auto meta = [&](const char* key) {
     auto it = first_meta.find(key);
@@ -211,6 +216,37 @@ Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options)
 
 // ---- one optimiser step --------------------------------------------------------------------------
 
+std::array<int64_t, 3> latent_crop_origin(uint64_t seed, int64_t step, int64_t sample, const Shape& latent, int64_t crop) {
+  CTSR_CHECK(latent.ndim() == 4 && crop > 0 && crop <= latent[1] && crop <= latent[2] && crop <= latent[3],
+             "latent_crop_origin: a crop of ", crop, " in latents ", latent.str());
+  const philox::Words w =
+      philox::philox4x32_10(uint64_t(sample), philox::stream_offset(kCropPurpose, uint64_t(step)), seed);
+  std::array<int64_t, 3> origin{};
+  for (size_t a = 0; a < 3; ++a)
+    origin[a] = int64_t((uint64_t(w.v[1 + a]) * uint64_t(latent[int64_t(a) + 1] - crop + 1)) >> 32);
+  return origin;
+}
+
+Tensor crop_latents(const Tensor& batch, const std::vector<std::array<int64_t, 3>>& origins, int64_t crop) {
+  CTSR_CHECK(batch.ndim() == 5 && batch.dtype() == DType::float32 && batch.device().kind == DeviceKind::cpu &&
+                 int64_t(origins.size()) == batch.dim(0),
+             "crop_latents: a batch ", batch.shape().str(), " with ", origins.size(), " windows");
+  const int64_t B = batch.dim(0), D = batch.dim(1), H = batch.dim(2), W = batch.dim(3), C = batch.dim(4);
+  Tensor out = Tensor::empty({B, crop, crop, crop, C});
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& o = origins[size_t(b)];
+    CTSR_CHECK(o[0] >= 0 && o[1] >= 0 && o[2] >= 0 && o[0] + crop <= D && o[1] + crop <= H && o[2] + crop <= W,
+               "crop_latents: window ", b, " at (", o[0], ", ", o[1], ", ", o[2], ") of ", crop, "^3 leaves ",
+               batch.shape().str());
+    for (int64_t d = 0; d < crop; ++d)
+      for (int64_t h = 0; h < crop; ++h)
+        std::memcpy(out.data<float>() + (((b * crop + d) * crop + h) * crop) * C,
+                    batch.data<float>() + (((b * D + o[0] + d) * H + o[1] + h) * W + o[2]) * C,
+                    size_t(crop * C) * sizeof(float));
+  }
+  return out;
+}
+
 double Trainer::step() {
   const TrainConfig& c = config_;
   const Device device = options_.device;
@@ -222,8 +258,15 @@ double Trainer::step() {
   double loss_sum = 0;
   for (int64_t j = 0; j < accumulation; ++j) {
     LatentBatch host = data_->prefetch->next();
-    Tensor hd = host.hd.to(device), ld = host.ld.to(device);
     const int64_t first = first_sample(j);  // the micro-batch's first sample in the global batch
+    if (c.training.latent_crop > 0) {
+      std::vector<std::array<int64_t, 3>> origins;
+      for (int64_t i = 0; i < micro_; ++i)
+        origins.push_back(latent_crop_origin(c.seed, s, first + i, data_->train->latent_shape(), c.training.latent_crop));
+      host.hd = crop_latents(host.hd, origins, c.training.latent_crop);
+      host.ld = crop_latents(host.ld, origins, c.training.latent_crop);
+    }
+    Tensor hd = host.hd.to(device), ld = host.ld.to(device);
     std::vector<int64_t> t(static_cast<size_t>(micro_));
     for (int64_t i = 0; i < micro_; ++i) {
       const double u =

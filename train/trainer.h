@@ -19,6 +19,7 @@
 // checkpoints/ (train/checkpoint.h).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -61,6 +62,14 @@ struct FullValidation {
 
 // The diffusion task of the run loop (train/run.h), which owns the schedule, validation cadence,
 // checkpoints, signals, resuming and logs.
+// The training crop of sample `sample` of step `step` (training.latent_crop): its first voxel
+// along d, h, w, each uniform over the positions where a crop^3 window fits in `latent` ([C, d, h,
+// w]), from words 1, 2, 3 of Philox4x32-10(counter sample, stream_offset("LC", step), seed), each
+// mapped to [0, n) by (word * n) >> 32.
+std::array<int64_t, 3> latent_crop_origin(uint64_t seed, int64_t step, int64_t sample, const Shape& latent, int64_t crop);
+// The windows of a batch [B, d, h, w, C]: sample b's crop^3 window at origins[b], [B, crop, crop, crop, C].
+Tensor crop_latents(const Tensor& batch, const std::vector<std::array<int64_t, 3>>& origins, int64_t crop);
+
 class Trainer : private Task {
  public:
   // Checks everything that can be checked before work starts (the cache, its shapes against the
