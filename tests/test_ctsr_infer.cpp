@@ -305,6 +305,22 @@ TEST(CtsrEvaluate, RedCnnRowIsTheNetworkOnTheInput) {
   EXPECT_NE(r.output.find("is in -200,200"), std::string::npos) << r.output;
 }
 
+// --select-cache: the baselines' parameters come from another cache's train split (the training
+// cache, when --cache holds phantoms of a seed never trained on).
+TEST(CtsrEvaluate, SelectCacheChoosesTheBaselinesElsewhere) {
+  Fixture f;
+  std::filesystem::copy(f.dir / "cache", f.dir / "other", std::filesystem::copy_options::recursive);
+  auto r = run_tool("ctsr_evaluate", {"--model", f.checkpoint.string(), "--vqae", kVqae, "--cache",
+                                      (f.dir / "cache").string(), "--select-cache", (f.dir / "other").string(),
+                                      "--num-groups", "2", "--device", "cpu", "--select-limit", "1", "--json",
+                                      (f.dir / "s.json").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(f.dir / "s.json");
+  const nlohmann::json scores = nlohmann::json::parse(in);
+  EXPECT_EQ(scores["baselines"]["chosen_on"], (f.dir / "other" / "train").string());
+  EXPECT_EQ(scores["split"], (f.dir / "cache" / "val").string());
+}
+
 TEST(CtsrEvaluate, BadFlagsFailWithOneLine) {
   Fixture f;
   for (const auto& [flag, value, expected] : {std::tuple{"--select-limit", "0", "expected at least one pair"},

@@ -18,7 +18,7 @@
 //   input_roundtrip  the input's round trip: what the first stage alone makes of LD
 //   sr               the super-resolved volume (ctsr_infer's pipeline, sampler noise keyed per pair)
 // The Gaussian's sigma and the TV weight are chosen by mean PSNR on (at most --select-limit pairs
-// of) the cache's train split, then applied unchanged. The best baseline of a metric is the
+// of) the train split of the cache (or of --select-cache), then applied unchanged. The best baseline of a metric is the
 // classical row (gaussian, tv, median) with the highest mean; SR wins a pair when its PSNR is above
 // the best-PSNR baseline's on that pair; with --redcnn, SR's mean gap to RED-CNN and its wins over
 // it are reported too. The output ends with a table of the means and SR's wins.
@@ -136,7 +136,8 @@ int main(int argc, char** argv) {
   CLI::App app{"Score a trained model on held-out pairs: the input, classical baselines, the VQ-AE round trips and the "
                "super-resolved volume",
                "ctsr_evaluate"};
-  std::string model_path, vqae_path, cache_dir, split = "val", json_path, panels_dir, redcnn_path, device_text = "auto";
+  std::string model_path, vqae_path, cache_dir, select_cache, split = "val", json_path, panels_dir, redcnn_path,
+      device_text = "auto";
   std::optional<int64_t> steps, limit, num_groups;
   int64_t select_limit = 16, panels_limit = 2;
   uint64_t seed = 0;
@@ -145,6 +146,9 @@ int main(int argc, char** argv) {
   app.add_option("--cache", cache_dir, "latent cache whose split to score (default: the checkpoint's data.cache_dir)");
   app.add_option("--split", split, "train or val")->capture_default_str();
   app.add_option("--limit", limit, "score at most N pairs");
+  app.add_option("--select-cache", select_cache,
+                 "choose the baselines' parameters on this cache's train split (default: --cache's); e.g. the "
+                 "training cache when --cache holds phantoms of an unseen seed");
   app.add_option("--select-limit", select_limit,
                  "choose the Gaussian's sigma and the TV weight on at most N pairs of the train split")
       ->capture_default_str();
@@ -190,7 +194,7 @@ int main(int argc, char** argv) {
     // The baselines' parameters, on the training split (never on the pairs scored, unless those
     // are the training split: --split train).
     auto baseline_start = Clock::now();
-    const train::LatentDataset training(cache_dir, "train");
+    const train::LatentDataset training(select_cache.empty() ? cache_dir : select_cache, "train");
     const int64_t select_count = std::min(select_limit, training.size());
     const std::string training_split = training.folder().string();
     const train::BaselineParameters parameters = train::select_baseline_parameters(select_count, [&](int64_t i) {

@@ -2,12 +2,13 @@
 // schedule, the two validation tiers' cadence, the checkpoints (the cadence, a new best of the full
 // tier, a stop and the end, each step written once: one last_saved), SIGINT/SIGTERM, resuming, the
 // progress line, metrics.jsonl and TensorBoard, and the ranks of a data-parallel job (who writes,
-// and that they stop together). A Task only computes: the diffusion UNet (train/trainer.h) and the
-// VQ-AE (train/vqae_trainer.h) supply a step, the two validation tiers, their checkpoint's
-// contents and the names of what they report. The gradients' reduction over the ranks
-// (train/data_parallel.h) happens inside a task's step, between its backward and its update, so
-// the task owns its DataParallel on the run's communicator: the diffusion task does; the VQ-AE
-// task runs in one process (its codebook's EMA update would need the whole batch's latents).
+// and that they stop together). A Task only computes: the diffusion UNet (train/trainer.h), the
+// VQ-AE (train/vqae_trainer.h) and RED-CNN (train/redcnn_trainer.h) supply a step, the two
+// validation tiers, their checkpoint's contents and the names of what they report. The gradients'
+// reduction over the ranks (train/data_parallel.h) happens inside a task's step, between its
+// backward and its update, so the task owns its DataParallel on the run's communicator: the
+// diffusion task does; the VQ-AE task runs in one process (its codebook's EMA update would need
+// the whole batch's latents), and so does RED-CNN, the learned baseline.
 //
 // One step of run(), after task.step():
 //   every log_every steps, a training line: the mean of each of the task's metric_names() over the
