@@ -175,13 +175,8 @@ double RedCnnTrainer::step() {
   const double norm = AdamMoments::gradient_norm(params);
   last_grad_norm_ = norm;
   ++state_.step;
-  if (!std::isfinite(last_loss_) || !std::isfinite(norm)) {
-    const SkippedStep skipped = record_skipped_step(state_, last_loss_, norm, c.training.max_consecutive_skips);
-    run_->log(skipped.message);
-    run_->write_metrics(skipped.metrics);
-    skipped.throw_if_too_many();
-    return std::numeric_limits<double>::quiet_NaN();
-  }
+  if (!std::isfinite(last_loss_) || !std::isfinite(norm))
+    return run_->skip_step(last_loss_, norm, c.training.max_consecutive_skips);
   state_.consecutive_skips = 0;
   AdamWConfig adam;
   adam.lr = learning_rate(s);

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <iostream>
+#include <limits>
 
 #include "runtime/error.h"
 #include "runtime/formats/atomic_file.h"
@@ -62,6 +63,14 @@ void Run::start(const std::optional<std::filesystem::path>& from) {
   io::write_file_atomically(out_dir_ / "config.yaml", [&](std::ostream& o) { o << task_.config_yaml(); });
   metrics_ = std::make_unique<MetricsLog>(out_dir_ / "metrics.jsonl", from ? task_.training_state().step : 0);
   tensorboard_ = std::make_unique<TensorBoardWriter>(out_dir_ / "tensorboard");
+}
+
+double Run::skip_step(double loss, double grad_norm, int64_t max_consecutive) {
+  const SkippedStep skipped = record_skipped_step(task_.training_state(), loss, grad_norm, max_consecutive);
+  log(skipped.message);
+  write_metrics(skipped.metrics);
+  skipped.throw_if_too_many();
+  return std::numeric_limits<double>::quiet_NaN();
 }
 
 void Run::log(const std::string& text) {

@@ -123,6 +123,10 @@ class Run {
   RunSummary run();
   // The step's checkpoint, then the retention; every checkpoint is written here.
   std::filesystem::path save_checkpoint();
+  // A step whose loss or gradient norm is not finite (the task counted it in state().step
+  // already): records it (record_skipped_step), logs it, writes its metrics line, throws once
+  // max_consecutive came in a row; returns NaN, the step's loss.
+  double skip_step(double loss, double grad_norm, int64_t max_consecutive);
 
   Communicator& comm() { return *comm_; }
   bool is_root() const { return comm_->rank() == 0; }

@@ -84,8 +84,7 @@ std::optional<io::Volume> cache_volume(const std::map<std::string, std::string>&
   auto window = meta.find("hu_window");
   if (path == meta.end() || window == meta.end() || !std::filesystem::is_regular_file(path->second)) return std::nullopt;
   const auto w = tools::parse_number_list(window->second, "hu_window");
-  if (w.size() != 2) return std::nullopt;
-  return io::read_volume_unit(path->second, io::HuWindow{float(w[0]), float(w[1])});
+  return io::read_volume_unit(path->second, io::HuWindow{float(w.at(0)), float(w.at(1))});
 }
 
 }  // namespace
@@ -297,13 +296,7 @@ double Trainer::step() {
   std::vector<double> bad{(!std::isfinite(loss) || !std::isfinite(norm)) ? 1.0 : 0.0};
   comm_->all_reduce_max(bad);  // one decision for every rank
   ++state_.step;
-  if (bad[0] != 0.0) {
-    const SkippedStep skipped = record_skipped_step(state_, loss, norm, c.training.max_consecutive_skips);
-    log_line(skipped.message);
-    run_->write_metrics(skipped.metrics);
-    skipped.throw_if_too_many();
-    return std::numeric_limits<double>::quiet_NaN();
-  }
+  if (bad[0] != 0.0) return run_->skip_step(loss, norm, c.training.max_consecutive_skips);
   state_.consecutive_skips = 0;
 
   // torch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
@@ -418,21 +411,13 @@ FullValidation Trainer::validate_full() {
         const auto xyz = tools::parse_number_list(meta.at("spacing_xyz"), "spacing_xyz");
         if (xyz.size() == 3) spacing[size_t(k)] = {xyz[2], xyz[1], xyz[0]};
       }
-      auto path = meta.find("hd_path");
-      auto window = meta.find("hu_window");
-      if (!from_volumes || path == meta.end() || window == meta.end() ||
-          !std::filesystem::is_regular_file(path->second)) {
+      std::optional<io::Volume> v = from_volumes ? cache_volume(meta, "hd_path") : std::nullopt;
+      if (!v || v->data.numel() != sr.numel() / n) {
         from_volumes = false;
         continue;
       }
-      const auto w = tools::parse_number_list(window->second, "hu_window");
-      io::Volume v = io::read_volume_unit(path->second, io::HuWindow{float(w.at(0)), float(w.at(1))});
-      if (v.data.numel() != sr.numel() / n) {
-        from_volumes = false;
-        continue;
-      }
-      std::memcpy(static_cast<char*>(target.raw_data()) + size_t(k) * v.data.nbytes(), v.data.raw_data(),
-                  v.data.nbytes());
+      std::memcpy(static_cast<char*>(target.raw_data()) + size_t(k) * v->data.nbytes(), v->data.raw_data(),
+                  v->data.nbytes());
     }
     Tensor target_device = from_volumes ? target.to(device) : decode(hd);
     if (!from_volumes) sums[5] = 1.0;

@@ -226,11 +226,7 @@ double VqaeTrainer::step() {
 }
 
 double VqaeTrainer::skip_step(double loss, double grad_norm) {
-  const SkippedStep skipped = record_skipped_step(state_, loss, grad_norm, config_.training.max_consecutive_skips);
-  log_line(skipped.message);
-  run_->write_metrics(skipped.metrics);
-  skipped.throw_if_too_many();
-  return std::numeric_limits<double>::quiet_NaN();
+  return run_->skip_step(loss, grad_norm, config_.training.max_consecutive_skips);
 }
 
 // ---- validation ----------------------------------------------------------------------------------
