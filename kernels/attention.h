@@ -15,7 +15,8 @@
 // holds an N x N matrix: extra memory is O(N) (the reference works a row at a time; the CUDA
 // kernels tile in the manner of FlashAttention-2).
 //
-// Paths: cpu reference (float32, float64; any head_dim; sums in double), CUDA and CUDA-on-CPU
+// Paths: cpu reference (float32, float64; any head_dim; sums in double; Device::cpu's float32
+// forward of 1024 tokens or more goes through sgemm instead, attention_forward_gemm), CUDA and CUDA-on-CPU
 // (float32; head_dim 32 or 64). The CUDA path is deterministic: fixed reduction orders and no
 // float atomics, so repeated calls agree bit for bit.
 #pragma once
@@ -56,4 +57,11 @@ template <class T>
 void attention_forward(const AttentionShape& shape, const T* qkv, T* o, T* lse);
 template <class T>
 void attention_backward(const AttentionShape& shape, const T* qkv, const T* o, const T* lse, const T* d_o, T* d_qkv);
+// The float32 forward of Device::cpu from kAttentionGemmTokens tokens up: the reference's sums in
+// float through sgemm (S = scale Q K^T, the softmax in float with its sum in double, O = P V), a
+// block of 64 query rows at a time (64 x N floats per thread); within float rounding of the
+// reference (tests/test_attention.cpp). Shorter sequences keep the loops (exact sums: what the
+// layers' CUDA parity tests compare against).
+constexpr int64_t kAttentionGemmTokens = 1024;
+void attention_forward_gemm(const AttentionShape& shape, const float* qkv, float* o, float* lse);
 }  // namespace ctsr::kernels::cpu

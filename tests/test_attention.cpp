@@ -176,11 +176,20 @@ TEST(Attention, ReferenceSingleTokenKnownValues) {
     }
 }
 
+// The float instantiation of the reference loops (Device::cpu's float forward is the sgemm path,
+// tested below), called directly.
+AttentionOutput reference_loops_float(const Tensor& qkv, const Case& c) {
+  AttentionOutput out{Tensor::empty(out_shape(c)), Tensor::empty({c.batch, c.heads, c.tokens})};
+  kernels::AttentionShape shape{c.batch, c.tokens, c.heads, c.head_dim};
+  kernels::cpu::attention_forward<float>(shape, qkv.data<float>(), out.o.data<float>(), out.lse.data<float>());
+  return out;
+}
+
 TEST(Attention, FloatAndDoubleReferencesAgree) {
   const Case c{2, 129, 2, 32};
   Tensor qkv = random_qkv(c, 400, DType::float32);
   Tensor d_o = random_tensor(out_shape(c), 401, DType::float32);
-  AttentionOutput f = attention_forward(qkv, c.heads);
+  AttentionOutput f = reference_loops_float(qkv, c);
   AttentionOutput d = attention_forward(to_double(qkv), c.heads);
   // The float reference sums in double too: only the rounding of its outputs differs.
   EXPECT_TENSORS_CLOSE(f.o, d.o, 1e-6, 1e-7);
@@ -188,6 +197,32 @@ TEST(Attention, FloatAndDoubleReferencesAgree) {
   Tensor gf = attention_backward(qkv, f.o, f.lse, d_o, c.heads);
   Tensor gd = attention_backward(to_double(qkv), d.o, d.lse, to_double(d_o), c.heads);
   EXPECT_TENSORS_CLOSE(gf, gd, 1e-4, 1e-6);  // o and lse enter backward rounded to float
+}
+
+// kernels::cpu::attention_forward_gemm (sgemm in float, 64 query rows a block) against the
+// float64 reference from the same inputs, at sizes that leave partial blocks, odd head_dims and
+// several heads and batches, and the VQ-AE middle block's 4096 tokens. The bounds are the CUDA
+// paths' float32 ones (below): o is a convex combination of v rows, so its float error is a few
+// ulps of |v| <= 2; lse a few ulps of a few units. Device::cpu takes this path in float32 from
+// kAttentionGemmTokens tokens up and the loops below that.
+TEST(Attention, CpuFloatGemmPathMatchesTheReference) {
+  uint64_t seed = 450;
+  for (const Case& c : {Case{1, 1, 1, 4}, Case{2, 37, 3, 5}, Case{1, 65, 1, 32}, Case{3, 129, 2, 7},
+                        Case{1, 1031, 2, 16}, Case{1, 4096, 1, 32}}) {
+    SCOPED_TRACE(case_str(c));
+    Tensor qkv = random_qkv(c, ++seed, DType::float32);
+    AttentionOutput f{Tensor::empty(out_shape(c)), Tensor::empty({c.batch, c.heads, c.tokens})};
+    kernels::cpu::attention_forward_gemm({c.batch, c.tokens, c.heads, c.head_dim}, qkv.data<float>(),
+                                         f.o.data<float>(), f.lse.data<float>());
+    AttentionOutput d = attention_forward(to_double(qkv), c.heads);
+    EXPECT_TENSORS_CLOSE(f.o, d.o, 1e-5, 1e-5);
+    EXPECT_TENSORS_CLOSE(f.lse, d.lse, 1e-6, 1e-5);
+    // What attention_forward on the CPU computes: this path from 1024 tokens, the loops below.
+    const AttentionOutput dispatched = attention_forward(qkv, c.heads), loops = reference_loops_float(qkv, c);
+    const bool long_sequence = c.tokens >= kernels::cpu::kAttentionGemmTokens;
+    EXPECT_TRUE(tensors_equal(dispatched.o, long_sequence ? f.o : loops.o));
+    if (c.tokens > 1) EXPECT_FALSE(tensors_equal(f.o, loops.o));  // two routes to the same sums
+  }
 }
 
 TEST(Attention, RejectsBadArguments) {
