@@ -3,10 +3,16 @@
 // A 2D network on axial slices, written with our 3D layers as 1 x k x k kernels, so a volume
 // [N, D, H, W, 1] is D independent slices:
 //
-//   c1..c5: Conv 1 -> C, C -> C (k x k, no padding), each followed by ReLU: every conv trims
+//   c1..c5: Conv Ci -> C, C -> C (k x k, no padding), each followed by ReLU: every conv trims
 //           k - 1 voxels from H and W; tensors after c2 (r2) and c4 (r3) are kept as shortcuts
 //   t1..t5: ConvTranspose C -> C, ..., C -> 1 (k x k, no padding), each growing H and W back by k - 1
-//   y = t5(relu(t4(relu(t3(relu(t2(relu(t1(c5) + r3))) + r2))))) + x
+//   y = t5(relu(t4(relu(t3(relu(t2(relu(t1(c5) + r3))) + r2))))) + x[..., 0]
+//
+// Ci (in_channels) is 1 for the published network: x is the low-dose volume. With Ci = 2 the same
+// network is the refiner of ctsr's super-resolution (issue: SR bounded by the first stage's round
+// trip): channel 0 is the low-dose volume, channel 1 a guide (the latent path's decoded SR), and the
+// outer shortcut still adds the low-dose channel, so detail the VQ-AE's codes cannot hold reaches
+// the output from the input itself while the guide carries what the diffusion model knows.
 //
 // with a ReLU before every transposed conv, as the published network. The published network ends
 // with a ReLU too, for data scaled to [0, 1]; ctsr's volumes are on the [-1, 1] scale, where a final
@@ -30,13 +36,14 @@ namespace ctsr {
 struct RedCnnConfig {
   int64_t channels = 96;
   int64_t kernel = 5;
-  std::string str() const;  // "RED-CNN: 96 channels, 1 x 5 x 5 kernels"
+  int64_t in_channels = 1;  // 1: the low-dose volume; 2: it and a guide volume (the refiner)
+  std::string str() const;  // "RED-CNN: 96 channels, 1 x 5 x 5 kernels" (+ ", guided" when 2 inputs)
 };
 
 class RedCnn : public Module {
  public:
   explicit RedCnn(const RedCnnConfig& config = {}, const LayerOptions& options = {});
-  // x [N, D, H, W, 1] on the [-1, 1] scale -> the restored volume, same shape.
+  // x [N, D, H, W, Ci] on the [-1, 1] scale -> the restored volume [N, D, H, W, 1].
   Tensor forward(const Tensor& x);
   // dy: the loss gradient with respect to forward's output. Accumulates into every parameter's
   // gradient; returns dL/dx when input_grad (the gradient checks), else an undefined tensor.
@@ -58,9 +65,9 @@ class RedCnn : public Module {
 
 // The weights file ctsr_train_redcnn writes (OUTPUT/redcnn.safetensors) and ctsr_evaluate
 // --redcnn reads: safetensors with the parameters under their names (conv1.weight ... tconv5.bias)
-// and the metadata format "ctsr-redcnn", channels, kernel and hu_window ("lo,hi": the window the
-// network was trained in; its input and output are that window's [-1, 1] scale), plus whatever
-// `metadata` adds (step, seed, source).
+// and the metadata format "ctsr-redcnn", channels, kernel, in_channels (absent in older files: 1)
+// and hu_window ("lo,hi": the window the network was trained in; its input and output are that
+// window's [-1, 1] scale), plus whatever `metadata` adds (step, seed, source).
 void write_redcnn_weights(const std::filesystem::path& path, RedCnn& net, const io::HuWindow& window,
                           const std::map<std::string, std::string>& metadata = {});
 
@@ -73,9 +80,17 @@ struct LoadedRedCnn {
 // metadata value).
 LoadedRedCnn load_redcnn_weights(const std::filesystem::path& path, const LayerOptions& options = {});
 
+// Starts `net` from the weights of `source`, a network of the same channels and kernel: every
+// parameter copied, and when net takes more input channels than source, conv1's weights for the
+// extra channels set to zero (so net's output equals source's whatever the guide holds, until
+// training teaches it to use the guide). Errors name what differs.
+void init_redcnn_from(RedCnn& net, RedCnn& source, const std::string& source_name);
+
 // A whole volume [D, H, W] (float32, the network's [-1, 1] scale, any device) restored slice by
 // slice, `slab` slices per forward pass to bound the activations' memory (0: all at once); the
 // result [D, H, W] float32 on the volume's device. H and W must be at least min_slice_size().
+// A network of two input channels takes `guide` ([D, H, W], the volume's shape) as its second.
 Tensor restore_volume(RedCnn& net, const Tensor& volume, int64_t slab = 16);
+Tensor restore_volume(RedCnn& net, const Tensor& volume, const Tensor& guide, int64_t slab = 16);
 
 }  // namespace ctsr

@@ -321,6 +321,119 @@ TEST(CtsrEvaluate, SelectCacheChoosesTheBaselinesElsewhere) {
   EXPECT_EQ(scores["split"], (f.dir / "cache" / "val").string());
 }
 
+// A cache made by ctsr_vqae cache with the same VQ-AE file and patch size: the VQ-AE rows and SR
+// start from its latents instead of encoding again, and score what encoding again scores (the
+// round trips to float rounding of the normalisation, SR exactly: the sampler sees the same LD
+// latent); --reencode encodes again.
+TEST(CtsrEvaluate, CachedLatentsStandForEncodingAgain) {
+  Fixture f;
+  LatentDataset val(f.dir / "cache", "val");
+  {
+    std::ofstream csv(f.dir / "pairs.csv");
+    csv << "id,ld,hd,split\n";
+    for (int64_t i = 0; i < val.size(); ++i)
+      csv << val.id(i) << "," << val.metadata(i).at("ld_path") << "," << val.metadata(i).at("hd_path") << ",val\n";
+  }
+  auto r = run_tool("ctsr_vqae", {"cache", "--weights", kVqae, "--num-groups", "2", "--pairs", (f.dir / "pairs.csv").string(),
+                                  "--out", (f.dir / "made").string(), "--patch-size", "0", "--device", "cpu"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto evaluate = [&](const std::string& json, std::vector<std::string> extra, const std::string& cache = "made") {
+    std::vector<std::string> args{"--model", f.checkpoint.string(), "--vqae", kVqae, "--cache", (f.dir / cache).string(),
+                                  "--select-cache", (f.dir / "cache").string(), "--num-groups", "2", "--device", "cpu",
+                                  "--select-limit", "1", "--json", (f.dir / json).string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto result = run_tool("ctsr_evaluate", args);
+    EXPECT_EQ(result.exit_code, 0) << result.output;
+    std::ifstream in(f.dir / json);
+    return nlohmann::json::parse(in);
+  };
+  const nlohmann::json cached = evaluate("cached.json", {}), again = evaluate("again.json", {"--reencode"});
+  EXPECT_EQ(cached["latents_from_cache"], 2);
+  EXPECT_EQ(again["latents_from_cache"], 0);
+  for (size_t i = 0; i < 2; ++i) {
+    const auto &a = cached["pairs"][i], &b = again["pairs"][i];
+    for (const char* row : {"roundtrip", "input_roundtrip", "sr"}) {
+      EXPECT_NEAR(a[row]["psnr"].get<double>(), b[row]["psnr"].get<double>(), 1e-3) << row;
+      EXPECT_NEAR(a[row]["ssim"].get<double>(), b[row]["ssim"].get<double>(), 1e-5) << row;
+    }
+    EXPECT_EQ(a["sr"], b["sr"]);
+  }
+  // The fixture's own cache records no digest: encoded again.
+  EXPECT_EQ(evaluate("fixture.json", {}, "cache")["latents_from_cache"], 0);
+}
+
+// --refiner: sr is the refiner on (input, the latent path's result), sr_latent the latent path
+// alone (what sr is without --refiner). A refiner started from a RED-CNN with its guide weights at
+// zero is that RED-CNN exactly, whatever the guide; with guide weights it is not. ctsr_infer
+// --refiner writes the same refined volume. A one-input network is refused as a refiner and a
+// refiner as --redcnn.
+TEST(CtsrEvaluate, RefinerRowIsTheGuidedNetworkOnTheInputAndTheLatentPath) {
+  Fixture f;
+  LayerOptions layer;
+  layer.seed = 77;
+  RedCnn plain({4, 3}, layer);
+  RedCnnConfig guided_config{4, 3};
+  guided_config.in_channels = 2;
+  RedCnn guided(guided_config, layer);
+  init_redcnn_from(guided, plain, "plain");
+  const auto plain_file = f.dir / "plain.safetensors", refiner_file = f.dir / "refiner.safetensors";
+  write_redcnn_weights(plain_file, plain, io::HuWindow{-200, 200});
+  write_redcnn_weights(refiner_file, guided, io::HuWindow{-200, 200});
+  auto evaluate = [&](const std::string& json, std::vector<std::string> extra) {
+    std::vector<std::string> args{"--model", f.checkpoint.string(), "--vqae", kVqae, "--cache", (f.dir / "cache").string(),
+                                  "--num-groups", "2", "--device", "cpu", "--select-limit", "1", "--json",
+                                  (f.dir / json).string(), "--redcnn", plain_file.string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_tool("ctsr_evaluate", args);
+  };
+  auto read = [&](const std::string& json) {
+    std::ifstream in(f.dir / json);
+    return nlohmann::json::parse(in);
+  };
+  ASSERT_EQ(evaluate("plain.json", {}).exit_code, 0);
+  auto r = evaluate("zero.json", {"--refiner", refiner_file.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json without = read("plain.json"), zero = read("zero.json");
+  const std::vector<std::string> rows{"input",     "gaussian",        "tv",        "median", "redcnn",
+                                      "roundtrip", "input_roundtrip", "sr_latent", "sr"};
+  EXPECT_EQ(zero["rows"].get<std::vector<std::string>>(), rows);
+  EXPECT_EQ(zero["refiner"], refiner_file.string());
+  EXPECT_NE(r.output.find("\nsr_latent "), std::string::npos) << r.output;
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(zero["pairs"][i]["sr_latent"], without["pairs"][i]["sr"]);
+    EXPECT_EQ(zero["pairs"][i]["sr"], zero["pairs"][i]["redcnn"]);
+  }
+  // Guide weights drawn at random: the refined result moves away from RED-CNN's.
+  Parameter* conv1 = guided.parameters()[0];
+  ASSERT_EQ(conv1->name, "conv1.weight");
+  conv1->value.copy_from(test::random_tensor(conv1->value.shape(), 12, DType::float32, -0.3, 0.3));
+  write_redcnn_weights(refiner_file, guided, io::HuWindow{-200, 200});
+  ASSERT_EQ(evaluate("guided.json", {"--refiner", refiner_file.string()}).exit_code, 0);
+  const nlohmann::json used = read("guided.json");
+  EXPECT_NE(used["pairs"][0]["sr"], used["pairs"][0]["redcnn"]);
+  EXPECT_EQ(used["pairs"][0]["sr_latent"], without["pairs"][0]["sr"]);
+
+  // ctsr_infer --refiner: the refined volume is the network on (input, the unrefined result).
+  ASSERT_EQ(f.infer(f.dir / "latent.npy").exit_code, 0);
+  r = f.infer(f.dir / "refined.npy", {"--refiner", refiner_file.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("refined"), std::string::npos) << r.output;
+  const Tensor input = io::read_volume_unit(f.input, io::HuWindow{-200, 200}).data;
+  const Tensor latent_path = io::read_npy(f.dir / "latent.npy");
+  const Tensor expected = clamp(restore_volume(guided, input, latent_path), -1.0, 1.0);
+  EXPECT_TENSORS_CLOSE(io::read_npy(f.dir / "refined.npy"), expected, 1e-5, 1e-5);
+
+  // The wrong kind of network in either place: one line each.
+  r = evaluate("bad.json", {"--refiner", plain_file.string()});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("takes the low-dose volume alone"), std::string::npos) << r.output;
+  r = run_tool("ctsr_evaluate", {"--model", f.checkpoint.string(), "--vqae", kVqae, "--cache", (f.dir / "cache").string(),
+                                 "--num-groups", "2", "--device", "cpu", "--redcnn", refiner_file.string()});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_NE(r.output.find("is a refiner"), std::string::npos) << r.output;
+}
+
 TEST(CtsrEvaluate, BadFlagsFailWithOneLine) {
   Fixture f;
   for (const auto& [flag, value, expected] : {std::tuple{"--select-limit", "0", "expected at least one pair"},

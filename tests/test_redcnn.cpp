@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "model/pytorch_import.h"
+#include "kernels/resample.h"
 #include "model/redcnn.h"
 #include "runtime/formats/npy.h"
 #include "tests/harness.h"
@@ -61,9 +62,8 @@ TEST(RedCnn, MatchesPyTorch) {
   EXPECT_EQ(full.parameter_count(), 1848865);
 }
 
-TEST(RedCnn, Gradcheck) {
-  // 3 channels, 3 x 3 kernels: slices of 13 x 11 shrink to 3 x 1 at the bottleneck.
-  RedCnn model({3, 3}, options(DType::float64));
+// Every parameter's and the input's gradient of `model` at x, by central differences in float64.
+void expect_redcnn_gradcheck(const char* name, RedCnn& model, const Tensor& x) {
   Forward f = [&model](const std::vector<Tensor>& in) {
     Tensor y = model.forward(in[0]);
     model.clear_saved();
@@ -73,6 +73,13 @@ TEST(RedCnn, Gradcheck) {
     model.forward(in[0]);
     return std::vector<Tensor>{model.backward(dy[0], /*input_grad=*/true)};
   };
+  // The step and the bound: see Gradcheck.
+  expect_module_gradcheck(name, model, {x}, f, b, /*tol=*/1e-6, /*eps=*/1e-5);
+}
+
+TEST(RedCnn, Gradcheck) {
+  // 3 channels, 3 x 3 kernels: slices of 13 x 11 shrink to 3 x 1 at the bottleneck.
+  RedCnn model({3, 3}, options(DType::float64));
   // The step and the bound, measured: the ReLUs' kinks and float64 rounding pull the central
   // difference two ways here. With eps 1e-4 every weight agrees to 1e-8 or better but conv2.bias
   // and conv4.bias are off by 1e-2 (a bias moves a whole channel's pre-activations, and a step that
@@ -80,8 +87,49 @@ TEST(RedCnn, Gradcheck) {
   // is small beside the loss after the ReLUs of this 3-channel net, shows rounding of 1.3e-6, which
   // falls in proportion to eps (1.7e-7 at 1e-5, 1.5e-8 at 1e-4). So eps 1e-5 and a bound of 1e-6.
   // The gradients themselves match PyTorch's to 1e-12 (MatchesPyTorch).
-  expect_module_gradcheck("RedCnn(3, 3)", model, {random_tensor({2, 2, 13, 11, 1}, 17, DType::float64, 0.05, 1.0)},
-                          f, b, /*tol=*/1e-6, /*eps=*/1e-5);
+  expect_redcnn_gradcheck("RedCnn(3, 3)", model, random_tensor({2, 2, 13, 11, 1}, 17, DType::float64, 0.05, 1.0));
+}
+
+// The refiner's two inputs (low dose, guide): every parameter and both input channels, the outer
+// shortcut reaching channel 0 only. The same step and bound as Gradcheck, for the same reasons.
+TEST(RedCnn, GuidedGradcheck) {
+  RedCnnConfig config{3, 3};
+  config.in_channels = 2;
+  RedCnn model(config, options(DType::float64, Device::cpu(), 7));
+  const Tensor x = random_tensor({1, 3, 11, 13, 2}, 19, DType::float64, 0.05, 1.0);
+  EXPECT_EQ(model.forward(x).shape(), Shape({1, 3, 11, 13, 1}));
+  model.clear_saved();
+  expect_redcnn_gradcheck("RedCnn(3, 3, guided)", model, x);
+}
+
+// init_redcnn_from: a two-input network started from a one-input one computes exactly what the
+// one-input network does, whatever the guide; the guide moves the output once its weights do.
+TEST(RedCnn, GuidedNetworkStartsAsTheNetworkItExtends) {
+  RedCnn plain({4, 3}, options(DType::float32, Device::cpu(), 3));
+  RedCnnConfig config{4, 3};
+  config.in_channels = 2;
+  RedCnn guided(config, options(DType::float32, Device::cpu(), 4));
+  init_redcnn_from(guided, plain, "plain");
+  const Tensor ld = random_tensor({1, 2, 15, 12, 1}, 5, DType::float32, -1, 1);
+  const Tensor y = plain.forward(ld);
+  for (uint64_t seed : {6, 7}) {
+    const Tensor guide = random_tensor(ld.shape(), seed, DType::float32, -1, 1);
+    EXPECT_TRUE(tensors_equal(guided.forward(concat_channels(ld, guide)), y)) << "guide seed " << seed;
+  }
+  // restore_volume with a guide is the network on (ld, guide) slice by slice.
+  const Tensor volume = ld.reshape({2, 15, 12}), guide = random_tensor({2, 15, 12}, 8, DType::float32, -1, 1);
+  guided.parameters()[0]->value.copy_from(random_tensor(guided.parameters()[0]->value.shape(), 9, DType::float32, -0.3, 0.3));
+  const Tensor restored = restore_volume(guided, volume, guide, 1);
+  EXPECT_TENSORS_CLOSE(restored, guided.forward(concat_channels(ld, guide.reshape(ld.shape()))).reshape({2, 15, 12}),
+                       1e-6, 1e-6);
+  EXPECT_FALSE(tensors_equal(restored, y.reshape({2, 15, 12})));
+  expect_error_mentions([&] { restore_volume(guided, volume); }, {"needs a guide volume"});
+  expect_error_mentions([&] { restore_volume(plain, volume, guide); }, {"takes no guide volume"});
+  expect_error_mentions([&] { restore_volume(guided, volume, guide.slice(0, 1)); }, {"[1, 15, 12]", "one shape"});
+  RedCnn wider({5, 3}, options(DType::float32));
+  expect_error_mentions([&] { init_redcnn_from(guided, wider, "wider.safetensors"); },
+                        {"wider.safetensors", "5 channels", "same channels"});
+  expect_error_mentions([&] { init_redcnn_from(plain, guided, "guided"); }, {"guided", "no more inputs"});
 }
 
 // Without the input gradient: the same parameter gradients, nothing returned.
@@ -107,24 +155,29 @@ TEST(RedCnn, InputsItCannotTake) {
   expect_error_mentions([&] { model.forward(random_tensor({1, 2, 20, 30, 1}, 1)); }, {"20 x 30", "at least 21"});
   expect_error_mentions([&] { model.forward(random_tensor({1, 2, 30, 30, 2}, 1)); }, {"[1, 2, 30, 30, 2]", "[N, D, H, W, 1]"});
   expect_error_mentions([&] { RedCnn({4, 4}); }, {"kernel is 4", "odd"});
+  expect_error_mentions([&] { RedCnn({4, 3, 3}); }, {"in_channels is 3", "1 (the low-dose volume) or 2"});
 }
 
 // The CUDA paths against the reference path, float32: output and every parameter gradient.
 class RedCnnCuda : public CudaPathTest {};
 TEST_P(RedCnnCuda, MatchesTheReferencePath) {
-  RedCnn cpu({5, 5}, options(DType::float32));
-  RedCnn gpu({5, 5}, options(DType::float32, device()));
-  const Tensor x = random_tensor({2, 3, 25, 23, 1}, 8);
-  const Tensor dy = random_tensor(x.shape(), 9);
-  const Tensor y_cpu = cpu.forward(x);
-  const Tensor y_gpu = gpu.forward(x.to(device()));
-  EXPECT_LT(relative_l2(y_gpu, y_cpu), 1e-5);
-  cpu.zero_grad();
-  gpu.zero_grad();
-  cpu.backward(dy);
-  gpu.backward(dy.to(device()));
-  auto pc = cpu.parameters(), pg = gpu.parameters();
-  for (size_t i = 0; i < pc.size(); ++i) EXPECT_LT(relative_l2(pg[i]->grad, pc[i]->grad), 1e-4) << pc[i]->name;
+  for (int64_t inputs : {1, 2}) {
+    SCOPED_TRACE(inputs == 1 ? "RED-CNN" : "guided");
+    RedCnn cpu({5, 5, inputs}, options(DType::float32));
+    RedCnn gpu({5, 5, inputs}, options(DType::float32, device()));
+    const Tensor x = random_tensor({2, 3, 25, 23, inputs}, 8);
+    const Tensor dy = random_tensor({2, 3, 25, 23, 1}, 9);
+    const Tensor y_cpu = cpu.forward(x);
+    const Tensor y_gpu = gpu.forward(x.to(device()));
+    EXPECT_LT(relative_l2(y_gpu, y_cpu), 1e-5);
+    cpu.zero_grad();
+    gpu.zero_grad();
+    const Tensor dx_cpu = cpu.backward(dy, true);
+    const Tensor dx_gpu = gpu.backward(dy.to(device()), true);
+    EXPECT_LT(relative_l2(dx_gpu, dx_cpu), 1e-4);
+    auto pc = cpu.parameters(), pg = gpu.parameters();
+    for (size_t i = 0; i < pc.size(); ++i) EXPECT_LT(relative_l2(pg[i]->grad, pc[i]->grad), 1e-4) << pc[i]->name;
+  }
 }
 CTSR_INSTANTIATE_CUDA_PATHS(RedCnnCuda);
 

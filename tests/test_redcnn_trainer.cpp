@@ -11,6 +11,7 @@
 
 #include "kernels/activation.h"
 #include "kernels/metrics.h"
+#include "kernels/resample.h"
 #include "runtime/formats/npy.h"
 #include "runtime/formats/safetensors.h"
 #include "tests/harness.h"
@@ -214,6 +215,91 @@ TEST(RedCnnTrainer, PatchesAreSlicesOfTrainingPairsThroughTheirTransform) {
   EXPECT_EQ(ld.shape(), Shape({2, 1, 11, 11, 1}));
 }
 
+// The refiner (model.in_channels 2): each patch's channel 1 is the pair's guide volume cut where
+// its LD is; a run started from one-input weights computes, before its first step, exactly what
+// those weights do; it trains, writes a two-input weights file that names where it started, and
+// the full tier restores with the guide. Missing or misshapen guides are named before work.
+TEST(RedCnnTrainer, RefinerCutsTheGuideBesideTheInputAndStartsFromInitWeights) {
+  TempDir dir("redcnn-trainer-refiner");
+  write_synthetic_pairs(dir / "data", 4, {1});
+  std::filesystem::create_directories(dir / "guide");
+  auto guide_of = [](int64_t i) { return synthetic_volume(20 + i, synthetic_shape(i)); };
+  for (int64_t i = 0; i < 4; ++i) {
+    io::Volume v;
+    v.data = io::unit_to_hu(guide_of(i), io::HuWindow{});
+    io::write_volume(dir / "guide" / ("case" + std::to_string(i) + ".nii.gz"), v);
+  }
+  LayerOptions layer;
+  layer.seed = 9;
+  RedCnn plain({4, 3}, layer);
+  write_redcnn_weights(dir / "plain.safetensors", plain, io::HuWindow{});
+
+  RedCnnTrainConfig c = tiny_config(dir);
+  c.model.in_channels = 2;
+  c.data.guide_dir = (dir / "guide").string();
+  c.training.init_weights = (dir / "plain.safetensors").string();
+  c.validation.full_every = 6;
+  c.validation.panels = 0;
+  RedCnnTrainer trainer(c, quiet());
+  const SlicePatch p{2, 3, 4, 5, 0};
+  const auto [x, hd] = trainer.cut({p});
+  ASSERT_EQ(x.shape(), Shape({1, 1, 11, 11, 2}));
+  const Tensor ld_volume = io::read_npy(dir / "data" / "ld" / "case2.npy");
+  const Tensor guide_volume = io::read_volume_unit(dir / "guide" / "case2.nii.gz", io::HuWindow{}).data;
+  const int64_t H = ld_volume.dim(1), W = ld_volume.dim(2);
+  for (int64_t i = 0; i < 11; ++i)
+    for (int64_t j = 0; j < 11; ++j) {
+      const int64_t at = (3 * H + 4 + i) * W + 5 + j;
+      ASSERT_EQ(x.data<float>()[(i * 11 + j) * 2], ld_volume.data<float>()[at]);
+      ASSERT_EQ(x.data<float>()[(i * 11 + j) * 2 + 1], guide_volume.data<float>()[at]);
+    }
+  EXPECT_LT(test::relative_l2(guide_volume, guide_of(2)), 1e-4);  // the guide read through the window
+  EXPECT_TRUE(test::tensors_equal(trainer.model().forward(x), plain.forward(split_channels(x, 1).first)));
+
+  const RunSummary s = trainer.run();
+  ASSERT_EQ(s.losses.size(), 6u);
+  for (double loss : s.losses) EXPECT_TRUE(std::isfinite(loss));
+  const LoadedRedCnn loaded = load_redcnn_weights(dir / "run" / "redcnn.safetensors");
+  EXPECT_EQ(loaded.net->config().in_channels, 2);
+  EXPECT_EQ(loaded.metadata.at("init_weights"), c.training.init_weights);
+  EXPECT_FALSE(test::tensors_equal(loaded.net->forward(x), plain.forward(split_channels(x, 1).first)));
+  std::ifstream in(dir / "run" / "metrics.jsonl");
+  int full = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (!j.contains("tier") || j["tier"] != "full") continue;
+    ++full;
+    const Tensor ld = io::read_npy(dir / "data" / "ld" / "case1.npy");
+    const Tensor hd1 = io::read_volume_unit(dir / "data" / "hd" / "case1.nii.gz", io::HuWindow{}).data;
+    const Tensor guide = io::read_volume_unit(dir / "guide" / "case1.nii.gz", io::HuWindow{}).data;
+    const Shape batch{1, hd1.dim(0), hd1.dim(1), hd1.dim(2)};
+    const Tensor restored = clamp(restore_volume(trainer.model(), ld, guide), -1.0, 1.0).reshape(batch);
+    EXPECT_NEAR(j["psnr"].get<double>(), psnr(restored, hd1.reshape(batch)).psnr.to_vector<float>()[0], 1e-4);
+  }
+  EXPECT_EQ(full, 1);
+
+  // Before work: a guide folder without two inputs, two inputs without one, a missing guide, a
+  // guide of another shape, init weights of another window.
+  RedCnnTrainConfig bad = c;
+  bad.model.in_channels = 1;
+  expect_error_mentions([&] { validate(bad); }, {"model.in_channels is 1", "data.guide_dir"});
+  bad = c;
+  bad.data.guide_dir = "";
+  expect_error_mentions([&] { validate(bad); }, {"model.in_channels is 2", "data.guide_dir"});
+  bad = c;
+  bad.output_dir = (dir / "other").string();
+  io::Volume wrong;
+  wrong.data = Tensor::zeros({3, 17, 17});
+  io::write_volume(dir / "guide" / "case3.nii.gz", wrong);
+  expect_error_mentions([&] { RedCnnTrainer(bad, quiet()); }, {"case3.nii.gz", "[3, 17, 17]", "its pair's shape"});
+  std::filesystem::remove(dir / "guide" / "case3.nii.gz");
+  expect_error_mentions([&] { RedCnnTrainer(bad, quiet()); }, {"data.guide_dir", "case3.nii.gz", "pair case3"});
+  write_redcnn_weights(dir / "plain.safetensors", plain, io::HuWindow{-100, 300});
+  bad.data.guide_dir = "";
+  bad.model.in_channels = 1;
+  expect_error_mentions([&] { RedCnnTrainer(bad, quiet()); }, {"training.init_weights", "-100,300", "data.hu_window"});
+}
+
 TEST(RedCnnTrainer, RestoreVolumeDoesNotDependOnTheSlab) {
   RedCnnConfig config;
   config.channels = 5;
@@ -239,6 +325,11 @@ TEST(RedCnnTrainer, ConfigurationAndErrorsBeforeWork) {
   EXPECT_EQ(shipped.model.channels, 96);
   EXPECT_EQ(shipped.model.kernel, 5);
   EXPECT_EQ(to_yaml(redcnn_train_config_from_yaml(to_yaml(shipped), "x")), to_yaml(shipped));
+  // The refiner's file: two inputs, started from the shipped RED-CNN.
+  const RedCnnTrainConfig refiner = load_redcnn_train_config(std::string(CTSR_TEST_DATA_DIR) + "/../../configs/refiner.yaml");
+  EXPECT_EQ(refiner.model.in_channels, 2);
+  EXPECT_FALSE(refiner.data.guide_dir.empty());
+  EXPECT_TRUE(std::filesystem::exists(std::string(CTSR_TEST_DATA_DIR) + "/../../" + refiner.training.init_weights));
   RedCnnTrainConfig c = tiny_config(dir);
   expect_error_mentions([&] { apply_redcnn_override(c, "training.patchsize=3"); }, {"training.patchsize"});
   auto refused = [&](const std::string& assignment, const std::vector<std::string>& parts) {

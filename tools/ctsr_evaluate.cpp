@@ -2,7 +2,7 @@
 // baselines and the VQ-AE alone (specs/evaluation.md).
 //
 //   ctsr_evaluate --model CKPT [--vqae W] [--cache DIR] [--split val] [--limit N] [--select-limit N] [--redcnn W]
-//                 [--steps N] [--seed S] [--json FILE] [--panels DIR] [--panels-limit N] [--device ...]
+//                 [--refiner W] [--steps N] [--seed S] [--json FILE] [--panels DIR] [--panels-limit N] [--device ...]
 //
 // For every pair of the cache's held-out split (default: the cache and VQ-AE the checkpoint
 // trained with), reads the LD and HD volumes named in the cache's metadata (HU windowed as the
@@ -16,7 +16,13 @@
 //   roundtrip        HD's VQ-AE round trip decode(quantise(encode(HD))): the ceiling of anything
 //                    decoded through the first stage
 //   input_roundtrip  the input's round trip: what the first stage alone makes of LD
-//   sr               the super-resolved volume (ctsr_infer's pipeline, sampler noise keyed per pair)
+//   sr_latent        with --refiner W: the latent path alone (decoded, before the refiner)
+//   sr               the super-resolved volume (ctsr_infer's pipeline, sampler noise keyed per pair;
+//                    with --refiner, the refiner applied to the input and sr_latent, as ctsr_infer
+//                    --refiner does)
+// The VQ-AE rows and SR start from the cache's latents when the cache was made with the same
+// VQ-AE file and encoding patch (what ctsr_vqae cache computed is what encoding again would give),
+// else from the volumes encoded again (--reencode: always).
 // The Gaussian's sigma and the TV weight are chosen by mean PSNR on (at most --select-limit pairs
 // of) the train split of the cache (or of --select-cache), then applied unchanged. The best baseline of a metric is the
 // classical row (gaussian, tv, median) with the highest mean; SR wins a pair when its PSNR is above
@@ -37,6 +43,7 @@
 #include "runtime/formats/safetensors.h"
 #include "runtime/formats/volume.h"
 #include "tools/lib/cli.h"
+#include "tools/lib/latent_cache.h"
 #include "tools/lib/latent_io.h"
 #include "train/baselines.h"
 #include "train/inference.h"
@@ -78,6 +85,17 @@ void check_redcnn_window(const LoadedRedCnn& redcnn, const std::string& weights,
              "; expected the same window (train it with data.hu_window set to the cache's)");
 }
 
+// True when pair i's latents are what encoding its volumes again would give: made from a file of
+// the VQ-AE's digest (tools::file_digest, recorded by ctsr_vqae cache) with the patch size `patch`.
+bool encoded_alike(const train::LatentDataset& pairs, int64_t i, const std::string& vqae_digest, int64_t patch) {
+  const auto meta = pairs.metadata(i);
+  auto at = [&](const char* key) {
+    auto it = meta.find(key);
+    return it == meta.end() ? std::string() : it->second;
+  };
+  return at("weights_digest") == vqae_digest && at("patch_size") == std::to_string(patch);
+}
+
 PairVolumes read_pair(const train::LatentDataset& pairs, int64_t i) {
   const auto meta = pairs.metadata(i);
   const std::string file = pairs.path(i).string();
@@ -93,9 +111,9 @@ PairVolumes read_pair(const train::LatentDataset& pairs, int64_t i) {
 }
 
 // The rows, in the order of the table; the classical baselines are rows kGaussian ... kMedian.
-enum Row { kInput, kGaussian, kTv, kMedian, kRedCnn, kRoundtrip, kInputRoundtrip, kSr, kRows };
-constexpr const char* kRowNames[kRows] = {"input",     "gaussian",        "tv", "median", "redcnn",
-                                          "roundtrip", "input_roundtrip", "sr"};
+enum Row { kInput, kGaussian, kTv, kMedian, kRedCnn, kRoundtrip, kInputRoundtrip, kSrLatent, kSr, kRows };
+constexpr const char* kRowNames[kRows] = {"input",     "gaussian",        "tv",        "median", "redcnn",
+                                          "roundtrip", "input_roundtrip", "sr_latent", "sr"};
 constexpr Row kBaselines[] = {kGaussian, kTv, kMedian};
 
 struct Score {
@@ -137,7 +155,7 @@ int main(int argc, char** argv) {
                "super-resolved volume",
                "ctsr_evaluate"};
   std::string model_path, vqae_path, cache_dir, select_cache, split = "val", json_path, panels_dir, redcnn_path,
-      device_text = "auto";
+      refiner_path, device_text = "auto";
   std::optional<int64_t> steps, limit, num_groups;
   int64_t select_limit = 16, panels_limit = 2;
   uint64_t seed = 0;
@@ -157,11 +175,15 @@ int main(int argc, char** argv) {
   app.add_option("--num-groups", num_groups, "VQ-AE GroupNorm groups (default: the checkpoint's, else the file's record)");
   app.add_option("--redcnn", redcnn_path, "RED-CNN weights (ctsr_train_redcnn's OUTPUT/redcnn.safetensors): the "
                                          "learned baseline's row");
+  app.add_option("--refiner", refiner_path, "refiner weights (ctsr_train_redcnn with model.in_channels 2): sr is the "
+                                           "refined result, sr_latent the latent path alone");
   app.add_option("--json", json_path, "also write the scores (per pair and means) to this JSON file");
   app.add_option("--panels", panels_dir, "write a PNG per scored pair to this folder (LD, best baseline, round trip, SR, "
                                          "HD and the errors)");
   app.add_option("--panels-limit", panels_limit, "panels for at most the first N pairs")->capture_default_str();
   app.add_option("--device", device_text, "auto, cpu, cuda, cuda:N or cuda_on_cpu")->capture_default_str();
+  bool reencode = false;
+  app.add_flag("--reencode", reencode, "encode the volumes again rather than use the cache's latents");
 
   return ctsr::tools::run_program(app, argc, argv, [&] {
     const auto start = Clock::now();
@@ -180,6 +202,7 @@ int main(int argc, char** argv) {
     options.seed = seed;
     options.vqae_num_groups = num_groups;
     options.device = tools::device_from_flag(device_text);
+    options.refiner = refiner_path;
     train::SuperResolver resolver(model_path, vqae_path, options);
     // The learned baseline, when given: its window must be the cache's (checked on every pair).
     std::optional<LoadedRedCnn> redcnn;
@@ -187,9 +210,13 @@ int main(int argc, char** argv) {
       LayerOptions layer;
       layer.device = options.device;
       redcnn = load_redcnn_weights(redcnn_path, layer);
+      CTSR_CHECK(redcnn->net->config().in_channels == 1, "--redcnn ", redcnn_path, ": ", redcnn->net->config().str(),
+                 " is a refiner; expected RED-CNN of one input (pass a refiner with --refiner)");
       check_redcnn_window(*redcnn, redcnn_path, pair_window(pairs, 0), cache_dir);
     }
-    auto present = [&](int r) { return r != kRedCnn || redcnn.has_value(); };
+    auto present = [&](int r) {
+      return (r != kRedCnn || redcnn.has_value()) && (r != kSrLatent || resolver.has_refiner());
+    };
 
     // The baselines' parameters, on the training split (never on the pairs scored, unless those
     // are the training split: --split train).
@@ -206,8 +233,10 @@ int main(int argc, char** argv) {
               << parameters.tv_weight.chosen << " on " << select_count << " training pairs in "
               << tools::format_seconds(baseline_seconds) << std::endl;
 
+    const std::string vqae_digest = tools::file_digest(vqae_path);
     std::vector<std::array<Score, kRows>> scores;
     std::vector<PanelPair> panel_pairs;
+    int64_t from_cache = 0;
     nlohmann::json per_pair = nlohmann::json::array();
     for (int64_t i = 0; i < count; ++i) {
       PairVolumes p = read_pair(pairs, i);
@@ -223,9 +252,21 @@ int main(int argc, char** argv) {
         const Tensor restored = restore_volume(*redcnn->net, ld.to(options.device));
         volumes[kRedCnn] = clamp(restored, -1.0, 1.0).to(Device::cpu());
       }
-      volumes[kRoundtrip] = resolver.round_trip(hd, p.ld_path + " (its full-dose pair)");
-      volumes[kInputRoundtrip] = resolver.round_trip(ld, p.ld_path);
-      volumes[kSr] = resolver.super_resolve(ld, p.ld_path, uint64_t(i));
+      if (!reencode && encoded_alike(pairs, i, vqae_digest, resolver.patch_size())) {
+        ++from_cache;
+        const train::LatentBatch latents = pairs.load({i});
+        volumes[kRoundtrip] = resolver.decode_normalized(latents.hd);
+        volumes[kInputRoundtrip] = resolver.decode_normalized(latents.ld);
+        volumes[kSr] = resolver.super_resolve_latent(latents.ld, uint64_t(i));
+      } else {
+        volumes[kRoundtrip] = resolver.round_trip(hd, p.ld_path + " (its full-dose pair)");
+        volumes[kInputRoundtrip] = resolver.round_trip(ld, p.ld_path);
+        volumes[kSr] = resolver.super_resolve(ld, p.ld_path, uint64_t(i));
+      }
+      if (resolver.has_refiner()) {
+        volumes[kSrLatent] = volumes[kSr];
+        volumes[kSr] = resolver.refine(ld, volumes[kSrLatent]);
+      }
       std::array<Score, kRows>& s = scores.emplace_back();
       nlohmann::json line{{"id", p.id}};
       std::cerr << "[" << i + 1 << "/" << count << "] " << p.id << " (ssim/psnr):";
@@ -293,6 +334,7 @@ int main(int argc, char** argv) {
       nlohmann::json all{
           {"model", model_path},
           {"vqae", vqae_path},
+          {"latents_from_cache", from_cache},
           {"split", scored_split},
           {"count", count},
           {"rows", rows},
@@ -311,6 +353,7 @@ int main(int argc, char** argv) {
           {"best_baseline", {{"ssim", kRowNames[best_ssim]}, {"psnr", kRowNames[best_psnr]}}},
           {"sr_wins",
            {{"against", kRowNames[best_psnr]}, {"pairs", wins}, {"of", count}, {"fraction", double(wins) / double(count)}}}};
+      if (resolver.has_refiner()) all["refiner"] = refiner_path;
       if (redcnn)
         all["redcnn"] = {{"weights", redcnn_path},
                          {"sr_minus_redcnn", {{"ssim", mean[kSr].ssim - mean[kRedCnn].ssim},
@@ -321,7 +364,8 @@ int main(int argc, char** argv) {
 
     std::cout << "ctsr_evaluate: " << count << " pairs of " << scored_split << ", "
               << resolver.diffusion().sampling_steps << " " << sampler_kind_name(resolver.diffusion().sampler)
-              << " steps, " << tools::format_seconds(seconds_since(start)) << " (baselines "
+              << " steps, latents of " << from_cache << " from the cache, "
+              << tools::format_seconds(seconds_since(start)) << " (baselines "
               << tools::format_seconds(baseline_seconds) << ")\n"
               << "baselines: gaussian sigma " << parameters.sigma.chosen << " and tv weight "
               << parameters.tv_weight.chosen << ", chosen by mean PSNR on " << select_count << " pairs of "

@@ -314,6 +314,7 @@ int main(int argc, char** argv) {
       options.patch_size = s.patch_size;
       options.window = s.window;
       options.weights = std::filesystem::path(weights).filename().string();
+      options.weights_digest = tools::file_digest(weights);
       const auto report = tools::build_latent_cache(*model, rows, out, options);
       std::cout << "cache " << out << ": " << report.encoded << " pairs encoded, " << report.skipped
                 << " already there; " << report.train << " train, " << report.val << " val\n";

@@ -59,6 +59,21 @@ SuperResolver::SuperResolver(const std::filesystem::path& checkpoint, const std:
   net_->train(false);
   load_weights(checkpoint, options.weights, net_->parameters());
   schedule_ = std::make_unique<NoiseSchedule>(diffusion_);
+  if (!options.refiner.empty()) {
+    LoadedRedCnn refiner = load_redcnn_weights(options.refiner, layer);
+    CTSR_CHECK(refiner.net->config().in_channels == 2, "--refiner ", options.refiner, ": ", refiner.net->config().str(),
+               " takes the low-dose volume alone; expected a refiner of two inputs (model.in_channels 2)");
+    CTSR_CHECK(refiner.window.lo == window_.lo && refiner.window.hi == window_.hi, "--refiner ", options.refiner,
+               ": trained in the HU window ", refiner.window.lo, ",", refiner.window.hi, " but ", file, " works in ",
+               window_.lo, ",", window_.hi, "; expected the same window");
+    refiner_ = std::move(refiner.net);
+  }
+}
+
+Tensor SuperResolver::refine(const Tensor& volume, const Tensor& decoded) {
+  CTSR_CHECK(refiner_, "refine: no refiner was loaded (InferenceOptions::refiner)");
+  const Device device = options_.device;
+  return clamp(restore_volume(*refiner_, volume.to(device), decoded.to(device)), -1.0, 1.0).to(Device::cpu());
 }
 
 Tensor SuperResolver::encode(const Tensor& volume, const std::string& source) {
@@ -81,7 +96,19 @@ Tensor SuperResolver::decode(const Tensor& latent) {
 
 Tensor SuperResolver::super_resolve(const Tensor& volume, const std::string& source, uint64_t sample_key) {
   NoGradGuard no_grad;
-  const Tensor ld = vqae_->normalize_latent(encode(volume, source));
+  return super_resolve_latent(vqae_->normalize_latent(encode(volume, source)), sample_key);
+}
+
+Tensor SuperResolver::decode_normalized(const Tensor& latent) {
+  NoGradGuard no_grad;
+  return decode(vqae_->denormalize_latent(latent.to(options_.device)));
+}
+
+Tensor SuperResolver::super_resolve_latent(const Tensor& ld_latent, uint64_t sample_key) {
+  NoGradGuard no_grad;
+  CTSR_CHECK(ld_latent.ndim() == 5 && ld_latent.dim(4) == config_.model.out_channels, "super_resolve_latent: the latent is ",
+             ld_latent.shape().str(), ", expected [N, d, h, w, ", config_.model.out_channels, "]");
+  const Tensor ld = ld_latent.to(options_.device);
   const int64_t n = ld.dim(0);
   const Device device = options_.device;
   Denoiser denoiser = [&](const Tensor& x_t, int64_t t) {

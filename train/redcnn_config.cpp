@@ -20,7 +20,9 @@ Schema schema_of(RedCnnTrainConfig& c) {
               uint_field("seed", c.seed),
               int_field("model.channels", c.model.channels),
               int_field("model.kernel", c.model.kernel),
+              int_field("model.in_channels", c.model.in_channels),
               string_field("data.pairs", d.pairs),
+              string_field("data.guide_dir", d.guide_dir),
               hu_window_field("data.hu_window", d.hu_window),
               double_field("data.val_fraction", d.val_fraction),
               uint_field("data.split_seed", d.split_seed),
@@ -29,6 +31,7 @@ Schema schema_of(RedCnnTrainConfig& c) {
               int_field("training.patch_size", t.patch_size),
               int_field("training.batch_size", t.batch_size),
               bool_field("training.augment", t.augment),
+              string_field("training.init_weights", t.init_weights),
               int_field("training.max_steps", t.max_steps),
               double_field("training.learning_rate", t.learning_rate),
               string_field("training.lr_scheduler", t.lr_scheduler),
@@ -80,7 +83,11 @@ void validate(const RedCnnTrainConfig& c) {
   positive("model.channels", c.model.channels);
   CTSR_CHECK(c.model.kernel >= 1 && c.model.kernel % 2 == 1, "model.kernel is ", c.model.kernel,
              "; expected an odd size of at least 1");
+  CTSR_CHECK(c.model.in_channels == 1 || c.model.in_channels == 2, "model.in_channels is ", c.model.in_channels,
+             "; expected 1 (RED-CNN on the low-dose volume) or 2 (the refiner: it and data.guide_dir's volume)");
   const RedCnnDataSettings& d = c.data;
+  CTSR_CHECK((c.model.in_channels == 2) == !d.guide_dir.empty(), "model.in_channels is ", c.model.in_channels,
+             " and data.guide_dir is '", d.guide_dir, "'; expected a guide folder exactly when in_channels is 2");
   CTSR_CHECK(!d.pairs.empty(), "data.pairs is empty; expected a pairs.csv (columns ld,hd[,id][,split])");
   CTSR_CHECK(d.hu_window.lo < d.hu_window.hi, "data.hu_window is [", d.hu_window.lo, ", ", d.hu_window.hi,
              "]; expected low < high");

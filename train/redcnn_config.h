@@ -23,6 +23,10 @@ namespace ctsr::train {
 struct RedCnnDataSettings {
   std::string pairs = "data/pairs.csv";  // ld,hd[,id][,split], as ctsr_phantom writes
   io::HuWindow hu_window;                // volumes are windowed to [-1, 1] by it
+  // model.in_channels 2 (the refiner): the folder of every pair's guide volume, <id>.nii.gz (the
+  // pair's id in pairs.csv), e.g. ctsr_infer's super-resolved LD of each pair; the guide is the
+  // network's second input, cut at the same place as the LD patch.
+  std::string guide_dir;
   double val_fraction = 0.2;             // held-out share of the pairs without a split column value
   uint64_t split_seed = 0;               // as ctsr_vqae cache --split-seed: the same pairs are held out
   int64_t memory_limit_mb = 4096;        // volumes kept in memory when they fit, else read per batch
@@ -33,6 +37,9 @@ struct RedCnnTrainingSettings {
   int64_t patch_size = 55;      // patch x patch crops of axial slices (LD input, HD target)
   int64_t batch_size = 16;      // patches per step
   bool augment = true;          // each patch flipped / transposed in-plane (one of 8, drawn with it)
+  // A new run starts from these RED-CNN weights ("": drawn from the seed); one-input weights start
+  // a two-input network with the guide's conv1 weights at zero (model/redcnn.h init_redcnn_from).
+  std::string init_weights;
   int64_t max_steps = 4000;
   double learning_rate = 1e-4;
   std::string lr_scheduler = "cosine";  // constant | linear | cosine, after the warm-up

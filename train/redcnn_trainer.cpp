@@ -32,8 +32,14 @@ Tensor scalar_on(double value, Device device) { return Tensor::from_vector(std::
 double host_value(const Tensor& t) { return double(t.to(Device::cpu()).to_vector<float>()[0]); }
 int64_t below(uint32_t word, int64_t n) { return int64_t((uint64_t(word) * uint64_t(n)) >> 32); }
 
+// The pair's id: its full-dose volume's id without list_training_volumes' "_hd".
+std::string pair_id(const TrainingVolume& hd) { return hd.id.substr(0, hd.id.size() - 3); }
+
 std::map<std::string, std::string> weights_metadata(const RedCnnTrainConfig& c, int64_t step) {
-  return {{"source", "ctsr_train_redcnn"}, {"step", std::to_string(step)}, {"seed", std::to_string(c.seed)}};
+  std::map<std::string, std::string> meta{
+      {"source", "ctsr_train_redcnn"}, {"step", std::to_string(step)}, {"seed", std::to_string(c.seed)}};
+  if (!c.training.init_weights.empty()) meta["init_weights"] = c.training.init_weights;
+  return meta;
 }
 
 // Copies the P x P patch of slice `slice` at (row, col) of `volume` ([D, H, W]) to out, through
@@ -55,6 +61,7 @@ void copy_slice_patch(const Tensor& volume, const SlicePatch& s, int64_t P, floa
 
 struct RedCnnTrainer::Data {
   std::unique_ptr<VolumeSet> volumes;  // pair k: HD at 2k, LD at 2k + 1
+  std::unique_ptr<VolumeSet> guides;   // model.in_channels 2: pair k's guide at k
   std::vector<int64_t> train, val;     // pair indices
   std::vector<SlicePatch> light_patches;
   std::unique_ptr<OrderedPrefetcher<std::pair<Tensor, Tensor>>> prefetch;  // last: stopped first
@@ -93,6 +100,25 @@ RedCnnTrainer::RedCnnTrainer(const RedCnnTrainConfig& config, const RedCnnTraine
                ", smaller than training.patch_size ", P, "; choose a smaller patch or leave the pair out");
     (hd.held_out ? data_->val : data_->train).push_back(k);
   }
+  if (c.model.in_channels == 2) {
+    std::vector<TrainingVolume> guides;
+    for (int64_t k = 0; 2 * k + 1 < v.size(); ++k) {
+      const TrainingVolume& hd = v.entry(2 * k);
+      const std::string id = pair_id(hd);
+      const std::filesystem::path path = std::filesystem::path(c.data.guide_dir) / (id + ".nii.gz");
+      CTSR_CHECK(std::filesystem::is_regular_file(path), "data.guide_dir ", c.data.guide_dir, ": no guide ",
+                 path.string(), " for pair ", id, "; expected one <id>.nii.gz per pair (e.g. ctsr_infer's output ",
+                 "for its low-dose volume)");
+      guides.push_back({id + "_guide", path, hd.held_out});
+    }
+    data_->guides = std::make_unique<VolumeSet>(std::move(guides), c.data.hu_window, /*patch=*/1,
+                                                c.data.memory_limit_mb * 1024 * 1024);
+    for (int64_t k = 0; k < data_->guides->size(); ++k)
+      CTSR_CHECK(data_->guides->shape(k) == v.shape(2 * k + 1), "data.guide_dir ", c.data.guide_dir, ": ",
+                 data_->guides->entry(k).path.string(), " is [", data_->guides->shape(k)[0], ", ",
+                 data_->guides->shape(k)[1], ", ", data_->guides->shape(k)[2], "]; expected its pair's shape [",
+                 v.shape(2 * k + 1)[0], ", ", v.shape(2 * k + 1)[1], ", ", v.shape(2 * k + 1)[2], "]");
+  }
   CTSR_CHECK(!data_->train.empty(), "data.pairs ", c.data.pairs, ": every pair is held out for validation; expected ",
              "training pairs (lower data.val_fraction, or mark fewer pairs split=val)");
   const bool validating = c.validation.light_every > 0 || c.validation.full_every > 0;
@@ -105,6 +131,13 @@ RedCnnTrainer::RedCnnTrainer(const RedCnnTrainConfig& config, const RedCnnTraine
   layer.device = device;
   layer.seed = c.seed;
   model_ = std::make_unique<RedCnn>(c.model, layer);
+  if (!c.training.init_weights.empty() && !resume_from) {
+    LoadedRedCnn start = load_redcnn_weights(c.training.init_weights);
+    CTSR_CHECK(start.window.lo == c.data.hu_window.lo && start.window.hi == c.data.hu_window.hi,
+               "training.init_weights ", c.training.init_weights, ": trained in the HU window ", start.window.lo, ",",
+               start.window.hi, "; expected data.hu_window ", c.data.hu_window.lo, ",", c.data.hu_window.hi);
+    init_redcnn_from(*model_, *start.net, "training.init_weights " + c.training.init_weights);
+  }
   adam_ = std::make_unique<AdamMoments>(model_->parameters(), device);
   for (int64_t j = 0; j < c.validation.light_patches && !data_->val.empty(); ++j) {
     SlicePatch p = training_patch(-1, j);
@@ -144,8 +177,8 @@ SlicePatch RedCnnTrainer::training_patch(int64_t s, int64_t g) const {
 }
 
 std::pair<Tensor, Tensor> RedCnnTrainer::cut(const std::vector<SlicePatch>& patches) const {
-  const int64_t B = int64_t(patches.size()), P = config_.training.patch_size;
-  Tensor ld = Tensor::empty({B, 1, P, P, 1}, DType::float32, Device::cpu());
+  const int64_t B = int64_t(patches.size()), P = config_.training.patch_size, C = config_.model.in_channels;
+  Tensor ld = Tensor::empty({B, 1, P, P, C}, DType::float32, Device::cpu());
   Tensor hd = Tensor::empty({B, 1, P, P, 1}, DType::float32, Device::cpu());
   std::map<int64_t, Tensor> read;  // each volume read once per batch
   auto volume = [&](int64_t index) -> const Tensor& {
@@ -153,10 +186,23 @@ std::pair<Tensor, Tensor> RedCnnTrainer::cut(const std::vector<SlicePatch>& patc
     if (it == read.end()) it = read.emplace(index, data_->volumes->read(index)).first;
     return it->second;
   };
+  std::map<int64_t, Tensor> guides;
+  std::vector<float> plane(size_t(P * P));
   for (int64_t b = 0; b < B; ++b) {
     const SlicePatch& p = patches[size_t(b)];
-    copy_slice_patch(volume(2 * p.pair + 1), p, P, ld.data<float>() + b * P * P);
     copy_slice_patch(volume(2 * p.pair), p, P, hd.data<float>() + b * P * P);
+    if (C == 1) {
+      copy_slice_patch(volume(2 * p.pair + 1), p, P, ld.data<float>() + b * P * P);
+      continue;
+    }
+    // Channels last: LD at channel 0, the guide at channel 1 of every pixel.
+    auto it = guides.find(p.pair);
+    if (it == guides.end()) it = guides.emplace(p.pair, data_->guides->read(p.pair)).first;
+    float* x = ld.data<float>() + b * P * P * C;
+    for (int64_t c = 0; c < C; ++c) {
+      copy_slice_patch(c == 0 ? volume(2 * p.pair + 1) : it->second, p, P, plane.data());
+      for (int64_t j = 0; j < P * P; ++j) x[j * C + c] = plane[size_t(j)];
+    }
   }
   return {ld, hd};
 }
@@ -221,20 +267,22 @@ RedCnnFullValidation RedCnnTrainer::validate_full() {
   for (int64_t k = 0; k < count; ++k) {
     const int64_t pair = data_->val[size_t(k)];
     const Tensor hd = data_->volumes->read(2 * pair).to(device), ld = data_->volumes->read(2 * pair + 1).to(device);
-    const Tensor restored = clamp(restore_volume(*model_, ld), -1.0, 1.0);
+    const Tensor restored =
+        clamp(data_->guides ? restore_volume(*model_, ld, data_->guides->read(pair).to(device)) : restore_volume(*model_, ld),
+              -1.0, 1.0);
     scores(restored, hd, r.ssim, r.psnr);
     scores(ld, hd, r.ssim_input, r.psnr_input);
     ++r.volumes;
     if (k < c.validation.panels) {
       PanelOptions options;
       options.spacing = data_->volumes->spacing(2 * pair);
-      options.titles = {"LD", "RED-CNN", "HD", "|RED-CNN-HD|"};
+      options.titles = data_->guides ? std::array<std::string, 4>{"LD", "REFINED", "HD", "|REFINED-HD|"}
+                                     : std::array<std::string, 4>{"LD", "RED-CNN", "HD", "|RED-CNN-HD|"};
       options.caption = "WINDOW " + format_tick(c.data.hu_window.lo) + " TO " + format_tick(c.data.hu_window.hi) + " HU";
       const RgbImage image = render_slices_panel(ld.to(Device::cpu()), restored.to(Device::cpu()), hd.to(Device::cpu()), options);
       char name[64];
       std::snprintf(name, sizeof name, "step_%08lld_", static_cast<long long>(state_.step));
-      std::string id = data_->volumes->entry(2 * pair).id;
-      id = id.substr(0, id.size() - 3);  // without "_hd"
+      const std::string id = pair_id(data_->volumes->entry(2 * pair));
       std::filesystem::create_directories(out_dir_ / "images");
       write_png(out_dir_ / "images" / (name + id + "_slices.png"), image);
       run_->tensorboard()->add_image("val/" + id + "/slices", image, state_.step);

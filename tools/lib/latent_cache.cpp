@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <cmath>
 #include <fstream>
@@ -53,6 +54,21 @@ std::string join_numbers(const double* v, int n) {
   return s.str();
 }
 }  // namespace
+
+std::string file_digest(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  CTSR_CHECK(in.good(), path.string(), ": cannot open the file to take its digest");
+  uint64_t h = 1469598103934665603ull;
+  std::vector<char> block(1 << 16);
+  while (in) {
+    in.read(block.data(), std::streamsize(block.size()));
+    const std::streamsize n = in.gcount();
+    for (std::streamsize k = 0; k < n; ++k) h = (h ^ static_cast<unsigned char>(block[size_t(k)])) * 1099511628211ull;
+  }
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+  return text;
+}
 
 std::vector<PairRow> read_pairs_csv(const std::filesystem::path& path) {
   const std::string file = path.string();
@@ -179,6 +195,7 @@ CacheReport build_latent_cache(Vqae& model, const std::vector<PairRow>& rows, co
         {"hu_window", join_numbers(std::vector<double>{options.window.lo, options.window.hi}.data(), 2)},
         {"patch_size", std::to_string(options.patch_size)},
         {"weights", options.weights},
+        {"weights_digest", options.weights_digest},
         {"split", row.split},
     };
     io::write_safetensors(target, {{"ld_latent", ld_latent}, {"hd_latent", hd_latent}}, meta);

@@ -31,12 +31,17 @@ struct CacheOptions {
   int64_t patch_size = 64;  // 0: encode whole volumes
   io::HuWindow window;
   std::string weights;      // recorded in the metadata; a finished file with other weights is redone
+  std::string weights_digest;  // file_digest of the weights, recorded: ctsr_evaluate reuses the latents when it matches
   bool progress = true;     // a line per pair on stderr
 };
 
 struct CacheReport {
   int64_t encoded = 0, skipped = 0, train = 0, val = 0;
 };
+
+// The FNV-1a (64-bit) digest of a file's bytes, 16 hex digits: tells two weights files apart
+// whatever their names (not a defence against a crafted file).
+std::string file_digest(const std::filesystem::path& path);
 
 // Encodes every pair not already in `out_dir`; a file that exists and is a valid cache entry for
 // the same sources and weights is skipped, so an interrupted run resumes. Temporary files left by
