@@ -4,15 +4,19 @@
 # small 4x VQ-AE the repository ships (models/vqae_phantom_4x.safetensors, trained on other
 # phantoms: models/README.md), trains the UNet with configs/tiny_4x.yaml (ctsr_train),
 # super-resolves one held-out volume (ctsr_infer) and scores every held-out pair (ctsr_evaluate)
-# beside the classical baselines and the shipped RED-CNN (models/redcnn_phantom.safetensors). Every
-# step resumes: run it again and finished work is skipped.
+# beside the classical baselines and the shipped RED-CNN (models/redcnn_phantom.safetensors). The
+# super-resolved volume is the latent path's decoded result refined together with the low-dose
+# input by the shipped refiner (models/refiner_phantom.safetensors, configs/refiner.yaml): detail
+# the VQ-AE's codes cannot hold comes from the input itself. Every step resumes: run it again and
+# finished work is skipped.
 #   bash scripts/main.sh
 # Environment: CTSR_RUN_DIR (default runs/demo), CTSR_DEVICE (default auto: a GPU when present),
 # BUILD_DIR (default build-main), CTSR_STEPS (training steps, default the config's), CTSR_PAIRS
 # (synthetic pairs, default 48; a fifth of them held out), JOBS,
 # CTSR_VQAE and CTSR_VQAE_CONFIG (another first stage and its settings file, for its patch size),
 # CTSR_TRAIN_CONFIG (the UNet's configuration; configs/tiny.yaml for the 8x first stage),
-# CTSR_REDCNN (the learned baseline's weights; empty: no RED-CNN row).
+# CTSR_REDCNN (the learned baseline's weights; empty: no RED-CNN row), CTSR_REFINER (the refiner's
+# weights; empty: SR is the latent path's decoded result alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -29,6 +33,9 @@ vqae=${CTSR_VQAE:-models/vqae_phantom_4x.safetensors}
 vqae_config=${CTSR_VQAE_CONFIG:-configs/vqae_phantom_4x.yaml}
 train_config=${CTSR_TRAIN_CONFIG:-configs/tiny_4x.yaml}
 redcnn=${CTSR_REDCNN-models/redcnn_phantom.safetensors}
+refiner=${CTSR_REFINER-models/refiner_phantom.safetensors}
+refine_args=()
+[ -n "$refiner" ] && refine_args=(--refiner "$refiner")
 # OpenBLAS runs on OpenMP's threads (CMakeLists.txt); threads that keep spinning between the many
 # short parallel regions of a step make CPU training about 10% faster than the default on two
 # cores. The programs here run one at a time, so the spinning takes no core from anything else.
@@ -93,10 +100,11 @@ overrides=(--set "data.cache_dir=$run/cache" --set "data.vqae_weights=$vqae"
 id=$(ls "$run/cache/val" | head -n 1 | sed 's/\.safetensors$//')
 checkpoint=$(ls "$run/train/checkpoints"/step_*.safetensors | tail -n 1)
 "$bin/ctsr_infer" --model "$checkpoint" --vqae "$vqae" --input "$run/data/ld/$id.nii.gz" \
-  --output "$run/sr_$id.nii.gz" --device "$device"
+  --output "$run/sr_$id.nii.gz" --device "$device" "${refine_args[@]}"
 echo "main: outputs in $run/train (checkpoints, metrics.jsonl, tensorboard/, images/), $run/sr_$id.nii.gz;" \
   "$(( $(date +%s) - start )) s so far"
-evaluate_args=(--model "$checkpoint" --device "$device" --json "$run/evaluation.json" --panels "$run/panels")
+evaluate_args=(--model "$checkpoint" --device "$device" --json "$run/evaluation.json" --panels "$run/panels"
+               "${refine_args[@]}")
 [ -n "$redcnn" ] && evaluate_args+=(--redcnn "$redcnn")
 "$bin/ctsr_evaluate" "${evaluate_args[@]}"
 
@@ -116,7 +124,7 @@ fi
   --val-fraction 0 --device "$device"
 echo "main: the generalisation set (phantom seed 4242, never trained on):"
 generalisation_args=(--model "$checkpoint" --cache "$gen/cache" --select-cache "$run/cache" --device "$device"
-                     --json "$gen/evaluation.json")
+                     --json "$gen/evaluation.json" "${refine_args[@]}")
 [ -n "$redcnn" ] && generalisation_args+=(--redcnn "$redcnn")
 "$bin/ctsr_evaluate" "${generalisation_args[@]}"
 echo "main: done in $(( $(date +%s) - start )) s"
