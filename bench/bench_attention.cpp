@@ -2,7 +2,7 @@
 // TFLOP/s. GPU shapes: the UNet's attention at the 25 x 16 x 16 latent (6400 tokens, 4 heads of
 // 32, C = 128) and the VQ-AE mid-block (8 x 13 x 8 = 832 tokens, 8 heads of 64), at batch 1
 // and 8; the cpu and cuda_on_cpu paths run a tiny shape so that `--benchmark_filter=cpu` stays
-// quick. Args: B, N, heads, head_dim.
+// quick, and the cpu forward the 4x VQ-AE's middle block too. Args: B, N, heads, head_dim.
 //
 // FLOPs are counted the usual way for attention (FlashAttention's convention, so figures
 // compare with published ones): forward 4 B H N^2 d (q k^T and P v, 2 flops per multiply-add);
@@ -77,5 +77,9 @@ void run_attention(benchmark::State& state, Device device, bool backward) {
 
 CTSR_ATTENTION_BENCH(attention_forward, false)
 CTSR_ATTENTION_BENCH(attention_backward, true)
+
+// The 4x VQ-AE's middle block on the CPU (a 16^3 latent of a 64^3 volume: 4096 tokens, one head
+// of 32), where Device::cpu takes the sgemm path (kernels::cpu::attention_forward_gemm).
+BENCHMARK(attention_forward_cpu)->Args({1, 4096, 1, 32})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

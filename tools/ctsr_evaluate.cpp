@@ -2,7 +2,8 @@
 // baselines and the VQ-AE alone (specs/evaluation.md).
 //
 //   ctsr_evaluate --model CKPT [--vqae W] [--cache DIR] [--split val] [--limit N] [--select-limit N] [--redcnn W]
-//                 [--refiner W] [--steps N] [--seed S] [--json FILE] [--panels DIR] [--panels-limit N] [--device ...]
+//                 [--refiner W] [--reencode] [--steps N] [--seed S] [--json FILE] [--panels DIR] [--panels-limit N]
+//                 [--device ...]
 //
 // For every pair of the cache's held-out split (default: the cache and VQ-AE the checkpoint
 // trained with), reads the LD and HD volumes named in the cache's metadata (HU windowed as the
