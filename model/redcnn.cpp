@@ -220,11 +220,12 @@ Tensor restore_slabs(RedCnn& net, const Tensor& volume, const Tensor* guide, int
   const int64_t D = volume.dim(0), H = volume.dim(1), W = volume.dim(2);
   NoGradGuard no_grad;
   const int64_t step = slab > 0 ? std::min(slab, D) : D;
+  const Tensor guide_here = guide ? guide->to(volume.device()) : Tensor();  // moved once, not per slab
   Tensor out = Tensor::empty({D, H, W}, DType::float32, volume.device());
   for (int64_t d = 0; d < D; d += step) {
     const int64_t n = std::min(step, D - d);
     Tensor x = volume.slice(d, d + n).reshape({1, n, H, W, 1});
-    if (guide) x = concat_channels(x, guide->to(volume.device()).slice(d, d + n).reshape({1, n, H, W, 1}));
+    if (guide) x = concat_channels(x, guide_here.slice(d, d + n).reshape({1, n, H, W, 1}));
     Tensor part = out.slice(d, d + n);
     part.copy_from(net.forward(x).reshape({n, H, W}));
   }

@@ -141,6 +141,7 @@ void attention_forward_gemm(const AttentionShape& shape, const float* qkv, float
 #pragma omp parallel if (tasks > 1 && B * H * N * N * D > (1 << 20))
   {
     std::vector<float> scores(static_cast<size_t>(std::min(kBlock, N) * N));
+    std::vector<float> inverse(static_cast<size_t>(kBlock));  // 1 / (the row's sum)
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t b = task / (H * blocks), h = (task / blocks) % H, i0 = (task % blocks) * kBlock;
@@ -156,7 +157,6 @@ void attention_forward_gemm(const AttentionShape& shape, const float* qkv, float
       s.b = k, s.ldb = 3 * C;
       s.c = scores.data(), s.ldc = N;
       gemm(Device::cpu(), s);
-      std::vector<float> inverse(static_cast<size_t>(rows));
       for (int64_t r = 0; r < rows; ++r) {
         float* row = scores.data() + r * N;
         const float m = *std::max_element(row, row + N);

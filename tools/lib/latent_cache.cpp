@@ -41,11 +41,15 @@ std::string stem_of(const std::filesystem::path& p) {
   return p.stem().string();
 }
 
-uint64_t fnv1a(uint64_t seed, const std::string& text) {
-  uint64_t h = 1469598103934665603ull ^ seed;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+constexpr uint64_t kFnvOffset = 1469598103934665603ull;
+
+// FNV-1a (64-bit) of n bytes, continuing from h.
+uint64_t fnv1a(uint64_t h, const char* bytes, size_t n) {
+  for (size_t k = 0; k < n; ++k) h = (h ^ static_cast<unsigned char>(bytes[k])) * 1099511628211ull;
   return h;
 }
+
+uint64_t fnv1a(uint64_t seed, const std::string& text) { return fnv1a(kFnvOffset ^ seed, text.data(), text.size()); }
 
 std::string join_numbers(const double* v, int n) {
   std::ostringstream s;
@@ -58,12 +62,11 @@ std::string join_numbers(const double* v, int n) {
 std::string file_digest(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   CTSR_CHECK(in.good(), path.string(), ": cannot open the file to take its digest");
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = kFnvOffset;
   std::vector<char> block(1 << 16);
   while (in) {
     in.read(block.data(), std::streamsize(block.size()));
-    const std::streamsize n = in.gcount();
-    for (std::streamsize k = 0; k < n; ++k) h = (h ^ static_cast<unsigned char>(block[size_t(k)])) * 1099511628211ull;
+    h = fnv1a(h, block.data(), size_t(in.gcount()));
   }
   char text[17];
   std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
