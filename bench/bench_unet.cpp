@@ -14,7 +14,7 @@
 //       the production network (the spec's defaults: 869.6 M parameters) at batch 32 as two
 //       micro-batches of 16 on an 8 x 25 x 16 x 16 latent (16 input channels: the noisy latent and
 //       the condition), TF32 allowed (as the PyTorch baseline's default), with each conv engine
-// The PyTorch eager baseline of the same step: tools/reference/bench_unet_step.py (same
+// The PyTorch eager baseline of the same step: tools/pytorch/bench_unet_step.py (same
 // configurations, one JSON line; --tiny for the cpu case).
 //
 // Counters:

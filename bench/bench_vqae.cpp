@@ -3,7 +3,7 @@
 // num_groups 24; weights are the layers' default random init, which costs the same as trained
 // ones). Reported: time per decode, the device's peak allocated memory during it
 // (peak_alloc_MiB, from the caching allocator) and output voxels per second. The PyTorch eager
-// figure on the same GPU comes from tools/reference/bench_vqae_decode.py.
+// figure on the same GPU comes from tools/pytorch/bench_vqae_decode.py.
 // The cpu case decodes a [1, 2, 2, 2, 8] latent (16^3 output) so the CPU smoke run stays quick.
 #include <benchmark/benchmark.h>
 

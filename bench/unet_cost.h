@@ -1,7 +1,7 @@
 // The analytic cost of the UNet (model/unet.h): its parameter count and the multiply-adds of one
 // forward pass, found by walking the spec's graph with the spatial size of every level.
 //
-// Counted (the usual "model FLOPs" convention, the one tools/reference/bench_unet_step.py's
+// Counted (the usual "model FLOPs" convention, the one tools/pytorch/bench_unet_step.py's
 // forward hooks use): every convolution, output voxels x C_out x C_in x taps (padding taps
 // counted as if real); every linear layer, rows x in x out; every attention's q k^T and P v,
 // 2 x tokens^2 x channels per sample (all heads together). Not counted: GroupNorm, SiLU, dropout,

@@ -58,12 +58,13 @@ AttentionOutput attention_forward(const Tensor& qkv, int64_t heads) {
       if (shape.batch * shape.tokens == 0) return;
       // Long sequences in float32 through sgemm (where the loops cost seconds: the VQ-AE's middle
       // block over 4096 tokens); the rest through the reference loops, exact sums.
-      if constexpr (std::is_same_v<T, float>)
+      if constexpr (std::is_same_v<T, float>) {
         if (shape.tokens >= kernels::cpu::kAttentionGemmTokens) {
           kernels::cpu::attention_forward_gemm(shape, qkv.data<float>(), out.o.data<float>(), out.lse.data<float>());
           return;
         }
-        kernels::cpu::attention_forward<T>(shape, qkv.data<T>(), out.o.data<T>(), out.lse.data<T>());
+      }
+      kernels::cpu::attention_forward<T>(shape, qkv.data<T>(), out.o.data<T>(), out.lse.data<T>());
     });
   } else {
     CTSR_LAUNCH(qkv.device(), attention_forward, shape, qkv, out.o, out.lse);

@@ -1,7 +1,9 @@
+// The VQ-AE network (model/vqae.h): its blocks, encode / decode of whole tensors and the training
+// passes. Reading a checkpoint is in vqae_load.cpp, patch-wise encoding and slab decoding in
+// vqae_tiling.cpp.
 #include "model/vqae.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <sstream>
 
@@ -18,11 +20,6 @@ namespace {
 LayerOptions stream_of(LayerOptions o, uint64_t& counter) {
   o.stream = counter++;
   return o;
-}
-
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);
-  return s;
 }
 }  // namespace
 
@@ -57,67 +54,6 @@ std::string VqaeConfig::num_groups_problem() const {
     return s.str();
   }
   return "";
-}
-
-std::optional<int64_t> recorded_num_groups(const io::TensorSource& source) {
-  const auto* file = dynamic_cast<const io::SafetensorsReader*>(&source);
-  if (file == nullptr) return std::nullopt;
-  const auto it = file->metadata().find("num_groups");
-  if (it == file->metadata().end()) return std::nullopt;
-  const std::string& text = it->second;
-  int64_t value = 0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  CTSR_CHECK(error == std::errc() && end == text.data() + text.size() && value > 0, source.path().filename().string(),
-             ": metadata 'num_groups' is '", text, "', expected a positive integer");
-  return value;
-}
-
-int64_t choose_num_groups(const io::TensorSource& source, std::optional<int64_t> requested, int64_t fallback,
-                          std::string* warning) {
-  const std::optional<int64_t> recorded = recorded_num_groups(source);
-  if (!requested) return recorded ? *recorded : fallback;
-  if (recorded && *recorded != *requested && warning != nullptr) {
-    std::ostringstream s;
-    s << source.path().filename().string() << " records num_groups " << *recorded << "; using the requested "
-      << *requested;
-    *warning = s.str();
-  }
-  return *requested;
-}
-
-VqaeConfig vqae_config_from(const io::TensorSource& source, int64_t num_groups) {
-  const std::string file = source.path().filename().string();
-  auto need = [&](const std::string& key, int ndim) -> const io::TensorRecord& {
-    CTSR_CHECK(source.contains(key), file, ": no tensor '", key,
-               "': not a PatchVolume VQ-AE checkpoint (or not its state_dict)");
-    const io::TensorRecord& r = source.record(key);
-    CTSR_CHECK(static_cast<int>(r.shape.size()) == ndim, file, ": tensor '", key, "' has ", r.shape.size(),
-               " dimensions, expected ", ndim);
-    return r;
-  };
-  VqaeConfig c;
-  const auto& first = need("encoder.conv_first.weight", 5);
-  c.n_hiddens = first.shape[0];
-  c.image_channels = first.shape[1];
-  c.levels = 0;
-  while (source.contains("encoder.conv_blocks." + std::to_string(c.levels) + ".down.weight")) ++c.levels;
-  CTSR_CHECK(c.levels >= 1, file, ": no 'encoder.conv_blocks.0.down.weight': the encoder does not downsample");
-  const auto& codes = need("codebook.embeddings", 2);
-  c.n_codes = codes.shape[0];
-  c.embedding_dim = codes.shape[1];
-  const auto& qkv = need("encoder.mid_block.attn.to_qkv.weight", 2);
-  CTSR_CHECK(qkv.shape[0] % (3 * c.attention_head_dim) == 0, file,
-             ": 'encoder.mid_block.attn.to_qkv.weight' has ", qkv.shape[0], " rows, expected 3 x heads x ",
-             c.attention_head_dim);
-  c.attention_heads = qkv.shape[0] / (3 * c.attention_head_dim);
-  c.num_groups = num_groups;
-  const std::string problem = c.num_groups_problem();
-  CTSR_CHECK(problem.empty(), file, ": ", problem, "; set num_groups (--num-groups) to the value it was trained with");
-  return c;
-}
-
-std::string vqae_checkpoint_key(const std::string& name) {
-  return replace_all(replace_all(name, ".qkv.", ".to_qkv."), ".proj_out.", ".to_out.");
 }
 
 // ---- ResBlock ------------------------------------------------------------------------------------
@@ -366,40 +302,6 @@ std::vector<std::string> Vqae::checkpoint_keys() {
   return keys;
 }
 
-std::unique_ptr<Vqae> Vqae::load(const std::string& path, std::optional<int64_t> num_groups, Device device,
-                                 std::string* warning) {
-  auto source = io::open_tensor_source(path);
-  return load(*source, choose_num_groups(*source, num_groups, VqaeConfig{}.num_groups, warning), device);
-}
-
-std::unique_ptr<Vqae> Vqae::load(const io::TensorSource& source, int64_t num_groups, Device device) {
-  const VqaeConfig config = vqae_config_from(source, num_groups);
-  LayerOptions o;
-  o.device = device;
-  auto model = std::make_unique<Vqae>(config, o);
-  model->load_from(source);
-  return model;
-}
-
-void Vqae::load_from(const io::TensorSource& source) {
-  load_parameters(source, parameters(), vqae_checkpoint_key);
-  const std::string file = source.path().filename().string();
-  Tensor codes = from_pytorch_layout(source.load("codebook.embeddings"), codebook_.shape(), codebook_.dtype(), file,
-                                     "codebook.embeddings");
-  codebook_.copy_from(codes);
-  set_code_range(file.c_str());
-  if (source.contains("codebook.N") && source.contains("codebook.z_avg")) {
-    codebook_n_.copy_from(from_pytorch_layout(source.load("codebook.N"), codebook_n_.shape(), codebook_n_.dtype(), file,
-                                              "codebook.N"));
-    codebook_z_avg_.copy_from(from_pytorch_layout(source.load("codebook.z_avg"), codebook_z_avg_.shape(),
-                                                  codebook_z_avg_.dtype(), file, "codebook.z_avg"));
-  } else {
-    // No EMA history (an inference-only file): the state in which z_avg / N is the codebook.
-    fill(codebook_n_, 1.0);
-    codebook_z_avg_.copy_from(codes);
-  }
-}
-
 void Vqae::set_code_range(const char* what) {
   const std::vector<float> v = cast(codebook_, DType::float32).to(Device::cpu()).to_vector<float>();
   code_min_ = *std::min_element(v.begin(), v.end());
@@ -452,87 +354,6 @@ Tensor Vqae::encode(const Tensor& x) {
   check_volume(x, config_.downsample(), "encode");
   NoGradGuard no_grad;
   return pre_vq_conv.forward(encoder.forward(x.device() == device_ ? x : x.to(device_)));
-}
-
-namespace {
-// Copies the box [o0, o0+n0) x [o1, o1+n1) x [o2, o2+n2) of sample `s` of a host [N, A, B, C, K]
-// tensor to/from box index `b` of a host [P, n0, n1, n2, K] tensor.
-void copy_box(const Tensor& big, int64_t s, std::array<int64_t, 3> origin, const Tensor& boxes, int64_t b,
-              bool to_boxes) {
-  const size_t es = dtype_size(big.dtype());
-  const int64_t A = big.dim(1), B = big.dim(2), C = big.dim(3), K = big.dim(4);
-  const int64_t n0 = boxes.dim(1), n1 = boxes.dim(2), n2 = boxes.dim(3);
-  auto* pb = static_cast<unsigned char*>(big.raw_data());
-  auto* px = static_cast<unsigned char*>(boxes.raw_data());
-  for (int64_t i = 0; i < n0; ++i)
-    for (int64_t j = 0; j < n1; ++j) {
-      const int64_t big_row = (((s * A + origin[0] + i) * B + origin[1] + j) * C + origin[2]) * K;
-      const int64_t box_row = ((b * n0 + i) * n1 + j) * n2 * K;
-      const size_t bytes = static_cast<size_t>(n2 * K) * es;
-      if (to_boxes) std::memcpy(px + box_row * es, pb + big_row * es, bytes);
-      else std::memcpy(pb + big_row * es, px + box_row * es, bytes);
-    }
-}
-}  // namespace
-
-Tensor Vqae::patch_encode(const Tensor& x, int64_t patch, int64_t patches_per_batch) {
-  const int64_t f = config_.downsample();
-  CTSR_CHECK(patch > 0 && patch % f == 0, "patch_encode: patch size ", patch, " is not a positive multiple of ", f);
-  check_volume(x, patch, "patch_encode");
-  CTSR_CHECK(patches_per_batch > 0, "patch_encode: patches_per_batch ", patches_per_batch);
-  Tensor host = x.to(Device::cpu());
-  const int64_t N = x.dim(0), pd = x.dim(1) / patch, ph = x.dim(2) / patch, pw = x.dim(3) / patch;
-  const int64_t lp = patch / f, E = config_.embedding_dim;
-  Tensor out = Tensor::empty({N, pd * lp, ph * lp, pw * lp, E}, DType::float32, Device::cpu());
-  const int64_t total = N * pd * ph * pw;
-  auto origin_of = [&](int64_t index, int64_t scale) {
-    const int64_t k = index % pw, j = (index / pw) % ph, i = (index / (pw * ph)) % pd;
-    return std::array<int64_t, 3>{i * scale, j * scale, k * scale};
-  };
-  for (int64_t first = 0; first < total; first += patches_per_batch) {
-    const int64_t count = std::min(patches_per_batch, total - first);
-    Tensor boxes = Tensor::empty({count, patch, patch, patch, x.dim(4)}, x.dtype(), Device::cpu());
-    for (int64_t b = 0; b < count; ++b)
-      copy_box(host, (first + b) / (pd * ph * pw), origin_of(first + b, patch), boxes, b, true);
-    Tensor latents = encode(boxes).to(Device::cpu());
-    for (int64_t b = 0; b < count; ++b)
-      copy_box(out, (first + b) / (pd * ph * pw), origin_of(first + b, lp), latents, b, false);
-  }
-  return out.to(device_);
-}
-
-Tensor Vqae::decode(const Tensor& z) {
-  check_latent(z, "decode");
-  NoGradGuard no_grad;
-  Tensor q = codebook_quantize(z.device() == device_ ? z : z.to(device_), codebook_);
-  return decoder.forward(post_vq_conv.forward(q));
-}
-
-Tensor Vqae::decode_sliding(const Tensor& z, int64_t slab, int64_t halo) {
-  check_latent(z, "decode_sliding");
-  CTSR_CHECK(slab > 0 && halo >= 0, "decode_sliding: slab ", slab, " and halo ", halo,
-             " (slab > 0 and halo >= 0 expected)");
-  NoGradGuard no_grad;
-  const int64_t N = z.dim(0), d = z.dim(1), h = z.dim(2), w = z.dim(3), f = config_.downsample();
-  Tensor out = Tensor::empty({N, d * f, h * f, w * f, config_.image_channels}, codebook_.dtype(), Device::cpu());
-  const int64_t out_row = h * f * w * f * config_.image_channels;  // elements per output slice
-  Tensor zd = z.device() == device_ ? z : z.to(device_);
-  for (int64_t n = 0; n < N; ++n) {
-    Tensor q = codebook_quantize(zd.slice(n, n + 1), codebook_);
-    // The latent-resolution part (with its global attention) runs on the whole latent; only the
-    // upsampling levels, where the memory is, go slab by slab.
-    Tensor mid = decoder.forward_mid(post_vq_conv.forward(q));
-    const int64_t C = mid.dim(4);
-    Tensor rows = mid.reshape({d, h, w, C});
-    for (int64_t a = 0; a < d; a += slab) {
-      const int64_t b = std::min(d, a + slab), a0 = std::max<int64_t>(0, a - halo), b0 = std::min(d, b + halo);
-      Tensor part = rows.slice(a0, b0).reshape({1, b0 - a0, h, w, C});
-      Tensor y = decoder.forward_levels(part).reshape({(b0 - a0) * f, out_row});
-      Tensor keep = y.slice((a - a0) * f, (b - a0) * f);
-      out.reshape({N * d * f, out_row}).slice(n * d * f + a * f, n * d * f + b * f).copy_from(keep);
-    }
-  }
-  return out;
 }
 
 // ---- training ------------------------------------------------------------------------------------

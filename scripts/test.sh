@@ -4,7 +4,8 @@
 #                                     real CUDA target when nvcc is present (GPU tests run when a
 #                                     GPU is present and skip with a message otherwise)
 #   bash scripts/test.sh --sanitize   Debug build with AddressSanitizer + UBSan, host paths only
-# Environment: CTSR_CUDA_ARCHS (default "80;90"), BUILD_DIR, JOBS.
+# Environment: CTSR_CUDA_ARCHS (default "80;90"), CTSR_WERROR (ON: warnings are errors; CI sets it),
+# BUILD_DIR, JOBS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,7 @@ bash scripts/install_deps.sh
 source scripts/blas_env.sh
 
 jobs=${JOBS:-$(nproc)}
-cmake_args=(-G Ninja -DCTSR_CUDA_ON_CPU=ON)
+cmake_args=(-G Ninja -DCTSR_CUDA_ON_CPU=ON "-DCTSR_WERROR=${CTSR_WERROR:-OFF}")
 
 if [ "$mode" = sanitize ]; then
   build=${BUILD_DIR:-build-sanitize}

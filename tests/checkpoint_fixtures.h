@@ -1,6 +1,6 @@
 // Helpers shared by the weight-file format tests (test_zip_archive, test_pickle,
 // test_torch_checkpoint, test_safetensors): the fixtures in tests/data/checkpoints/ and their
-// expected contents (written by tools/reference/make_checkpoint_fixtures.py), file byte helpers,
+// expected contents (written by tools/pytorch/make_checkpoint_fixtures.py), file byte helpers,
 // and small independent writers for hand-made pickles and zip archives.
 #pragma once
 

@@ -1,5 +1,5 @@
 // The classical baselines of evaluations (train/baselines.h) against SciPy and scikit-image
-// (tests/data/baselines, from tools/reference/make_baseline_golden.py): the Gaussian for every
+// (tests/data/baselines, from tools/pytorch/make_baseline_golden.py): the Gaussian for every
 // sigma of the grid, TV to its early stop (the same number of iterations) and at a lower cap,
 // the median exactly; TV independent of the number of threads; bad inputs refused by name; and
 // the choice of sigma and TV weight by mean PSNR on training pairs, against PSNRs computed here

@@ -1,5 +1,5 @@
 // The EMA codebook (model/codebook_ema.h): the original Codebook's steps computed by torch
-// (tests/data/codebook_ema_golden.txt, from tools/reference/make_codebook_ema_golden.py: its
+// (tests/data/codebook_ema_golden.txt, from tools/pytorch/make_codebook_ema_golden.py: its
 // nearest codes, commitment loss, perplexity, EMA, normalisation and a restart) on every path;
 // update() against a straightforward float64 implementation written here (with restarts, and
 // with a batch smaller than the codebook, which tiles it with noise); the CUDA paths bit for bit

@@ -7,7 +7,7 @@
 #include "kernels/metrics.h"
 #include "model/redcnn.h"
 #include "runtime/formats/npy.h"
-#include "train/latent_data.h"
+#include "train/data/latent_data.h"
 #include "runtime/formats/volume.h"
 #include "tests/harness.h"
 #include "tests/tool_runner.h"
@@ -31,7 +31,7 @@ struct Fixture {
     auto vqae = Vqae::load(kVqae, 2, Device::cpu());
     write_cache(dir / "cache", {.train = 3, .val = 2, .hd_volumes = true, .latent_min = vqae->code_min(),
                                 .latent_max = vqae->code_max()});
-    TrainConfig c = small_config(dir);
+    DiffusionTrainConfig c = small_config(dir);
     c.training.max_steps = 2;
     c.validation.light_every = 0;
     c.diffusion.sampling_steps = 3;

@@ -15,7 +15,7 @@ using test::run_tool;
 using test::TempDir;
 
 // small_config as a YAML file: the resolved dump is itself a valid configuration.
-std::filesystem::path write_config(const TempDir& dir, const TrainConfig& c) {
+std::filesystem::path write_config(const TempDir& dir, const DiffusionTrainConfig& c) {
   std::ofstream(dir / "config.yaml") << to_yaml(c);
   return dir / "config.yaml";
 }
@@ -30,7 +30,7 @@ void expect_one_line_error(const test::ToolResult& r, const std::vector<std::str
 TEST(CtsrTrain, TrainsResumesAndReports) {
   TempDir dir("ctsr-train");
   write_cache(dir / "cache", {});
-  TrainConfig c = small_config(dir);
+  DiffusionTrainConfig c = small_config(dir);
   c.training.max_steps = 4;
   const std::string config = write_config(dir, c).string();
   auto r = run_tool("ctsr_train", {"--config", config, "--device", "cpu", "--set", "training.max_steps=2"});
@@ -56,14 +56,14 @@ TEST(CtsrTrain, PrintConfigShowsTheResolvedValues) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("max_steps: 7"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("model_channels: 128"), std::string::npos) << r.output;
-  const TrainConfig back = train_config_from_yaml(r.output, "stdout");
+  const DiffusionTrainConfig back = train_config_from_yaml(r.output, "stdout");
   EXPECT_EQ(back.training.max_steps, 7);
 }
 
 TEST(CtsrTrain, ConfigurationErrorsFailBeforeAnyWork) {
   TempDir dir("ctsr-train-errors");
   write_cache(dir / "cache", {});
-  TrainConfig c = small_config(dir);
+  DiffusionTrainConfig c = small_config(dir);
   const std::string config = write_config(dir, c).string();
   auto train = [&](std::vector<std::string> extra) {
     std::vector<std::string> args{"--config", config, "--device", "cpu"};

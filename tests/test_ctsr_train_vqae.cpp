@@ -104,7 +104,7 @@ TEST(CtsrTrainVqae, ExportedWeightsServeThePipeline) {
                              (dir / "cache").string(), "--patch-size", "16", "--device", "cpu"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("3 train, 1 val"), std::string::npos) << r.output;
-  TrainConfig t = small_config(dir);
+  DiffusionTrainConfig t = small_config(dir);
   t.data.vqae_weights = weights;
   t.training.max_steps = 1;
   t.training.batch_size = 2;

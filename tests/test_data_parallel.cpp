@@ -69,7 +69,7 @@ test::ToolResult run_argv(const std::vector<std::string>& argv) {
   return result;
 }
 
-std::filesystem::path write_config(const std::filesystem::path& path, const TrainConfig& c) {
+std::filesystem::path write_config(const std::filesystem::path& path, const DiffusionTrainConfig& c) {
   std::ofstream(path) << to_yaml(c);
   return path;
 }
@@ -148,7 +148,7 @@ TEST(RankShare, EverySampleOnceForAnyNumberOfRanks) {
 TEST(DataParallel, ZeroOneInOneProcessTrainsLikeThePlainPath) {
   TempDir dir("dp-zero1-single");
   write_cache(dir / "cache", {});
-  TrainConfig c = small_config(dir);
+  DiffusionTrainConfig c = small_config(dir);
   c.validation.light_every = 0;
   c.distributed.bucket_mb = 0.01;  // several buckets
   std::ostringstream sink;
@@ -226,7 +226,7 @@ TEST(DataParallel, ValidationScoresEverySampleOnceOnAnyNumberOfRanks) {
   auto vqae = Vqae::load(kVqae, 2, Device::cpu());
   write_cache(dir / "cache", {.train = 6, .val = 5, .hd_volumes = true, .latent_min = vqae->code_min(),
                               .latent_max = vqae->code_max()});
-  TrainConfig c = small_config(dir);
+  DiffusionTrainConfig c = small_config(dir);
   c.training.batch_size = 6;
   c.training.max_steps = 2;
   c.validation.light_every = 2;
@@ -269,7 +269,7 @@ struct RunningJob {
   std::vector<std::string> args;
   RunningJob(double timeout_s) {
     write_cache(dir / "cache", {});
-    TrainConfig c = small_config(dir);
+    DiffusionTrainConfig c = small_config(dir);
     c.training.max_steps = 100000;
     c.training.checkpoint_every = 2;
     c.validation.light_every = 0;
@@ -336,7 +336,7 @@ TEST(DataParallel, ABatchThatDoesNotSplitOverTheRanksNamesTheKeys) {
   SKIP_WITHOUT_MPI();
   TempDir dir("dp-split");
   write_cache(dir / "cache", {});
-  TrainConfig c = small_config(dir);  // batch 4, accumulation 2
+  DiffusionTrainConfig c = small_config(dir);  // batch 4, accumulation 2
   auto r = run_argv(mpirun(3, {"--config", write_config(dir / "c.yaml", c).string(), "--device", "cpu"}));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("training.batch_size 4 is not divisible by 3 ranks x training.gradient_accumulation_steps 2"),

@@ -1,6 +1,6 @@
 // The diffusion process (model/diffusion.h): schedules, q_sample, training targets, output
 // interpretation, DDIM / DDPM steps and full DDIM trajectories against an independent NumPy
-// implementation (tests/data/diffusion/golden.txt, from tools/reference/make_diffusion_golden.py)
+// implementation (tests/data/diffusion/golden.txt, from tools/pytorch/make_diffusion_golden.py)
 // in float64 and float32 on cpu and the CUDA paths; the schedules' shape and monotonicity; round
 // trips of every prediction type; x0 / eps consistency and clipping; DDIM with eta = 1 against
 // DDPM; the sampler's noise keys (a batch equals its samples run alone, the documented Philox

@@ -1,5 +1,5 @@
 // SSIM and PSNR: scikit-image's values (tests/data/ssim_golden.txt, from
-// tools/reference/make_ssim_golden.py) on the reference path in float32 and float64 and on every
+// tools/pytorch/make_ssim_golden.py) on the reference path in float32 and float64 and on every
 // CUDA path; ssim(x, x) == 1 and PSNR of a known MSE exactly; CUDA-path parity with the float64
 // reference on shapes with several and partial tiles, on locally flat data with a large mean,
 // and on several PSNR chunks; determinism and executor thread order; bad arguments.

@@ -1,5 +1,5 @@
 // .npy files (runtime/formats/npy.h): every fixture NumPy wrote (tests/data/volumes, from
-// tools/reference/make_volume_fixtures.py) read with its values; round trips in every dtype and
+// tools/pytorch/make_volume_fixtures.py) read with its values; round trips in every dtype and
 // rank; the bytes written match NumPy's; every bad file refused with a one-line message naming it
 // and what was expected; a failed write leaves an existing file as it was and no temporary.
 #include <algorithm>

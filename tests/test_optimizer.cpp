@@ -1,5 +1,5 @@
 // AdamW, the global gradient norm, clipping and the weight EMA: torch.optim.AdamW's states
-// (tests/data/adamw_golden.txt, from tools/reference/make_adamw_golden.py) on every path, the
+// (tests/data/adamw_golden.txt, from tools/pytorch/make_adamw_golden.py) on every path, the
 // first step in closed form, bitwise agreement of the reference and the CUDA paths (many
 // tensors: several multi-tensor groups, several chunks, aligned and unaligned tensors), norms
 // of known tensors, clipping by exactly the specified factor, the EMA against its formula in

@@ -1,4 +1,4 @@
-// Synthetic CT (tools/lib/phantom.h) and ctsr_phantom: phantoms deterministic per (seed, index) and
+// Synthetic CT (tools/phantom/phantom.h) and ctsr_phantom: phantoms deterministic per (seed, index) and
 // independent of the thread count; every tissue in its HU range; lesions exactly their stated low
 // contrast; the projector against analytic line integrals; filtered back-projection without noise
 // close to the phantom; noise scaling as 1 / sqrt(I0); the photon sampler's moments; thick-slice
@@ -17,7 +17,8 @@
 #include "runtime/formats/volume.h"
 #include "tests/harness.h"
 #include "tests/tool_runner.h"
-#include "tools/lib/phantom.h"
+#include "tools/phantom/phantom.h"
+#include "tools/phantom/tomograph.h"
 
 namespace ctsr::test {
 namespace {

@@ -34,7 +34,7 @@ std::vector<std::string> string_keys(const Value& dict) {
   return keys;
 }
 
-// tools/reference/make_checkpoint_fixtures.py: pickle_value().
+// tools/pytorch/make_checkpoint_fixtures.py: pickle_value().
 void expect_python_value(const Value& root) {
   ASSERT_TRUE(root.is(Kind::dict)) << root.describe();
   EXPECT_EQ(string_keys(root), (std::vector<std::string>{"none", "true", "false", "ints", "floats", "text", "bytes",

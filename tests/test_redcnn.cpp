@@ -1,4 +1,4 @@
-// RED-CNN (model/redcnn.h): forward and every gradient against an independent PyTorch model (tools/reference/make_redcnn_golden.py, tests/data/redcnn/), float64 central-
+// RED-CNN (model/redcnn.h): forward and every gradient against an independent PyTorch model (tools/pytorch/make_redcnn_golden.py, tests/data/redcnn/), float64 central-
 // difference gradient checks of every parameter and the input at a tiny width on awkward slice
 // sizes, the same numbers on the CUDA paths, and the errors for inputs it cannot take.
 #include <algorithm>

@@ -45,11 +45,11 @@ void meeting_schedule(Config& c) {
 }
 
 // A cache with HD volumes and the tiny VQ-AE's latent bounds, so the full tier runs.
-TrainConfig diffusion_config(const std::filesystem::path& dir) {
+DiffusionTrainConfig diffusion_config(const std::filesystem::path& dir) {
   auto vqae = Vqae::load(kVqae, 2, Device::cpu());
   write_cache(dir / "cache", {.train = 5, .val = 2, .hd_volumes = true, .latent_min = vqae->code_min(),
                               .latent_max = vqae->code_max()});
-  TrainConfig c = small_config(dir);
+  DiffusionTrainConfig c = small_config(dir);
   c.data.vqae_weights = kVqae;
   c.data.vqae_num_groups = 2;
   c.validation.num_samples = 2;
@@ -66,7 +66,7 @@ VqaeTrainConfig vqae_config(const std::filesystem::path& dir) {
   return c;
 }
 
-void set_output(TrainConfig& c, const std::filesystem::path& out) { c.output.dir = out.string(); }
+void set_output(DiffusionTrainConfig& c, const std::filesystem::path& out) { c.output.dir = out.string(); }
 void set_output(VqaeTrainConfig& c, const std::filesystem::path& out) { c.output_dir = out.string(); }
 
 // A run straight to max_steps; with stop_at > 0, one stopped by SIGTERM after that step and then
@@ -217,7 +217,7 @@ TEST(RunLoop, RecordsRunsForComparisonBetweenBuilds) {
     set_output(c, dir / "program");
     std::ofstream(dir / "config.yaml") << to_yaml(c);
   };
-  TrainConfig diffusion = diffusion_config(base / "diffusion");
+  DiffusionTrainConfig diffusion = diffusion_config(base / "diffusion");
   train_straight_and_resumed<Trainer, TrainerOptions>(diffusion, base / "diffusion");
   program_config(diffusion, base / "diffusion");
   VqaeTrainConfig vqae = vqae_config(base / "vqae");

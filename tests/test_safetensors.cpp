@@ -1,4 +1,4 @@
-// safetensors: a file assembled by tools/reference/make_checkpoint_fixtures.py (an independent
+// safetensors: a file assembled by tools/pytorch/make_checkpoint_fixtures.py (an independent
 // writer) reads exactly; every dtype round-trips bit for bit with its metadata; the writer is
 // atomic; malformed headers are refused with messages that name the file, the tensor and the field.
 #include "runtime/formats/safetensors.h"

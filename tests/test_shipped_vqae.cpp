@@ -11,8 +11,9 @@
 #include "model/vqae.h"
 #include "kernels/activation.h"
 #include "runtime/formats/volume.h"
-#include "tools/lib/phantom.h"
-#include "tools/lib/vqae_settings.h"
+#include "tools/phantom/phantom.h"
+#include "tools/phantom/tomograph.h"
+#include "model/vqae_codec_config.h"
 
 namespace ctsr {
 namespace {
@@ -35,7 +36,7 @@ TEST(ShippedVqae, ArchitectureIsTheDocumentedOne) {
   EXPECT_EQ(c.num_groups, 4);  // recorded in the file
   // configs/vqae_phantom.yaml encodes 64^3 patches (the main job's whole volumes), not the 32^3 the
   // model trained on: fewer patch borders, a better round trip (models/README.md).
-  const tools::VqaeSettings settings = tools::read_vqae_settings(kRepo + "configs/vqae_phantom.yaml");
+  const VqaeCodecConfig settings = read_vqae_codec_config(kRepo + "configs/vqae_phantom.yaml");
   EXPECT_EQ(settings.patch_size, 64);
 }
 
@@ -44,7 +45,7 @@ TEST(ShippedVqae, ArchitectureIsTheDocumentedOne) {
 // ctsr_vqae cache and ctsr_infer do.
 TEST(ShippedVqae, ReconstructsUnseenPhantoms) {
   const auto model = Vqae::load(kWeights, std::nullopt, Device::cpu());
-  const int64_t patch = tools::read_vqae_settings(kRepo + "configs/vqae_phantom.yaml").patch_size;
+  const int64_t patch = read_vqae_codec_config(kRepo + "configs/vqae_phantom.yaml").patch_size;
   const io::HuWindow window{-200.0, 200.0};
   double psnr_hd = 0, ssim_hd = 0, psnr_ld = 0;
   const int count = 2;

@@ -3,7 +3,7 @@
 // until flush() or destruction; a new file per writer; every corrupted record found by its CRC and
 // named; a file cut anywhere inside its last record reported as truncated, not as corrupt.
 // With CTSR_TEST_KEEP_DIR set, the file of EventsRoundTrip is copied there (for
-// tools/reference/check_tensorboard_events.py, which decodes it with protobuf).
+// tools/pytorch/check_tensorboard_events.py, which decodes it with protobuf).
 #include <cstdlib>
 #include <cstring>
 #include <ctime>

@@ -22,9 +22,9 @@ std::filesystem::path write_file(const TempDir& dir, const std::string& name, co
 
 // configs/diffusion.yaml lists every key at its production value: it must say exactly what the
 // defaults are (the spec's network, the training settings).
-TEST(TrainConfig, ProductionFileIsTheDefaults) {
-  const TrainConfig file = load_train_config(kRepo + "configs/diffusion.yaml");
-  EXPECT_EQ(to_yaml(file), to_yaml(TrainConfig{}));
+TEST(DiffusionTrainConfig, ProductionFileIsTheDefaults) {
+  const DiffusionTrainConfig file = load_train_config(kRepo + "configs/diffusion.yaml");
+  EXPECT_EQ(to_yaml(file), to_yaml(DiffusionTrainConfig{}));
   EXPECT_EQ(file.model.model_channels, 128);
   EXPECT_EQ(file.model.channel_mult, (std::vector<int64_t>{1, 2, 4, 8}));
   EXPECT_EQ(file.model.attention_levels, (std::vector<bool>{false, false, true, true}));
@@ -48,21 +48,21 @@ TEST(TrainConfig, ProductionFileIsTheDefaults) {
   }
 }
 
-TEST(TrainConfig, TinyFileLoadsAndIsSmall) {
-  const TrainConfig tiny = load_train_config(kRepo + "configs/tiny.yaml");
+TEST(DiffusionTrainConfig, TinyFileLoadsAndIsSmall) {
+  const DiffusionTrainConfig tiny = load_train_config(kRepo + "configs/tiny.yaml");
   EXPECT_LT(tiny.model.model_channels, 128);
   EXPECT_EQ(tiny.micro_batch_size() * tiny.training.gradient_accumulation_steps, tiny.training.batch_size);
   EXPECT_EQ(tiny.optimizer.beta2, 0.999);  // unlisted keys keep the production values
 }
 
-TEST(TrainConfig, ResolvedYamlReadsBackTheSame) {
-  TrainConfig c;
+TEST(DiffusionTrainConfig, ResolvedYamlReadsBackTheSame) {
+  DiffusionTrainConfig c;
   apply_override(c, "training.learning_rate=3.3e-5");
   apply_override(c, "diffusion.beta_schedule=cosine");
   apply_override(c, "model.attention_levels=[true, false, false, true]");
   apply_override(c, "seed=77");
   const std::string yaml = to_yaml(c);
-  const TrainConfig back = train_config_from_yaml(yaml, "test");
+  const DiffusionTrainConfig back = train_config_from_yaml(yaml, "test");
   EXPECT_EQ(to_yaml(back), yaml);
   EXPECT_EQ(back.training.learning_rate, 3.3e-5);
   EXPECT_EQ(back.diffusion.beta_schedule, BetaSchedule::cosine);
@@ -70,7 +70,7 @@ TEST(TrainConfig, ResolvedYamlReadsBackTheSame) {
   EXPECT_EQ(back.seed, 77u);
 }
 
-TEST(TrainConfig, ErrorsNameTheFileTheKeyAndTheValue) {
+TEST(DiffusionTrainConfig, ErrorsNameTheFileTheKeyAndTheValue) {
   TempDir dir("train-config");
   expect_error_mentions([&] { load_train_config(write_file(dir, "a.yaml", "training:\n  batchsize: 8\n")); },
                         {"a.yaml", "unknown key 'training.batchsize'", "did you mean 'training.batch_size'"});
@@ -98,15 +98,15 @@ TEST(TrainConfig, ErrorsNameTheFileTheKeyAndTheValue) {
                         {"kernels.conv", "winograd", "custom or cudnn"});
   expect_error_mentions([&] { load_train_config(write_file(dir, "l.yaml", "training:\n  lr_scheduler: step\n")); },
                         {"training.lr_scheduler", "'step'", "linear, cosine or constant"});
-  TrainConfig c;
+  DiffusionTrainConfig c;
   expect_error_mentions([&] { apply_override(c, "training.max_steps"); }, {"--set training.max_steps", "key=value"});
   expect_error_mentions([&] { apply_override(c, "training.max_step=5"); },
                         {"--set training.max_step=5", "did you mean 'training.max_steps'"});
   expect_error_mentions([&] { apply_override(c, "ema.warmup=maybe"); }, {"'ema.warmup' is 'maybe'", "true or false"});
 }
 
-TEST(TrainConfig, OverridesSetValuesOfEveryType) {
-  TrainConfig c;
+TEST(DiffusionTrainConfig, OverridesSetValuesOfEveryType) {
+  DiffusionTrainConfig c;
   apply_override(c, "training.batch_size=12");
   apply_override(c, "training.max_grad_norm=0.5");
   apply_override(c, "ema.warmup=false");
@@ -123,8 +123,8 @@ TEST(TrainConfig, OverridesSetValuesOfEveryType) {
   validate(c);
 }
 
-TEST(TrainConfig, LearningRateWarmsUpThenDecays) {
-  TrainConfig c;
+TEST(DiffusionTrainConfig, LearningRateWarmsUpThenDecays) {
+  DiffusionTrainConfig c;
   c.training.max_steps = 100;
   c.training.warmup_ratio = 0.1;  // 10 warm-up steps
   c.training.learning_rate = 1e-3;

@@ -20,11 +20,11 @@
 #include "tests/harness.h"
 #include "train/panels.h"
 #include "train/png.h"
-#include "tools/lib/latent_io.h"
+#include "train/data/latent_io.h"
 #include "tests/tool_runner.h"
 #include "tests/train_fixtures.h"
 #include "train/checkpoint.h"
-#include "train/latent_data.h"
+#include "train/data/latent_data.h"
 #include "train/metrics_log.h"
 #include "train/tensorboard.h"
 #include "train/trainer.h"
@@ -53,7 +53,7 @@ std::vector<Tensor> values(UNet3D& net) {
 TEST(Trainer, ResumedRunEqualsTheUninterruptedOne) {
   TempDir dir("trainer-resume");
   write_cache(dir / "cache", {});
-  TrainConfig c = small_config(dir);
+  DiffusionTrainConfig c = small_config(dir);
   c.training.checkpoint_every = 2;
 
   c.output.dir = (dir / "straight").string();
@@ -103,7 +103,7 @@ TEST(Trainer, ResumedRunEqualsTheUninterruptedOne) {
 TEST(Trainer, LossFallsAndTheOutputsAreWritten) {
   TempDir dir("trainer-learns");
   write_cache(dir / "cache", {});
-  TrainConfig c = small_config(dir);
+  DiffusionTrainConfig c = small_config(dir);
   c.training.max_steps = 40;
   c.training.learning_rate = 2e-3;
   c.training.checkpoint_every = 10;
@@ -155,7 +155,7 @@ TEST(Trainer, LossFallsAndTheOutputsAreWritten) {
 TEST(Trainer, LightValidationIsFixedFromOneEvaluationToTheNext) {
   TempDir dir("trainer-light");
   write_cache(dir / "cache", {});
-  TrainConfig c = small_config(dir);
+  DiffusionTrainConfig c = small_config(dir);
   Trainer trainer(c, quiet());
   const double a = trainer.validate_light(), b = trainer.validate_light();
   EXPECT_EQ(a, b);
@@ -167,7 +167,7 @@ TEST(Trainer, LightValidationIsFixedFromOneEvaluationToTheNext) {
 TEST(Trainer, NonFiniteStepsAreSkippedAndTooManyAbort) {
   TempDir dir("trainer-nan");
   write_cache(dir / "cache", {.nan_in_train = true});
-  TrainConfig c = small_config(dir);
+  DiffusionTrainConfig c = small_config(dir);
   c.training.max_consecutive_skips = 3;
   c.validation.light_every = 0;
   Trainer trainer(c, quiet());
@@ -215,7 +215,7 @@ TEST(Trainer, LatentCropWindowsArePerSampleAndResumeExactly) {
 
   TempDir dir("trainer-crop");
   write_cache(dir / "cache", {});
-  TrainConfig c = small_config(dir);
+  DiffusionTrainConfig c = small_config(dir);
   c.training.latent_crop = 2;
   c.training.checkpoint_every = 2;
   c.validation.light_every = 0;
@@ -251,7 +251,7 @@ TEST(Trainer, FullValidationScoresSamplesAgainstTheHdVolumes) {
   auto vqae = Vqae::load(kVqae, 2, Device::cpu());
   write_cache(dir / "cache", {.train = 3, .val = 3, .hd_volumes = true, .latent_min = vqae->code_min(),
                               .latent_max = vqae->code_max()});
-  TrainConfig c = small_config(dir);
+  DiffusionTrainConfig c = small_config(dir);
   c.data.vqae_weights = kVqae;
   c.data.vqae_num_groups = 2;
   c.validation.full_every = 2;
@@ -300,7 +300,7 @@ TEST(Trainer, FullValidationScoresSamplesAgainstTheHdVolumes) {
   const Tensor hd0 = io::read_npy(val.metadata(0).at("hd_path"));
   v.ld = v.hd = v.sr = v.baseline = v.roundtrip = hd0;
   v.baseline_name = "gaussian";
-  const auto xyz = tools::parse_number_list(val.metadata(0).at("spacing_xyz"), "spacing");
+  const auto xyz = train::parse_number_list(val.metadata(0).at("spacing_xyz"), "spacing");
   v.spacing = {xyz[2], xyz[1], xyz[0]};
   const RgbImage expected = render_comparison_panel(v);
   const RgbImage slices = read_png(run / "images" / "step_00000002_val_0_slices.png");
@@ -328,11 +328,11 @@ TEST(Trainer, ErrorsBeforeAnyWorkNameTheKeyAndWriteNothing) {
   TempDir dir("trainer-errors");
   write_cache(dir / "cache", {});
   const std::filesystem::path run = dir / "run";
-  auto fails = [&](TrainConfig c, const std::vector<std::string>& parts, TrainerOptions o = quiet()) {
+  auto fails = [&](DiffusionTrainConfig c, const std::vector<std::string>& parts, TrainerOptions o = quiet()) {
     expect_error_mentions([&] { Trainer t(c, o); }, parts);
     EXPECT_FALSE(std::filesystem::exists(run)) << "the failed start wrote " << run;
   };
-  TrainConfig c = small_config(dir);
+  DiffusionTrainConfig c = small_config(dir);
   c.data.cache_dir = (dir / "nowhere").string();
   fails(c, {"nowhere", "data.cache_dir"});
   c = small_config(dir);
@@ -358,7 +358,7 @@ TEST(Trainer, ErrorsBeforeAnyWorkNameTheKeyAndWriteNothing) {
     TempDir bare("trainer-errors-noval");
     write_cache(bare / "cache", {.val = 0});
     std::filesystem::remove_all(bare / "cache" / "val");
-    TrainConfig v = small_config(bare);
+    DiffusionTrainConfig v = small_config(bare);
     expect_error_mentions([&] { Trainer t(v, quiet()); }, {"validation.light_every 3", "no val/ split"});
   }
   // An output folder that holds a run is not overwritten by a new run, nor resumed with another seed.
@@ -384,7 +384,7 @@ class TrainerParity : public test::CudaPathTest {};
 TEST_P(TrainerParity, OneTrainingStepMatchesTheReference) {
   TempDir dir("trainer-parity");
   write_cache(dir / "cache", {});
-  TrainConfig c = small_config(dir);
+  DiffusionTrainConfig c = small_config(dir);
   c.training.max_grad_norm = 0.05;  // clipping active
   c.output.dir = (dir / "cpu").string();
   Trainer ref(c, quiet(Device::cpu()));

@@ -1,9 +1,9 @@
 // The UNet (model/unet.h) against an independent PyTorch implementation of the spec
-// (tools/reference/unet_reference.py): output, input gradient and every parameter gradient of
+// (tools/pytorch/unet_reference.py): output, input gradient and every parameter gradient of
 // L = sum(y * dy), with every parameter random and non-zero and dropout off, in float64 on the
 // reference path and in float32 on the reference and the CUDA paths.
 //
-// The golden files (tests/data/unet/<case>/, made by tools/reference/make_unet_golden.py) hold
+// The golden files (tests/data/unet/<case>/, made by tools/pytorch/make_unet_golden.py) hold
 // y and dx whole and the gradients whole up to 1024 elements; larger gradients are stored as 32
 // random-sign projections and their norm, from which the relative L2 error is estimated (see
 // the script). Weights, x and dy are not stored: both sides compute them from the script's

@@ -1,5 +1,5 @@
 // Volumes (runtime/formats/volume.h): every NIfTI and .npy fixture (tests/data/volumes, from
-// tools/reference/make_volume_fixtures.py, with the values, spacings and affines nibabel reads)
+// tools/pytorch/make_volume_fixtures.py, with the values, spacings and affines nibabel reads)
 // read with its data, geometry and the [D, H, W] = [nz, ny, nx] mapping; round trips through
 // .nii, .nii.gz and .npy; the qform written beside the sform; refused inputs with one-line
 // messages naming the file; failed writes leaving nothing behind; HU windowing.

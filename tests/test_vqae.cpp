@@ -1,4 +1,4 @@
-// The VQ-AE importer against an independent PyTorch model of the spec (tools/reference/
+// The VQ-AE importer against an independent PyTorch model of the spec (tools/pytorch/
 // make_vqae_golden.py, tests/data/vqae/ at 8x and tests/data/vqae4x/ at 4x): the architecture read off a Lightning-style checkpoint
 // with foreign objects, and encode, patch_encode and decode within 1e-4 relative L2 of PyTorch on
 // the reference path and on the CUDA paths; the sliding decode; the latent normalisation; and the
@@ -12,7 +12,7 @@
 #include "runtime/formats/safetensors.h"
 #include "tests/harness.h"
 #include "tests/tool_runner.h"
-#include "tools/lib/vqae_settings.h"
+#include "model/vqae_codec_config.h"
 #include "train/vqae_config.h"
 
 namespace ctsr::test {
@@ -21,7 +21,7 @@ namespace {
 const std::string kDir = std::string(CTSR_TEST_DATA_DIR) + "/vqae/";
 // The same golden model at 4x (PatchVolume_4x's layout: two halvings; make_vqae_golden.py --levels 2).
 const std::string kDir4x = std::string(CTSR_TEST_DATA_DIR) + "/vqae4x/";
-constexpr int64_t kGroups = 2;  // the golden model's GroupNorm groups (tools/reference/make_vqae_golden.py)
+constexpr int64_t kGroups = 2;  // the golden model's GroupNorm groups (tools/pytorch/make_vqae_golden.py)
 
 // Golden volumes are [D, H, W]; ours [1, D, H, W, 1]. Golden latents [8, d, h, w]; ours [1, d, h, w, 8].
 Tensor golden_volume(const std::string& name, const std::string& dir = kDir) {
@@ -92,7 +92,7 @@ TEST(Vqae, FourTimesConfiguration) {
   EXPECT_EQ(file.model.n_codes, 8192);
   EXPECT_EQ(file.model.embedding_dim, 8);
   EXPECT_EQ(file.training.patch_size % file.vqae().downsample(), 0);
-  EXPECT_EQ(tools::read_vqae_settings(path).patch_size, 64);
+  EXPECT_EQ(read_vqae_codec_config(path).patch_size, 64);
   VqaeConfig small = file.vqae();
   small.n_hiddens = 4;  // the file's width, smaller, so the test stays quick
   small.num_groups = 2;

@@ -17,12 +17,12 @@
 #include "tests/tool_runner.h"
 #include "tests/train_fixtures.h"
 #include "tests/vqae_train_fixtures.h"
-#include "tools/lib/latent_cache.h"
-#include "tools/lib/vqae_settings.h"
+#include "train/data/latent_cache.h"
+#include "model/vqae_codec_config.h"
 #include "train/checkpoint.h"
 #include "train/metrics_log.h"
 #include "train/tensorboard.h"
-#include "train/volume_patches.h"
+#include "train/data/volume_patches.h"
 #include "train/vqae_trainer.h"
 
 namespace ctsr::train {
@@ -333,7 +333,7 @@ TEST(VqaeTrainer, NonFiniteStepsAreSkippedAndTooManyAbort) {
 TEST(VqaeTrainer, PatchesArePureFunctionsOfSeedStepAndSample) {
   TempDir dir("vqae-patches");
   write_synthetic_pairs(dir / "data", 3);
-  VqaeDataSettings data;
+  VqaeTrainConfig::Data data;
   data.pairs = (dir / "data" / "pairs.csv").string();
   const VolumeSet kept(list_training_volumes(data), {}, 16, int64_t(1) << 30);
   const VolumeSet streamed(list_training_volumes(data), {}, 16, 0);
@@ -381,7 +381,7 @@ TEST(VqaeTrainer, PatchesArePureFunctionsOfSeedStepAndSample) {
 TEST(VqaeTrainer, DataComesFromPairsOrAFolderWithTheCachesSplit) {
   TempDir dir("vqae-data");
   write_synthetic_pairs(dir / "data", 4, {2});
-  VqaeDataSettings data;
+  VqaeTrainConfig::Data data;
   data.pairs = (dir / "data" / "pairs.csv").string();
   auto ids = [](const std::vector<TrainingVolume>& v, bool held_out) {
     std::vector<std::string> out;
@@ -407,8 +407,8 @@ TEST(VqaeTrainer, DataComesFromPairsOrAFolderWithTheCachesSplit) {
   data.volumes = "both";
   data.val_fraction = 0.25;
   data.split_seed = 5;
-  std::vector<tools::PairRow> rows = tools::read_pairs_csv(data.pairs);
-  tools::assign_splits(rows, 0.25, 5);
+  std::vector<train::PairRow> rows = train::read_pairs_csv(data.pairs);
+  train::assign_splits(rows, 0.25, 5);
   const auto listed = list_training_volumes(data);
   for (const auto& row : rows)
     for (const auto& v : listed)
@@ -455,12 +455,12 @@ TEST(VqaeTrainConfig, TheFileIsTheDefaultsAndCtsrVqaeReadsIt) {
     // ctsr_vqae passes over exactly the trainer's own keys.
     const std::string section = key.substr(0, key.find('.'));
     if (section == "model") {
-      EXPECT_TRUE(leaf == "num_groups" || tools::kVqaeTrainingModelKeys.count(leaf)) << key;
+      EXPECT_TRUE(leaf == "num_groups" || kVqaeTrainingModelKeys.count(leaf)) << key;
     } else if (section != "encode" && section != "decode") {
-      EXPECT_EQ(tools::kVqaeTrainingSections.count(section), 1u) << key;
+      EXPECT_EQ(kVqaeTrainingSections.count(section), 1u) << key;
     }
   }
-  const tools::VqaeSettings settings = tools::read_vqae_settings(path);
+  const VqaeCodecConfig settings = read_vqae_codec_config(path);
   EXPECT_EQ(settings.num_groups, 24);
   EXPECT_EQ(settings.patch_size, 64);
   // The resolved dump a run writes (every key) reads back the same, in both programs.
@@ -470,7 +470,7 @@ TEST(VqaeTrainConfig, TheFileIsTheDefaultsAndCtsrVqaeReadsIt) {
   apply_vqae_override(c, "codebook.restart_dead_codes=false");
   std::ofstream(dir / "resolved.yaml") << to_yaml(c);
   EXPECT_EQ(to_yaml(load_vqae_train_config(dir / "resolved.yaml")), to_yaml(c));
-  const tools::VqaeSettings back = tools::read_vqae_settings(dir / "resolved.yaml");
+  const VqaeCodecConfig back = read_vqae_codec_config(dir / "resolved.yaml");
   EXPECT_EQ(back.num_groups, 2);
   EXPECT_EQ(back.window.lo, -150.0f);
   EXPECT_EQ(back.window.hi, 250.0f);
@@ -504,9 +504,9 @@ TEST(VqaeTrainConfig, ErrorsNameTheKey) {
   expect_error_mentions([&] { apply_vqae_override(c, "training.batch_size=two"); },
                         {"'training.batch_size' is 'two'", "an integer"});
   // ctsr_vqae's reader still refuses a key of neither program.
-  expect_error_mentions([&] { tools::read_vqae_settings(file("h.yaml", "model:\n  widths: 3\n")); },
+  expect_error_mentions([&] { read_vqae_codec_config(file("h.yaml", "model:\n  widths: 3\n")); },
                         {"h.yaml", "unknown key 'model.widths'"});
-  expect_error_mentions([&] { tools::read_vqae_settings(file("i.yaml", "schedule: 3\n")); },
+  expect_error_mentions([&] { read_vqae_codec_config(file("i.yaml", "schedule: 3\n")); },
                         {"i.yaml", "unknown key 'schedule'"});
 }
 

@@ -24,7 +24,7 @@ inline const std::string kVqae = std::string(CTSR_TEST_DATA_DIR) + "/vqae/tiny.c
 // Latents [8, 3, 5, 4]: odd sizes; volumes of the VQ-AE are 8x that per axis.
 constexpr int64_t kC = 8, kD = 3, kH = 5, kW = 4;
 
-struct CacheOptions {
+struct FakeCacheOptions {
   int64_t train = 7, val = 3;
   bool nan_in_train = false;
   bool hd_volumes = false;  // write the LD and HD volumes and name them in the metadata
@@ -33,7 +33,7 @@ struct CacheOptions {
 
 // A latent cache in the layout of ctsr_vqae cache: random latents in [-1, 1] (HD a smooth
 // function of LD plus noise, so there is something to learn).
-inline void write_cache(const std::filesystem::path& dir, const CacheOptions& o) {
+inline void write_cache(const std::filesystem::path& dir, const FakeCacheOptions& o) {
   for (auto [split, count] : {std::pair<const char*, int64_t>{"train", o.train}, {"val", o.val}}) {
     std::filesystem::create_directories(dir / split);
     for (int64_t i = 0; i < count; ++i) {
@@ -82,8 +82,8 @@ inline std::vector<nlohmann::json> training_lines(const std::filesystem::path& m
   return out;
 }
 
-inline TrainConfig small_config(const std::filesystem::path& dir) {
-  TrainConfig c;
+inline DiffusionTrainConfig small_config(const std::filesystem::path& dir) {
+  DiffusionTrainConfig c;
   c.seed = 42;
   c.model.in_channels = 16;
   c.model.out_channels = 8;
@@ -111,6 +111,6 @@ inline TrainConfig small_config(const std::filesystem::path& dir) {
   c.output.dir = (dir / "run").string();
   return c;
 }
-inline TrainConfig small_config(const test::TempDir& dir) { return small_config(dir.path()); }
+inline DiffusionTrainConfig small_config(const test::TempDir& dir) { return small_config(dir.path()); }
 
 }  // namespace ctsr::train

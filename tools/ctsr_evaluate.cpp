@@ -43,12 +43,13 @@
 #include "runtime/formats/atomic_file.h"
 #include "runtime/formats/safetensors.h"
 #include "runtime/formats/volume.h"
-#include "tools/lib/cli.h"
-#include "tools/lib/latent_cache.h"
-#include "tools/lib/latent_io.h"
+#include "tools/common/cli.h"
+#include "train/run_support.h"
+#include "train/data/latent_cache.h"
+#include "train/data/latent_io.h"
 #include "train/baselines.h"
 #include "train/inference.h"
-#include "train/latent_data.h"
+#include "train/data/latent_data.h"
 #include "train/panels.h"
 #include "train/png.h"
 
@@ -72,7 +73,7 @@ io::HuWindow pair_window(const train::LatentDataset& pairs, int64_t i) {
   const std::string file = pairs.path(i).string();
   for (const char* key : {"ld_path", "hd_path", "hu_window"})
     CTSR_CHECK(meta.count(key), file, ": no '", key, "' in its metadata (made by ctsr_vqae cache?)");
-  const auto w = tools::parse_number_list(meta.at("hu_window"), file + " hu_window");
+  const auto w = train::parse_number_list(meta.at("hu_window"), file + " hu_window");
   CTSR_CHECK(w.size() == 2, file, ": hu_window '", meta.at("hu_window"), "' is not lo,hi");
   return {float(w[0]), float(w[1])};
 }
@@ -87,7 +88,7 @@ void check_redcnn_window(const LoadedRedCnn& redcnn, const std::string& weights,
 }
 
 // True when pair i's latents are what encoding its volumes again would give: made from a file of
-// the VQ-AE's digest (tools::file_digest, recorded by ctsr_vqae cache) with the patch size `patch`.
+// the VQ-AE's digest (train::file_digest, recorded by ctsr_vqae cache) with the patch size `patch`.
 bool encoded_alike(const train::LatentDataset& pairs, int64_t i, const std::string& vqae_digest, int64_t patch) {
   const auto meta = pairs.metadata(i);
   auto at = [&](const char* key) {
@@ -192,7 +193,7 @@ int main(int argc, char** argv) {
     CTSR_CHECK(select_limit >= 1, "--select-limit ", select_limit, ": expected at least one pair");
     CTSR_CHECK(panels_limit >= 0, "--panels-limit ", panels_limit, ": expected 0 or more pairs");
     const train::CheckpointInfo info = train::read_checkpoint_info(model_path);
-    const train::TrainConfig config = train::train_config_from_yaml(info.config_yaml, model_path);
+    const train::DiffusionTrainConfig config = train::train_config_from_yaml(info.config_yaml, model_path);
     if (vqae_path.empty()) vqae_path = config.data.vqae_weights;
     if (cache_dir.empty()) cache_dir = config.data.cache_dir;
     const train::LatentDataset pairs(cache_dir, split);
@@ -232,9 +233,9 @@ int main(int argc, char** argv) {
     double baseline_seconds = seconds_since(baseline_start);
     std::cerr << "baselines: chose gaussian sigma " << parameters.sigma.chosen << " and tv weight "
               << parameters.tv_weight.chosen << " on " << select_count << " training pairs in "
-              << tools::format_seconds(baseline_seconds) << std::endl;
+              << train::format_seconds(baseline_seconds) << std::endl;
 
-    const std::string vqae_digest = tools::file_digest(vqae_path);
+    const std::string vqae_digest = train::file_digest(vqae_path);
     std::vector<std::array<Score, kRows>> scores;
     std::vector<PanelPair> panel_pairs;
     int64_t from_cache = 0;
@@ -366,8 +367,8 @@ int main(int argc, char** argv) {
     std::cout << "ctsr_evaluate: " << count << " pairs of " << scored_split << ", "
               << resolver.diffusion().sampling_steps << " " << sampler_kind_name(resolver.diffusion().sampler)
               << " steps, latents of " << from_cache << " from the cache, "
-              << tools::format_seconds(seconds_since(start)) << " (baselines "
-              << tools::format_seconds(baseline_seconds) << ")\n"
+              << train::format_seconds(seconds_since(start)) << " (baselines "
+              << train::format_seconds(baseline_seconds) << ")\n"
               << "baselines: gaussian sigma " << parameters.sigma.chosen << " and tv weight "
               << parameters.tv_weight.chosen << ", chosen by mean PSNR on " << select_count << " pairs of "
               << training_split << "\n";

@@ -20,7 +20,8 @@
 
 #include "runtime/error.h"
 #include "runtime/formats/volume.h"
-#include "tools/lib/cli.h"
+#include "tools/common/cli.h"
+#include "train/run_support.h"
 #include "train/inference.h"
 
 int main(int argc, char** argv) {
@@ -79,6 +80,6 @@ int main(int argc, char** argv) {
     std::cerr << "ctsr_infer: " << input << " " << volume.data.shape().str() << ", "
               << resolver.diffusion().sampling_steps << " " << sampler_kind_name(resolver.diffusion().sampler)
               << " steps" << (resolver.has_refiner() ? ", refined" : "") << (slab_used > 0 ? ", sliding decode in slabs of " + std::to_string(slab_used) : std::string())
-              << " -> " << output << " in " << tools::format_seconds(seconds) << "\n";
+              << " -> " << output << " in " << train::format_seconds(seconds) << "\n";
   });
 }

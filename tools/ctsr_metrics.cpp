@@ -18,7 +18,7 @@
 #include "kernels/metrics.h"
 #include "runtime/device.h"
 #include "runtime/formats/volume.h"
-#include "tools/lib/cli.h"
+#include "tools/common/cli.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"SSIM and PSNR of a predicted CT volume against a target; prints one JSON object", "ctsr_metrics"};

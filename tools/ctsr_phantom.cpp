@@ -1,5 +1,5 @@
 // ctsr_phantom: synthetic low-/high-quality CT pairs for users without data, the demo and the tests
-// (tools/lib/phantom.h says what the phantoms hold and how they are degraded).
+// (tools/phantom/phantom.h says what the phantoms hold, tools/phantom/tomograph.h how they are degraded).
 //
 //   ctsr_phantom --out DIR [--count 1] [--size 64 | DxHxW] [--seed 0] [--degrade dose|resolution]
 //                [--i0 1e4] [--filter hann|ram-lak] [--slab 4] [--spacing 0.7,0.7,2.5]
@@ -30,8 +30,10 @@
 #include "runtime/error.h"
 #include "runtime/formats/atomic_file.h"
 #include "runtime/formats/volume.h"
-#include "tools/lib/cli.h"
-#include "tools/lib/phantom.h"
+#include "tools/common/cli.h"
+#include "train/run_support.h"
+#include "tools/phantom/phantom.h"
+#include "tools/phantom/tomograph.h"
 
 namespace {
 
@@ -146,6 +148,6 @@ int main(int argc, char** argv) {
     std::cout << "ctsr_phantom: wrote " << count << (count == 1 ? " pair" : " pairs") << " of " << size.depth << "x"
               << size.height << "x" << size.width << " (" << what.str() << ") to " << (out / "pairs.csv").string()
               << ", " << (out / "hd").string() << "/, " << (out / "ld").string() << "/ in "
-              << tools::format_seconds(seconds) << std::endl;
+              << train::format_seconds(seconds) << std::endl;
   });
 }

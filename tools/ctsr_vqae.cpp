@@ -20,11 +20,11 @@
 #include "runtime/philox.h"
 #include "runtime/formats/torch_checkpoint.h"
 #include "runtime/formats/volume.h"
-#include "tools/lib/cli.h"
-#include "tools/lib/latent_cache.h"
-#include "tools/lib/latent_io.h"
-#include "tools/lib/vqae_settings.h"
-#include "tools/lib/vqae_weights.h"
+#include "tools/common/cli.h"
+#include "train/data/latent_cache.h"
+#include "train/data/latent_io.h"
+#include "model/vqae_codec_config.h"
+#include "model/vqae_weights.h"
 
 using namespace ctsr;
 
@@ -41,16 +41,16 @@ struct Common {
                     "GroupNorm groups of the model (default: the file's record, else the settings' 24)");
     if (with_device) app->add_option("--device", device, "auto | cpu | cuda | cuda:N | cuda_on_cpu");
   }
-  tools::VqaeSettings settings() const {
-    const std::filesystem::path path = config.empty() ? tools::default_vqae_settings_path() : std::filesystem::path(config);
-    tools::VqaeSettings s = path.empty() ? tools::VqaeSettings{} : tools::read_vqae_settings(path);
+  VqaeCodecConfig settings() const {
+    const std::filesystem::path path = config.empty() ? default_vqae_codec_config_path() : std::filesystem::path(config);
+    VqaeCodecConfig s = path.empty() ? VqaeCodecConfig{} : read_vqae_codec_config(path);
     if (num_groups) s.num_groups = *num_groups;
     return s;
   }
   Device resolve_device() const { return tools::resolve_device(device); }
   // num_groups chosen by the user: --num-groups, else model.num_groups of a --config file (the
   // settings file found by default only supplies the fallback).
-  std::optional<int64_t> explicit_num_groups(const tools::VqaeSettings& s) const {
+  std::optional<int64_t> explicit_num_groups(const VqaeCodecConfig& s) const {
     if (num_groups) return num_groups;
     if (!config.empty() && s.num_groups_set) return s.num_groups;
     return std::nullopt;
@@ -58,7 +58,7 @@ struct Common {
   // The architecture of the weights in `source`, num_groups explicit, else the file's record,
   // else the settings'. An override of the record is reported once the value is known to fit
   // (a value that does not fit is an error, on its own line).
-  VqaeConfig config_for(const io::TensorSource& source, const tools::VqaeSettings& s) const {
+  VqaeConfig config_for(const io::TensorSource& source, const VqaeCodecConfig& s) const {
     std::string warning;
     const VqaeConfig config =
         vqae_config_from(source, choose_num_groups(source, explicit_num_groups(s), s.num_groups, &warning));
@@ -67,14 +67,14 @@ struct Common {
   }
 };
 
-std::unique_ptr<Vqae> load_model(const std::string& weights, const Common& common, const tools::VqaeSettings& s) {
+std::unique_ptr<Vqae> load_model(const std::string& weights, const Common& common, const VqaeCodecConfig& s) {
   auto source = io::open_tensor_source(weights);
   return Vqae::load(*source, common.config_for(*source, s).num_groups, common.resolve_device());
 }
 
-// Writes our weight file (tools/lib/vqae_weights.h) and says what it holds.
-void write_weights(const std::string& out, Vqae& model, const tools::VqaeWeightsOptions& options) {
-  const size_t count = tools::write_vqae_weights(out, model, options);
+// Writes our weight file (model/vqae_weights.h) and says what it holds.
+void write_weights(const std::string& out, Vqae& model, const VqaeWeightsOptions& options) {
+  const size_t count = write_vqae_weights(out, model, options);
   std::cout << "wrote " << out << ": " << count << " tensors, " << model.parameter_count() << " parameters ("
             << model.config().str() << ")\n";
 }
@@ -127,7 +127,7 @@ void command_convert(const std::string& ckpt, const std::string& out, const Comm
   Vqae model(config, LayerOptions{});
   model.load_from(*source);  // validates every tensor before anything is written
   // Each tensor keeps the rank it has in the checkpoint.
-  tools::VqaeWeightsOptions options;
+  VqaeWeightsOptions options;
   options.pytorch_rank = [&](const std::string& key, const Tensor&) { return int(source->record(key).shape.size()); };
   options.metadata = {{"source", std::filesystem::path(ckpt).filename().string()}};
   write_weights(out, model, options);
@@ -163,7 +163,7 @@ void command_init(const InitOptions& o) {
   Tensor codebook = Tensor::empty({config.n_codes, config.embedding_dim}, DType::float32, Device::cpu());
   fill_normal(codebook, o.seed, philox::stream_offset(kCodebookPurpose, 0));
   model.set_codebook(codebook);
-  tools::VqaeWeightsOptions options;
+  VqaeWeightsOptions options;
   options.metadata = {{"source", "ctsr_vqae init (random initialisation, untrained)"}, {"seed", std::to_string(o.seed)}};
   write_weights(o.out, model, options);
 }
@@ -189,7 +189,7 @@ void command_encode(const std::string& weights, const std::string& input, const 
   affine.precision(17);
   for (int i = 0; i < 3; ++i) spacing << (i ? "," : "") << g.spacing_xyz[i];
   for (int i = 0; i < 16; ++i) affine << (i ? "," : "") << g.affine[i / 4][i % 4];
-  tools::write_latent(output, z,
+  train::write_latent(output, z,
                       {{"source", input},
                        {"spacing_xyz", spacing.str()},
                        {"affine", affine.str()},
@@ -208,7 +208,7 @@ void command_decode(const std::string& weights, const std::string& input, const 
   if (slab) s.decode_slab = *slab;
   if (!window_text.empty()) s.window = io::parse_hu_window(window_text);
   io::volume_format(output);  // an unsupported output name fails before any work
-  tools::LatentFile lat = tools::read_latent(input, key);
+  train::LatentFile lat = train::read_latent(input, key);
   auto model = load_model(weights, common, s);
   const int64_t channels = lat.latent.dim(4);
   CTSR_CHECK(channels == model->config().embedding_dim, input, ": latent has ", channels,
@@ -218,11 +218,11 @@ void command_decode(const std::string& weights, const std::string& input, const 
   io::Volume volume;
   volume.data = y.to(Device::cpu()).reshape({y.dim(1), y.dim(2), y.dim(3)});
   if (lat.metadata.count("spacing_xyz")) {
-    const auto v = tools::parse_number_list(lat.metadata["spacing_xyz"], input + " spacing_xyz");
+    const auto v = train::parse_number_list(lat.metadata["spacing_xyz"], input + " spacing_xyz");
     if (v.size() == 3) volume.geometry.spacing_xyz = {v[0], v[1], v[2]};
   }
   if (lat.metadata.count("affine")) {
-    const auto v = tools::parse_number_list(lat.metadata["affine"], input + " affine");
+    const auto v = train::parse_number_list(lat.metadata["affine"], input + " affine");
     if (v.size() == 16)
       for (int i = 0; i < 16; ++i) volume.geometry.affine[i / 4][i % 4] = v[size_t(i)];
   }
@@ -307,15 +307,15 @@ int main(int argc, char** argv) {
       auto s = common.settings();
       if (patch) s.patch_size = *patch;
       if (!window.empty()) s.window = io::parse_hu_window(window);
-      std::vector<tools::PairRow> rows = tools::read_pairs_csv(pairs);
-      tools::assign_splits(rows, val_fraction, split_seed);
+      std::vector<train::PairRow> rows = train::read_pairs_csv(pairs);
+      train::assign_splits(rows, val_fraction, split_seed);
       auto model = load_model(weights, common, s);
-      tools::CacheOptions options;
+      train::CacheOptions options;
       options.patch_size = s.patch_size;
       options.window = s.window;
       options.weights = std::filesystem::path(weights).filename().string();
-      options.weights_digest = tools::file_digest(weights);
-      const auto report = tools::build_latent_cache(*model, rows, out, options);
+      options.weights_digest = train::file_digest(weights);
+      const auto report = train::build_latent_cache(*model, rows, out, options);
       std::cout << "cache " << out << ": " << report.encoded << " pairs encoded, " << report.skipped
                 << " already there; " << report.train << " train, " << report.val << " val\n";
     }

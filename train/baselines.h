@@ -4,7 +4,7 @@
 // choice of the Gaussian's sigma and the TV weight by mean PSNR on training pairs.
 //
 // Volumes are float32 cpu tensors [D, H, W] on the [-1, 1] scale; results have the same shape.
-// Golden values: tests/data/baselines (tools/reference/make_baseline_golden.py).
+// Golden values: tests/data/baselines (tools/pytorch/make_baseline_golden.py).
 #pragma once
 
 #include <cstdint>

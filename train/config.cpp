@@ -8,7 +8,7 @@
 
 #include "kernels/conv3d.h"
 #include "runtime/error.h"
-#include "tools/lib/config_schema.h"
+#include "train/config_schema.h"
 
 namespace ctsr::train {
 
@@ -25,7 +25,7 @@ using config::string_field;
 using config::uint_field;
 
 // The schema, bound to one configuration object. The order is the order of the files.
-std::vector<Field> schema(TrainConfig& c) {
+std::vector<Field> schema(DiffusionTrainConfig& c) {
   UNetConfig& m = c.model;
   DiffusionConfig& d = c.diffusion;
   return {
@@ -92,37 +92,37 @@ std::vector<Field> schema(TrainConfig& c) {
   };
 }
 
-config::Schema schema_of(TrainConfig& c) { return {schema(c), "configs/diffusion.yaml"}; }
+config::Schema schema_of(DiffusionTrainConfig& c) { return {schema(c), "configs/diffusion.yaml"}; }
 
-TrainConfig from_yaml_root(const YAML::Node& root, const std::string& source) {
-  TrainConfig c;
+DiffusionTrainConfig from_yaml_root(const YAML::Node& root, const std::string& source) {
+  DiffusionTrainConfig c;
   config::read_yaml(root, source, schema_of(c));
   return c;
 }
 
 }  // namespace
 
-int64_t TrainConfig::warmup_steps() const {
+int64_t DiffusionTrainConfig::warmup_steps() const {
   return static_cast<int64_t>(std::ceil(training.warmup_ratio * double(training.max_steps)));
 }
 
-TrainConfig load_train_config(const std::filesystem::path& path) {
-  TrainConfig c;
+DiffusionTrainConfig load_train_config(const std::filesystem::path& path) {
+  DiffusionTrainConfig c;
   config::read_config_file(path, schema_of(c), [&] { validate(c); });
   return c;
 }
 
-TrainConfig train_config_from_yaml(const std::string& text, const std::string& source) {
+DiffusionTrainConfig train_config_from_yaml(const std::string& text, const std::string& source) {
   return from_yaml_root(config::load_yaml_text(text, source), source);
 }
 
-void apply_override(TrainConfig& config, const std::string& assignment) {
+void apply_override(DiffusionTrainConfig& config, const std::string& assignment) {
   config::apply_assignment(assignment, schema_of(config));
 }
 
-void validate(const TrainConfig& c) {
+void validate(const DiffusionTrainConfig& c) {
   c.model.validate();
-  const TrainingConfig& t = c.training;
+  const DiffusionTrainConfig::Training& t = c.training;
   auto positive = [](const char* key, int64_t v) { CTSR_CHECK(v > 0, key, " is ", v, "; expected a positive integer"); };
   auto non_negative = [](const char* key, int64_t v) { CTSR_CHECK(v >= 0, key, " is ", v, "; expected 0 or more"); };
   positive("training.batch_size", t.batch_size);
@@ -143,13 +143,13 @@ void validate(const TrainConfig& c) {
   positive("training.log_every", t.log_every);
   non_negative("training.checkpoint_every", t.checkpoint_every);
   positive("training.keep_checkpoints", t.keep_checkpoints);
-  const OptimizerConfig& o = c.optimizer;
+  const DiffusionTrainConfig::Optimizer& o = c.optimizer;
   CTSR_CHECK(o.beta1 >= 0 && o.beta1 < 1, "optimizer.beta1 is ", o.beta1, "; expected a value in [0, 1)");
   CTSR_CHECK(o.beta2 >= 0 && o.beta2 < 1, "optimizer.beta2 is ", o.beta2, "; expected a value in [0, 1)");
   CTSR_CHECK(o.eps > 0, "optimizer.eps is ", o.eps, "; expected a positive number");
   CTSR_CHECK(o.weight_decay >= 0, "optimizer.weight_decay is ", o.weight_decay, "; expected 0 or more");
   CTSR_CHECK(c.ema.decay >= 0 && c.ema.decay <= 1, "ema.decay is ", c.ema.decay, "; expected a value in [0, 1]");
-  const ValidationConfig& v = c.validation;
+  const DiffusionTrainConfig::Validation& v = c.validation;
   non_negative("validation.light_every", v.light_every);
   non_negative("validation.full_every", v.full_every);
   positive("validation.light_samples", v.light_samples);
@@ -178,13 +178,13 @@ void validate(const TrainConfig& c) {
   validate_diffusion_config(c.diffusion);
 }
 
-std::string to_yaml(const TrainConfig& config) {
-  TrainConfig copy = config;
+std::string to_yaml(const DiffusionTrainConfig& config) {
+  DiffusionTrainConfig copy = config;
   return config::emit_yaml(schema_of(copy));
 }
 
 std::vector<std::string> train_config_keys() {
-  TrainConfig c;
+  DiffusionTrainConfig c;
   return config::keys_of(schema_of(c));
 }
 
@@ -197,7 +197,7 @@ double scheduled_learning_rate(double lr, const std::string& scheduler, int64_t 
   return lr * std::max(0.0, 1.0 - progress);
 }
 
-double learning_rate_at(const TrainConfig& c, int64_t step) {
+double learning_rate_at(const DiffusionTrainConfig& c, int64_t step) {
   return scheduled_learning_rate(c.training.learning_rate, c.training.lr_scheduler, c.warmup_steps(),
                                  c.training.max_steps, step);
 }

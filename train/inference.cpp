@@ -5,7 +5,7 @@
 #include "kernels/activation.h"
 #include "kernels/resample.h"
 #include "runtime/error.h"
-#include "tools/lib/latent_io.h"
+#include "train/data/latent_io.h"
 
 namespace ctsr::train {
 
@@ -35,7 +35,7 @@ SuperResolver::SuperResolver(const std::filesystem::path& checkpoint, const std:
   CTSR_CHECK(patch_size_ >= 0, "--patch-size ", patch_size_, ": expected 0 (whole volume) or a positive size");
   const std::string shape = extra("cache.latent_shape");
   if (shape.size() > 2) {
-    const auto dims = tools::parse_number_list(shape.substr(1, shape.size() - 2), file + " cache.latent_shape");
+    const auto dims = train::parse_number_list(shape.substr(1, shape.size() - 2), file + " cache.latent_shape");
     if (dims.size() == 4) trained_depth_ = int64_t(dims[1]);
   }
 

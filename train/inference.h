@@ -64,14 +64,14 @@ class SuperResolver {
   const io::HuWindow& window() const { return window_; }
   int64_t patch_size() const { return patch_size_; }  // the encoding patch (0: whole volumes)
   const DiffusionConfig& diffusion() const { return diffusion_; }
-  const TrainConfig& config() const { return config_; }
+  const DiffusionTrainConfig& config() const { return config_; }
   int64_t last_decode_slab() const { return last_slab_; }
   std::string warning() const { return warning_; }
 
  private:
   Tensor encode(const Tensor& volume, const std::string& source);
   Tensor decode(const Tensor& latent);
-  TrainConfig config_;
+  DiffusionTrainConfig config_;
   DiffusionConfig diffusion_;
   InferenceOptions options_;
   io::HuWindow window_;

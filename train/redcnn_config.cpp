@@ -4,7 +4,7 @@
 
 #include "runtime/error.h"
 #include "train/config_checks.h"
-#include "tools/lib/config_schema.h"
+#include "train/config_schema.h"
 
 namespace ctsr::train {
 
@@ -13,9 +13,9 @@ namespace {
 using namespace config;
 
 Schema schema_of(RedCnnTrainConfig& c) {
-  RedCnnDataSettings& d = c.data;
-  RedCnnTrainingSettings& t = c.training;
-  RedCnnValidationSettings& v = c.validation;
+  RedCnnTrainConfig::Data& d = c.data;
+  RedCnnTrainConfig::Training& t = c.training;
+  RedCnnTrainConfig::Validation& v = c.validation;
   return {{
               uint_field("seed", c.seed),
               int_field("model.channels", c.model.channels),
@@ -85,7 +85,7 @@ void validate(const RedCnnTrainConfig& c) {
              "; expected an odd size of at least 1");
   CTSR_CHECK(c.model.in_channels == 1 || c.model.in_channels == 2, "model.in_channels is ", c.model.in_channels,
              "; expected 1 (RED-CNN on the low-dose volume) or 2 (the refiner: it and data.guide_dir's volume)");
-  const RedCnnDataSettings& d = c.data;
+  const RedCnnTrainConfig::Data& d = c.data;
   CTSR_CHECK((c.model.in_channels == 2) == !d.guide_dir.empty(), "model.in_channels is ", c.model.in_channels,
              " and data.guide_dir is '", d.guide_dir, "'; expected a guide folder exactly when in_channels is 2");
   CTSR_CHECK(!d.pairs.empty(), "data.pairs is empty; expected a pairs.csv (columns ld,hd[,id][,split])");

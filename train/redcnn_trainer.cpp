@@ -16,9 +16,9 @@
 #include "train/config.h"
 #include "train/panels.h"
 #include "train/png.h"
-#include "train/prefetch.h"
+#include "train/data/prefetch.h"
 #include "train/tensorboard.h"
-#include "train/volume_patches.h"
+#include "train/data/volume_patches.h"
 
 namespace ctsr::train {
 
@@ -80,7 +80,7 @@ RedCnnTrainer::RedCnnTrainer(const RedCnnTrainConfig& config, const RedCnnTraine
   const std::optional<std::filesystem::path> resume_from = run_->resume_point(options_.resume, kRedCnnCheckpoint);
 
   // The pairs: HD then LD of each (list_training_volumes' order), read once.
-  VqaeDataSettings listing;
+  VqaeTrainConfig::Data listing;
   listing.pairs = c.data.pairs;
   listing.folder = "";
   listing.volumes = "both";

@@ -2,7 +2,7 @@
 // ctsr evaluation, trained on the pairs of a pairs.csv as the published network is: patches of
 // axial slices, the low-dose slice in, its full-dose slice the target, MSE, Adam.
 //
-// Data: every pair's LD and HD volume read once (train/volume_patches.h VolumeSet, windowed by
+// Data: every pair's LD and HD volume read once (train/data/volume_patches.h VolumeSet, windowed by
 // data.hu_window to [-1, 1]); the split is the pair's, as ctsr_vqae cache assigns it (the CSV's
 // split column, else data.val_fraction by data.split_seed), so the held-out pairs are the ones
 // ctsr_evaluate scores. Every volume must be at least training.patch_size along H and W, and a

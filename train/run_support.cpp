@@ -36,6 +36,15 @@ int StopSignals::received() const { return g_signal.load(); }
 
 const char* StopSignals::name(int signal) { return signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "a signal"; }
 
+std::string format_seconds(double seconds) {
+  char buffer[32];
+  if (seconds < 1.0)
+    std::snprintf(buffer, sizeof buffer, "%.0f ms", seconds * 1e3);
+  else
+    std::snprintf(buffer, sizeof buffer, "%.1f s", seconds);
+  return buffer;
+}
+
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
   const int64_t s = static_cast<int64_t>(seconds + 0.5);

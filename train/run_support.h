@@ -33,6 +33,8 @@ class StopSignals {
 
 // "42s", "3m05s", "2h07m"; "?" for a negative or non-finite time.
 std::string format_duration(double seconds);
+// "12.3 s", "850 ms": a short time, for progress lines and reports.
+std::string format_seconds(double seconds);
 
 // The progress line: rewritten in place on a terminal, one line per call otherwise.
 class ProgressLine {

@@ -18,10 +18,10 @@
 #include "runtime/error.h"
 #include "runtime/formats/volume.h"
 #include "runtime/philox.h"
-#include "tools/lib/latent_io.h"
+#include "train/data/latent_io.h"
 #include "train/baselines.h"
 #include "train/data_parallel.h"
-#include "train/latent_data.h"
+#include "train/data/latent_data.h"
 #include "train/panels.h"
 #include "train/png.h"
 #include "train/run_support.h"
@@ -83,7 +83,7 @@ std::optional<io::Volume> cache_volume(const std::map<std::string, std::string>&
   auto path = meta.find(key);
   auto window = meta.find("hu_window");
   if (path == meta.end() || window == meta.end() || !std::filesystem::is_regular_file(path->second)) return std::nullopt;
-  const auto w = tools::parse_number_list(window->second, "hu_window");
+  const auto w = train::parse_number_list(window->second, "hu_window");
   return io::read_volume_unit(path->second, io::HuWindow{float(w.at(0)), float(w.at(1))});
 }
 
@@ -111,11 +111,11 @@ double Trainer::panel_sigma() {
 
 Trainer::~Trainer() = default;
 
-Trainer::Trainer(const TrainConfig& config, const TrainerOptions& options)
+Trainer::Trainer(const DiffusionTrainConfig& config, const TrainerOptions& options)
     : config_(config), options_(options), out_dir_(config.output.dir), schedule_(config.diffusion),
       data_(std::make_unique<Data>()) {
   validate(config_);
-  const TrainConfig& c = config_;
+  const DiffusionTrainConfig& c = config_;
   const Device device = options_.device;
   run_ = std::make_unique<Run>(static_cast<Task&>(*this), out_dir_, schedule_of(c),
                                RunOptions{options_.progress, options_.log, options_.after_step, options_.comm});
@@ -247,7 +247,7 @@ Tensor crop_latents(const Tensor& batch, const std::vector<std::array<int64_t, 3
 }
 
 double Trainer::step() {
-  const TrainConfig& c = config_;
+  const DiffusionTrainConfig& c = config_;
   const Device device = options_.device;
   const int64_t s = state_.step, batch = c.training.batch_size;
   const int64_t accumulation = c.training.gradient_accumulation_steps, ranks = comm_->size();
@@ -339,7 +339,7 @@ Tensor Trainer::eval_denoise(UNet3D& net, const Tensor& x_t, const Tensor& ld, c
 
 double Trainer::validate_light() {
   CTSR_CHECK(data_->val, "validate_light: the cache has no val/ split");
-  const TrainConfig& c = config_;
+  const DiffusionTrainConfig& c = config_;
   const Device device = options_.device;
   const int64_t T = schedule_.timesteps();
   const int64_t count = std::min(c.validation.light_samples, data_->val->size());
@@ -371,7 +371,7 @@ double Trainer::validate_light() {
 FullValidation Trainer::validate_full() {
   CTSR_CHECK(data_->val, "validate_full: the cache has no val/ split");
   CTSR_CHECK(vqae_, "validate_full: no VQ-AE (data.vqae_weights)");
-  const TrainConfig& c = config_;
+  const DiffusionTrainConfig& c = config_;
   const Device device = options_.device;
   const int64_t count = std::min(c.validation.num_samples, data_->val->size());
   const auto [begin, end] = rank_share(count, comm_->rank(), comm_->size());  // this rank's samples
@@ -408,7 +408,7 @@ FullValidation Trainer::validate_full() {
     for (int64_t k = 0; k < n; ++k) {
       const auto meta = data_->val->metadata(indices[size_t(k)]);
       if (meta.count("spacing_xyz")) {
-        const auto xyz = tools::parse_number_list(meta.at("spacing_xyz"), "spacing_xyz");
+        const auto xyz = train::parse_number_list(meta.at("spacing_xyz"), "spacing_xyz");
         if (xyz.size() == 3) spacing[size_t(k)] = {xyz[2], xyz[1], xyz[0]};
       }
       std::optional<io::Volume> v = from_volumes ? cache_volume(meta, "hd_path") : std::nullopt;
@@ -450,7 +450,7 @@ FullValidation Trainer::validate_full() {
       if (std::isfinite(sigma)) {
         ComparisonVolumes v;
         v.id = data_->val->id(indices[size_t(k)]);
-        const auto w = tools::parse_number_list(meta.at("hu_window"), "hu_window");
+        const auto w = train::parse_number_list(meta.at("hu_window"), "hu_window");
         v.window = {float(w[0]), float(w[1])};
         v.spacing = spacing[size_t(k)];
         v.ld = raw_ld->data;
@@ -578,7 +578,7 @@ std::string Trainer::progress_text(double loss) const {
 }
 
 std::string Trainer::describe() const {
-  const TrainConfig& c = config_;
+  const DiffusionTrainConfig& c = config_;
   std::ostringstream text;
   text << "training " << c.model.str() << " (" << model_->parameter_count() << " parameters) on "
        << options_.device.str() << "; " << data_->train->size() << " training pairs, batch " << c.training.batch_size;

@@ -74,7 +74,7 @@ class Trainer : private Task {
  public:
   // Checks everything that can be checked before work starts (the cache, its shapes against the
   // model, the VQ-AE, the output folder, the checkpoint to resume), naming the key at fault.
-  Trainer(const TrainConfig& config, const TrainerOptions& options);
+  Trainer(const DiffusionTrainConfig& config, const TrainerOptions& options);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -90,7 +90,7 @@ class Trainer : private Task {
   const TrainingState& state() const { return state_; }
   UNet3D& model() { return *model_; }
   UNet3D& ema_model() { return *ema_; }
-  const TrainConfig& config() const { return config_; }
+  const DiffusionTrainConfig& config() const { return config_; }
 
  private:
   struct Data;
@@ -118,7 +118,7 @@ class Trainer : private Task {
   // The first sample of this rank's micro-batch j within the global batch of a step.
   int64_t first_sample(int64_t j) const { return comm_->rank() * per_rank_ + j * micro_; }
 
-  TrainConfig config_;
+  DiffusionTrainConfig config_;
   TrainerOptions options_;
   std::filesystem::path out_dir_;
   NoiseSchedule schedule_;

@@ -5,7 +5,7 @@
 #include "kernels/conv3d.h"
 #include "runtime/error.h"
 #include "train/config_checks.h"
-#include "tools/lib/config_schema.h"
+#include "train/config_schema.h"
 
 namespace ctsr::train {
 
@@ -15,11 +15,11 @@ using namespace config;
 
 // The schema, in the order of configs/vqae_8x.yaml: ctsr_vqae's sections first.
 Schema schema_of(VqaeTrainConfig& c) {
-  VqaeModelSettings& m = c.model;
-  VqaeDataSettings& d = c.data;
-  VqaeTrainingSettings& t = c.training;
+  VqaeTrainConfig::Model& m = c.model;
+  VqaeTrainConfig::Data& d = c.data;
+  VqaeTrainConfig::Training& t = c.training;
   CodebookEmaConfig& ema = c.codebook.ema;
-  VqaeValidationSettings& v = c.validation;
+  VqaeTrainConfig::Validation& v = c.validation;
   return {{
               uint_field("seed", c.seed),
               int_field("model.num_groups", m.num_groups),
@@ -103,7 +103,7 @@ void apply_vqae_override(VqaeTrainConfig& c, const std::string& assignment) { ap
 
 void validate(const VqaeTrainConfig& c) {
   using namespace checks;
-  const VqaeModelSettings& m = c.model;
+  const VqaeTrainConfig::Model& m = c.model;
   positive("model.n_hiddens", m.n_hiddens);
   CTSR_CHECK(m.levels >= 1 && m.levels <= 6, "model.levels is ", m.levels, "; expected 1 to 6 halvings per axis");
   positive("model.embedding_dim", m.embedding_dim);
@@ -120,7 +120,7 @@ void validate(const VqaeTrainConfig& c) {
              c.encode.hu_window.hi, "]; expected low < high");
   non_negative("decode.slab", c.decode.slab);
 
-  const VqaeDataSettings& d = c.data;
+  const VqaeTrainConfig::Data& d = c.data;
   CTSR_CHECK(d.pairs.empty() != d.folder.empty(), "data.pairs ('", d.pairs, "') and data.folder ('", d.folder,
              "'): expected exactly one of them (a pairs.csv, or a folder of volumes); set the other to ''");
   CTSR_CHECK(d.volumes == "hd" || d.volumes == "ld" || d.volumes == "both", "data.volumes is '", d.volumes,
@@ -129,7 +129,7 @@ void validate(const VqaeTrainConfig& c) {
   non_negative("data.memory_limit_mb", d.memory_limit_mb);
   positive("data.prefetch_batches", d.prefetch_batches);
 
-  const VqaeTrainingSettings& t = c.training;
+  const VqaeTrainConfig::Training& t = c.training;
   const int64_t multiple = int64_t(1) << m.levels;
   CTSR_CHECK(t.patch_size > 0 && t.patch_size % multiple == 0, "training.patch_size is ", t.patch_size,
              "; expected a positive multiple of ", multiple, " (2^model.levels, the model's downsampling)");

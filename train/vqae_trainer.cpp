@@ -16,14 +16,14 @@
 #include "kernels/optimizer.h"
 #include "runtime/error.h"
 #include "runtime/philox.h"
-#include "tools/lib/vqae_weights.h"
+#include "model/vqae_weights.h"
 #include "train/config.h"
 #include "train/panels.h"
 #include "train/png.h"
-#include "train/prefetch.h"
+#include "train/data/prefetch.h"
 #include "train/run_support.h"
 #include "train/tensorboard.h"
-#include "train/volume_patches.h"
+#include "train/data/volume_patches.h"
 
 namespace ctsr::train {
 
@@ -49,14 +49,14 @@ NamedTensors codebook_tensors(Tensor& embeddings, Tensor& counts, Tensor& sums) 
 }
 
 void write_weights(const std::filesystem::path& path, Vqae& model, const VqaeTrainConfig& c, int64_t step) {
-  tools::VqaeWeightsOptions options;
+  VqaeWeightsOptions options;
   options.ema_buffers = true;
   options.metadata = {{"source", "ctsr_train_vqae"},
                       {"step", std::to_string(step)},
                       {"seed", std::to_string(c.seed)},
                       {"patch_size", std::to_string(c.training.patch_size)},
                       {"hu_window", window_text(c.encode.hu_window)}};
-  tools::write_vqae_weights(path, model, options);
+  write_vqae_weights(path, model, options);
 }
 
 // The architecture keys that must agree between model.* and a file of initial weights.

@@ -3,7 +3,7 @@
 // adversarial and perceptual losses (out of scope).
 //
 // One optimiser step s (0-based) over B = training.batch_size patches:
-//   patch g of the step (g = 0 .. B-1): draw_patch (train/volume_patches.h) over the training
+//   patch g of the step (g = 0 .. B-1): draw_patch (train/data/volume_patches.h) over the training
 //     volumes with offset stream_offset(patch purpose, s) and counter g;
 //   step 0 only: the codebook is initialised from the batch's latents (CodebookEma::initialize_from,
 //     as the original does on its first training forward);
@@ -32,7 +32,7 @@
 //
 // Output folder (output.dir): config.yaml, metrics.jsonl, tensorboard/, images/, checkpoints/
 // (train/checkpoint.h, kind "vqae") and vqae.safetensors: the weights in ctsr_vqae's format
-// (tools/lib/vqae_weights.h, with codebook.N and codebook.z_avg), rewritten at every checkpoint,
+// (model/vqae_weights.h, with codebook.N and codebook.z_avg), rewritten at every checkpoint,
 // which ctsr_vqae, ctsr_train (data.vqae_weights) and ctsr_infer (--vqae) read.
 #pragma once
 

@@ -1,0 +1,46 @@
+#include "tools/common/cli.h"
+
+#include <cstdio>
+#include <exception>
+#include <iostream>
+
+#include "runtime/error.h"
+
+namespace ctsr::tools {
+
+int run_program(CLI::App& app, int argc, char** argv, const std::function<void()>& body) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help prints and succeeds; any usage error is status 2 (CLI11's own codes vary by error).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  try {
+    body();
+    return 0;
+  } catch (const std::exception& e) {
+    std::string message = e.what();
+    for (char& c : message)
+      if (c == '\n') c = ' ';  // one line, always
+    std::cerr << app.get_name() << ": error: " << message << std::endl;
+    return 1;
+  }
+}
+
+Device resolve_device(const std::string& text) {
+  if (text == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
+  return Device::parse(text);
+}
+
+Device device_from_flag(const std::string& text) {
+  const Device device = resolve_device(text);
+  const int gpus = cuda_device_count();
+  CTSR_CHECK(device.kind != DeviceKind::cuda || device.index < gpus, "--device ", text, ": ",
+             gpus == 0 ? std::string("no CUDA GPU is available; expected cpu or cuda_on_cpu")
+                       : "this machine has " + std::to_string(gpus) + " GPU(s); expected cuda:0 to cuda:" +
+                             std::to_string(gpus - 1) + ", cpu or cuda_on_cpu");
+  if (device.kind == DeviceKind::cuda) set_cuda_device(device.index);
+  return device;
+}
+
+}  // namespace ctsr::tools

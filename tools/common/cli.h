@@ -1,0 +1,23 @@
+// What every ctsr program shares: CLI11 parsing, and one way to fail. A ctsr::Error (or any
+// std::exception) becomes a single line "<program>: error: <message>" on stderr and exit status 1;
+// a usage error prints CLI11's message and exits 2 (CLI11's convention for --help is 0).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+
+#include "runtime/device.h"
+
+namespace ctsr::tools {
+
+// "auto": the first GPU when there is one, else the CPU reference path; otherwise Device::parse.
+Device resolve_device(const std::string& text);
+// resolve_device for a --device flag, checked against the GPUs this machine has (an error names
+// the flag, the value and the choices), and made the calling thread's CUDA device.
+Device device_from_flag(const std::string& text);
+
+int run_program(CLI::App& app, int argc, char** argv, const std::function<void()>& body);
+
+
+}  // namespace ctsr::tools
