@@ -19,12 +19,9 @@
 
 #include "bench/bench_util.h"
 #include "kernels/activation.h"
-#include "runtime/tensor.h"
 
 namespace {
 
-using ctsr::Device;
-using ctsr::Tensor;
 using namespace ctsr::bench;
 
 enum class Op { silu, clamp };

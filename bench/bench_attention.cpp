@@ -16,12 +16,9 @@
 
 #include "bench/bench_util.h"
 #include "kernels/attention.h"
-#include "runtime/tensor.h"
 
 namespace {
 
-using ctsr::Device;
-using ctsr::Tensor;
 using namespace ctsr::bench;
 
 void run_attention(benchmark::State& state, Device device, bool backward) {

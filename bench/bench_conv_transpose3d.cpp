@@ -17,13 +17,9 @@
 
 #include "bench/bench_util.h"
 #include "kernels/conv_transpose3d.h"
-#include "runtime/tensor.h"
 
 namespace {
 
-using ctsr::ConvEngine;
-using ctsr::Device;
-using ctsr::Tensor;
 using namespace ctsr::bench;
 
 enum class Op { forward, backward_data, backward_weight };

@@ -16,12 +16,9 @@
 
 #include "bench/bench_util.h"
 #include "kernels/group_norm.h"
-#include "runtime/tensor.h"
 
 namespace {
 
-using ctsr::Device;
-using ctsr::Tensor;
 using namespace ctsr::bench;
 
 // Args: N, D, H, W, C, groups.

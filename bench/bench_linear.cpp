@@ -13,12 +13,9 @@
 
 #include "bench/bench_util.h"
 #include "kernels/linear.h"
-#include "runtime/tensor.h"
 
 namespace {
 
-using ctsr::Device;
-using ctsr::Tensor;
 using namespace ctsr::bench;
 
 void run_linear(benchmark::State& state, Device device, bool backward) {

@@ -17,12 +17,9 @@
 
 #include "bench/bench_util.h"
 #include "kernels/loss.h"
-#include "runtime/tensor.h"
 
 namespace {
 
-using ctsr::Device;
-using ctsr::Tensor;
 using namespace ctsr::bench;
 
 enum class Loss { mse, l1 };

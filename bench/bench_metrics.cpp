@@ -12,12 +12,9 @@
 
 #include "bench/bench_util.h"
 #include "kernels/metrics.h"
-#include "runtime/tensor.h"
 
 namespace {
 
-using ctsr::Device;
-using ctsr::Tensor;
 using namespace ctsr::bench;
 
 // Args: B, D, H, W.

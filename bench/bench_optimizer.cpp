@@ -20,12 +20,9 @@
 
 #include "bench/bench_util.h"
 #include "kernels/optimizer.h"
-#include "runtime/tensor.h"
 
 namespace {
 
-using ctsr::Device;
-using ctsr::Tensor;
 using namespace ctsr::bench;
 
 // A model's parameter list: `tensors` tensors, sizes cycling through a mix whose total is about

@@ -30,6 +30,12 @@
 
 namespace ctsr::bench {
 
+// The names every bench file uses, brought in by its `using namespace ctsr::bench`.
+using ::ctsr::ConvEngine;
+using ::ctsr::Device;
+using ::ctsr::Shape;
+using ::ctsr::Tensor;
+
 // GPU cases enqueue this many calls per benchmark iteration and synchronise once, so the figure
 // is throughput rather than launch latency; host paths run one call per iteration.
 constexpr int kGpuRepeats = 10;
