@@ -110,12 +110,20 @@ inline void set_flop_rate(benchmark::State& state, double flops_per_call, int re
 // rate over the baseline's as `ratio_name` (only when the baseline ran, i.e. was neither
 // filtered out nor skipped). The rates come from our own clock around the loop, the span that
 // UseRealTime measures.
+struct BaselineRates {
+  std::map<std::string, double> rates;
+  std::mutex mutex;
+};
+inline BaselineRates& baseline_rates() {  // one for the whole program, whatever the Call type
+  static BaselineRates baselines;
+  return baselines;
+}
+
 template <class Call>
 void time_against_baseline(benchmark::State& state, Device device, double flops_per_call, int gpu_repeats,
                            const std::string& key, bool is_baseline, const char* ratio_name, Call&& call) {
-  static std::map<std::string, double> baseline_rates;
-  static std::mutex baseline_mutex;
   call();
+  Stream::current(device).synchronize();  // the warm-up is not timed
   const auto start = std::chrono::steady_clock::now();
   const int repeats = time_calls(state, device, call, gpu_repeats);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -123,10 +131,11 @@ void time_against_baseline(benchmark::State& state, Device device, double flops_
   state.counters["GFLOP/call"] = flops_per_call / 1e9;
   if (device.kind != DeviceKind::cuda || seconds <= 0) return;
   const double rate = flops_per_call * repeats * double(state.iterations()) / seconds;
-  std::lock_guard<std::mutex> lock(baseline_mutex);
+  BaselineRates& baselines = baseline_rates();
+  std::lock_guard<std::mutex> lock(baselines.mutex);
   if (is_baseline) {
-    baseline_rates[key] = rate;
-  } else if (auto it = baseline_rates.find(key); it != baseline_rates.end()) {
+    baselines.rates[key] = rate;
+  } else if (auto it = baselines.rates.find(key); it != baselines.rates.end()) {
     state.counters[ratio_name] = rate / it->second;
   }
 }
