@@ -1,5 +1,8 @@
 // GEMM throughput on every device this build has: OpenBLAS on cpu (and on cuda_on_cpu, which
 // takes the column-major route cuBLAS gets), cuBLAS on a GPU.
+//
+// Not an op family (kernels/*.cu): the runtime's GEMM (runtime/gemm.h), which kernels such as
+// linear call. See bench/README.md.
 #include <benchmark/benchmark.h>
 
 #include "runtime/gemm.h"

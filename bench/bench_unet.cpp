@@ -31,6 +31,8 @@
 //                         bench_gemm.cpp's largest case, with the step's TF32 setting), shown as
 //                         peak_TFLOP/s
 //   parameters, param_MiB, grad_MiB, adam_MiB   the model's size and its float32 training state
+//
+// Not an op family (kernels/*.cu): a whole model's training step. See bench/README.md.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>

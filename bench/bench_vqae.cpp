@@ -5,6 +5,8 @@
 // (peak_alloc_MiB, from the caching allocator) and output voxels per second. The PyTorch eager
 // figure on the same GPU comes from tools/pytorch/bench_vqae_decode.py.
 // The cpu case decodes a [1, 2, 2, 2, 8] latent (16^3 output) so the CPU smoke run stays quick.
+//
+// Not an op family (kernels/*.cu): a whole model's decode. See bench/README.md.
 #include <benchmark/benchmark.h>
 
 #include "bench/bench_util.h"
