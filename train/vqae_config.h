@@ -20,6 +20,7 @@
 #include "model/codebook_ema.h"
 #include "model/vqae.h"
 #include "runtime/formats/volume.h"
+#include "train/config.h"
 
 namespace ctsr::train {
 
@@ -98,6 +99,7 @@ struct VqaeTrainConfig {
   VqaeCodebookSettings codebook;
   VqaeValidationSettings validation;
   std::string output_dir = "runs/vqae";
+  DistributedConfig distributed;       // ctsr_train's keys: under mpirun/srun, data parallel over the ranks
   std::string conv_engine = "custom";  // kernels.conv: custom | cudnn
 
   VqaeConfig vqae() const;  // the architecture of model.*
