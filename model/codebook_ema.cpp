@@ -126,6 +126,32 @@ CodebookStatistics CodebookEma::update(const Tensor& latents, const Tensor& indi
   return statistics;
 }
 
+CodebookStatistics CodebookEma::update_across_ranks(Communicator& comm, const Tensor& latents, const Tensor& indices,
+                                                    uint64_t seed, uint64_t step) {
+  if (comm.size() == 1) return update(latents, indices, seed, step);
+  CTSR_CHECK(initialized_, "CodebookEma::update_across_ranks: the codebook has not been initialised; call ",
+             "initialize_from(gather_batch(comm, latents), seed) on the first batch or set_state");
+  check_latents("CodebookEma::update_across_ranks latents", latents);
+  CodebookStatistics statistics = codebook_statistics(latents, indices, codes_);
+  comm.all_reduce_sum(statistics.counts);
+  comm.all_reduce_sum(statistics.sums);
+  Tensor candidates;
+  if (config_.restart_dead_codes) candidates = restart_candidates(gather_batch(comm, latents), seed, step);
+  apply(statistics, candidates);
+  return statistics;
+}
+
+Tensor gather_batch(Communicator& comm, const Tensor& shard) {
+  if (comm.size() == 1) return shard;
+  shard.check_defined("gather_batch");
+  CTSR_CHECK(shard.ndim() >= 1, "gather_batch: a shard of shape ", shard.shape().str(), "; expected rows");
+  std::vector<int64_t> dims = shard.shape().vec();
+  dims[0] *= comm.size();
+  Tensor full = Tensor::empty(Shape(dims), shard.dtype(), shard.device());
+  comm.all_gather(shard, full);
+  return full;
+}
+
 double codebook_perplexity(const Tensor& counts) {
   counts.check_defined("codebook_perplexity counts");
   const std::vector<double> c = cast(counts.to(Device::cpu()), DType::float64).to_vector<double>();

@@ -36,8 +36,13 @@
 // every path, and a resumed run continues the same stream. initialize_from uses step
 // kCodebookInitStep of the same purposes (update steps are training steps, below 2^48 - 1).
 //
-// Multi-GPU (the original all-reduces counts and sums and broadcasts rank 0's candidates): call
-// codebook_statistics, all-reduce, restart_candidates on rank 0, broadcast, then apply().
+// Data parallel (update_across_ranks, below): each rank holds its share of the batch, in rank
+// order. The counts and sums are additive over the ranks: all-reduced (summed) before apply().
+// The restart candidates are drawn on every rank alike from the whole batch's latents, all-gathered
+// in rank order, so N ranks choose exactly the rows one process chooses from the whole batch (the
+// original instead broadcasts rank 0's candidates, drawn from rank 0's latents alone, which makes
+// the result depend on the number of ranks). initialize_from takes the gathered batch the same way
+// (gather_batch).
 //
 // Every path gives the same bits: the statistics, the EMA, the normalisation and the candidates
 // are each bitwise equal on cpu, cuda and cuda_on_cpu (float32; float64 on cpu).
@@ -50,6 +55,7 @@
 #include <cstdint>
 
 #include "kernels/codebook.h"
+#include "runtime/communicator.h"
 #include "runtime/tensor.h"
 
 namespace ctsr {
@@ -80,6 +86,12 @@ class CodebookEma {
 
   // Returns the batch's statistics (for logging, e.g. codebook_perplexity).
   CodebookStatistics update(const Tensor& latents, const Tensor& indices, uint64_t seed, uint64_t step);
+  // update() over the ranks of `comm` (collective), each passing its share of the batch (every
+  // rank as many rows, in rank order): the statistics summed over the ranks, the candidates from
+  // the gathered batch; returns the summed statistics. Every rank's codebook stays identical. On
+  // one rank, exactly update().
+  CodebookStatistics update_across_ranks(Communicator& comm, const Tensor& latents, const Tensor& indices,
+                                         uint64_t seed, uint64_t step);
   // The candidates [K, C] of a restart (see above), on this codebook's device.
   Tensor restart_candidates(const Tensor& latents, uint64_t seed, uint64_t step) const;
   // The EMA step from given statistics; candidates [K, C] or undefined (no restart this step).
@@ -106,6 +118,10 @@ class CodebookEma {
 // The first K entries of a uniformly random permutation of [0, population), population >= K,
 // as drawn by restart_candidates (exposed for tests).
 std::vector<int64_t> codebook_restart_choice(int64_t population, int64_t codes, uint64_t seed, uint64_t step);
+
+// The ranks' shards [n, ...] (float32, the same shape on every rank) concatenated in rank order,
+// [size n, ...], on every rank (collective; on one rank, `shard` itself).
+Tensor gather_batch(Communicator& comm, const Tensor& shard);
 
 // exp(-sum_k p_k log(p_k + 1e-7)) with p = counts / sum(counts), in double (the original's
 // perplexity; reads the counts back to the host).

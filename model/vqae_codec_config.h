@@ -24,7 +24,8 @@ struct VqaeCodecConfig {
 
 // Top-level keys of the training program, and its keys under model: (besides num_groups).
 inline const std::set<std::string> kVqaeTrainingSections{"seed",     "data",     "training", "optimizer",
-                                                         "codebook", "validation", "output", "kernels"};
+                                                         "codebook", "validation", "output", "kernels",
+                                                         "distributed"};
 inline const std::set<std::string> kVqaeTrainingModelKeys{"n_hiddens", "levels", "embedding_dim", "n_codes",
                                                           "init_weights"};
 

@@ -15,6 +15,7 @@
 
 #include "model/diffusion.h"
 #include "model/unet.h"
+#include "train/data_parallel.h"
 
 namespace ctsr::train {
 
@@ -71,13 +72,6 @@ struct DiffusionTrainConfig {
     std::string dir = "runs/diffusion";
   };
 
-  // Data parallelism over the ranks that mpirun or srun started (one process trains alone).
-  struct Distributed {
-    bool zero1 = false;          // shard AdamW's moments across ranks (ZeRO stage 1)
-    double bucket_mb = 25;       // gradients reduced per collective, in MiB (overlapping backward)
-    double timeout_s = 600;      // a collective waiting longer ends the job (a rank died or hangs)
-  };
-
   struct Kernels {
     std::string conv = "custom";             // custom | cudnn
   };
@@ -91,7 +85,7 @@ struct DiffusionTrainConfig {
   Ema ema;
   Validation validation;
   Output output;
-  Distributed distributed;
+  DistributedConfig distributed;
   Kernels kernels;
 
   int64_t micro_batch_size() const { return training.batch_size / training.gradient_accumulation_steps; }

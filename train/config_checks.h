@@ -1,4 +1,4 @@
-// The checks of the keys the single-process training programs' configurations share (ctsr_train_vqae's
+// The checks of the keys the training programs' configurations share (ctsr_train_vqae's
 // train/vqae_config.h, ctsr_train_redcnn's train/redcnn_config.h): the schedule, Adam's settings,
 // the two validation tiers, the output folder and the convolution engine. Each failure names the key,
 // the value and what was expected.

@@ -29,6 +29,14 @@
 
 namespace ctsr::train {
 
+// The configuration key `distributed` of ctsr_train and ctsr_train_vqae: data parallelism over the
+// ranks that mpirun or srun started (one process trains alone).
+struct DistributedConfig {
+  bool zero1 = false;          // shard AdamW's moments across ranks (ZeRO stage 1)
+  double bucket_mb = 25;       // gradients reduced per collective, in MiB (overlapping backward)
+  double timeout_s = 600;      // a collective waiting longer ends the job (a rank died or hangs)
+};
+
 // The part [first, last) of `count` items that `rank` of `size` takes: contiguous blocks whose
 // sizes differ by at most one, every item in exactly one block, for any count and size.
 std::pair<int64_t, int64_t> rank_share(int64_t count, int rank, int size);

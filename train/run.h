@@ -7,8 +7,9 @@
 // validation tiers, their checkpoint's contents and the names of what they report. The gradients'
 // reduction over the ranks (train/data_parallel.h) happens inside a task's step, between its
 // backward and its update, so the task owns its DataParallel on the run's communicator: the
-// diffusion task does; the VQ-AE task runs in one process (its codebook's EMA update would need
-// the whole batch's latents), and so does RED-CNN, the learned baseline.
+// diffusion task and the VQ-AE task do (the VQ-AE's codebook EMA update sums its per-code counts
+// and latent sums over the ranks and draws restarts from the gathered batch); RED-CNN, the learned
+// baseline, runs in one process.
 //
 // One step of run(), after task.step():
 //   every log_every steps, a training line: the mean of each of the task's metric_names() over the

@@ -66,6 +66,9 @@ Schema schema_of(VqaeTrainConfig& c) {
               double_field("validation.data_range", v.data_range),
               int_field("validation.panels", v.panels),
               string_field("output.dir", c.output_dir),
+              bool_field("distributed.zero1", c.distributed.zero1),
+              double_field("distributed.bucket_mb", c.distributed.bucket_mb),
+              double_field("distributed.timeout_s", c.distributed.timeout_s),
               string_field("kernels.conv", c.conv_engine),
           },
           "configs/vqae_8x.yaml"};
@@ -145,6 +148,11 @@ void validate(const VqaeTrainConfig& c) {
              "; expected a finite number");
   CTSR_CHECK(ema.smoothing >= 0 && std::isfinite(ema.smoothing), "codebook.smoothing is ", ema.smoothing,
              "; expected 0 or more");
+
+  CTSR_CHECK(c.distributed.bucket_mb > 0, "distributed.bucket_mb is ", c.distributed.bucket_mb,
+             "; expected a positive size in MiB");
+  CTSR_CHECK(c.distributed.timeout_s > 0, "distributed.timeout_s is ", c.distributed.timeout_s,
+             "; expected a positive number of seconds");
 
   validate_run_keys(c);
 }

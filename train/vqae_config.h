@@ -20,6 +20,7 @@
 #include "model/codebook_ema.h"
 #include "model/vqae.h"
 #include "runtime/formats/volume.h"
+#include "train/data_parallel.h"
 
 namespace ctsr::train {
 
@@ -99,6 +100,7 @@ struct VqaeTrainConfig {
   Codebook codebook;
   Validation validation;
   std::string output_dir = "runs/vqae";
+  DistributedConfig distributed;       // ctsr_train's keys: under mpirun/srun, data parallel over the ranks
   std::string conv_engine = "custom";  // kernels.conv: custom | cudnn
 
   VqaeConfig vqae() const;  // the architecture of model.*

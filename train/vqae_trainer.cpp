@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <optional>
 #include <sstream>
 
@@ -92,7 +93,12 @@ VqaeTrainer::VqaeTrainer(const VqaeTrainConfig& config, const VqaeTrainerOptions
   const Device device = options_.device;
   const int64_t patch = c.training.patch_size;
   run_ = std::make_unique<Run>(static_cast<Task&>(*this), out_dir_, schedule_of(c),
-                               RunOptions{options_.progress, options_.log, options_.after_step, nullptr});
+                               RunOptions{options_.progress, options_.log, options_.after_step, options_.comm});
+  comm_ = &run_->comm();
+  const int64_t ranks = comm_->size();
+  CTSR_CHECK(c.training.batch_size % ranks == 0, "training.batch_size ", c.training.batch_size, " is not divisible by ",
+             ranks, " ranks (every rank takes as many patches of the global batch)");
+  per_rank_ = c.training.batch_size / ranks;
 
   // Where to start, before the (possibly slow) reading of every volume.
   const std::optional<std::filesystem::path> resume_from = run_->resume_point(options_.resume, kVqaeCheckpoint);
@@ -133,11 +139,17 @@ VqaeTrainer::VqaeTrainer(const VqaeTrainConfig& config, const VqaeTrainerOptions
   model_ = std::make_unique<Vqae>(architecture, layer);
   codebook_ = std::make_unique<CodebookEma>(architecture.n_codes, architecture.embedding_dim, device, DType::float32,
                                             c.codebook.ema);
-  adam_ = std::make_unique<AdamMoments>(model_->parameters(), device);
   if (initial) {
     model_->load_from(*initial);
     codebook_->set_state(model_->codebook(), model_->codebook_n(), model_->codebook_z_avg());
   }
+  // One process keeps its own path (the gradients as the model left them); several ranks reduce
+  // theirs through DataParallel, which also runs Adam (sharded with ZeRO-1).
+  if (ranks > 1)
+    dp_ = std::make_unique<DataParallel>(*comm_, model_->parameters(), c.distributed.zero1,
+                                         static_cast<int64_t>(c.distributed.bucket_mb * 1024 * 1024));
+  else
+    adam_ = std::make_unique<AdamMoments>(model_->parameters(), device);
   run_->start(resume_from);  // loads the checkpoint (read_checkpoint), opens the outputs
   if (codebook_->initialized()) sync_codebook();
 
@@ -145,11 +157,12 @@ VqaeTrainer::VqaeTrainer(const VqaeTrainConfig& config, const VqaeTrainerOptions
   const VolumeSet* volumes = data_->volumes.get();
   const std::vector<int64_t> pool = data_->train;
   const uint64_t seed = c.seed;
-  const int64_t batch = c.training.batch_size;
+  // This rank's patches of the global batch: g = first .. first + per_rank - 1.
+  const int64_t first = comm_->rank() * per_rank_, last = first + per_rank_;
   data_->prefetch = std::make_unique<OrderedPrefetcher<Tensor>>(
-      [volumes, pool, seed, batch, patch](int64_t m) {
+      [volumes, pool, seed, first, last, patch](int64_t m) {
         std::vector<PatchSpec> specs;
-        for (int64_t g = 0; g < batch; ++g)
+        for (int64_t g = first; g < last; ++g)
           specs.push_back(draw_patch(*volumes, pool, patch, seed, philox::stream_offset(kPatchPurpose, uint64_t(m)),
                                      uint64_t(g)));
         return cut_patches(*volumes, specs, patch);
@@ -177,12 +190,14 @@ double VqaeTrainer::step() {
   const VqaeTrainConfig& c = config_;
   const Device device = options_.device;
   const int64_t s = state_.step;
+  const int64_t ranks = comm_->size();
   Tensor x = data_->prefetch->next().to(device);
   model_->zero_grad();
   if (!codebook_->initialized()) {
     // The original initialises the codebook from the latents of its first training batch, before
-    // quantising them; not from a batch whose latents are not finite (that step is skipped).
-    const Tensor z = model_->encode(x);
+    // quantising them; not from a batch whose latents are not finite (that step is skipped). With
+    // several ranks, from the whole batch's latents (every rank the same codebook).
+    const Tensor z = gather_batch(*comm_, model_->encode(x));
     if (!std::isfinite(sum_of_squares({&z}))) {
       ++state_.step;
       return skip_step(std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN());
@@ -197,18 +212,33 @@ double VqaeTrainer::step() {
   last_.l1 = host_value(l1);
   last_.mse = host_value(mse);
   last_.commitment = host_value(commitment);
+  if (ranks > 1) {
+    // The global batch's means: every rank's share is as large.
+    std::vector<double> means{last_.l1, last_.mse, last_.commitment};
+    comm_->all_reduce_sum(means);
+    last_.l1 = means[0] / double(ranks);
+    last_.mse = means[1] / double(ranks);
+    last_.commitment = means[2] / double(ranks);
+  }
   last_.loss = total_loss(last_);
-  Tensor d_recon = l1_loss_backward_pred(out.recon, x, scalar_on(c.training.l1_weight, device));
+  // Each rank's loss is its share's mean: scaled by 1/ranks, the gradients summed over the ranks
+  // are those of the global batch's mean.
+  const double share = 1.0 / double(ranks);
+  Tensor d_recon = l1_loss_backward_pred(out.recon, x, scalar_on(c.training.l1_weight * share, device));
   if (c.training.mse_weight > 0)
-    d_recon = add(d_recon, mse_loss_backward_pred(out.recon, x, scalar_on(c.training.mse_weight, device)));
-  const Tensor d_z_e = commitment_loss_backward(out.z_e, out.z_q, scalar_on(1.0, device), c.codebook.commitment);
+    d_recon = add(d_recon, mse_loss_backward_pred(out.recon, x, scalar_on(c.training.mse_weight * share, device)));
+  const Tensor d_z_e = commitment_loss_backward(out.z_e, out.z_q, scalar_on(share, device), c.codebook.commitment);
+  if (dp_) dp_->arm();
   model_->backward_train(d_recon, d_z_e, /*input_grad=*/false);
+  if (dp_) dp_->finish();
 
   const std::vector<Parameter*> params = model_->parameters();
-  const double norm = AdamMoments::gradient_norm(params);
+  const double norm = dp_ ? dp_->grad_norm() : AdamMoments::gradient_norm(params);
   last_grad_norm_ = norm;
   ++state_.step;
-  if (!std::isfinite(last_.loss) || !std::isfinite(norm)) return skip_step(last_.loss, norm);
+  std::vector<double> bad{(!std::isfinite(last_.loss) || !std::isfinite(norm)) ? 1.0 : 0.0};
+  comm_->all_reduce_max(bad);  // one decision for every rank
+  if (bad[0] != 0.0) return skip_step(last_.loss, norm);
   state_.consecutive_skips = 0;
   AdamWConfig adam;
   adam.lr = learning_rate(s);
@@ -216,9 +246,20 @@ double VqaeTrainer::step() {
   adam.beta2 = c.optimizer.beta2;
   adam.eps = c.optimizer.eps;
   adam.weight_decay = 0.0;  // Adam, as the original's torch.optim.Adam without weight decay
-  adam_->update(params, norm, c.training.max_grad_norm, adam, ++state_.optimizer_updates);
+  if (dp_) {
+    // torch's clip_grad_norm_, as AdamMoments::update does it.
+    if (c.training.max_grad_norm > 0) {
+      const double coefficient = kernels::clip_coefficient(norm, c.training.max_grad_norm);
+      if (float(coefficient) < 1.0f) dp_->scale_gradients(coefficient);
+    }
+    dp_->adamw(adam, ++state_.optimizer_updates);
+  } else {
+    adam_->update(params, norm, c.training.max_grad_norm, adam, ++state_.optimizer_updates);
+  }
 
-  const CodebookStatistics statistics = codebook_->update(out.z_e, out.indices, c.seed, uint64_t(s));
+  // The counts and sums of every rank's latents (on one process, CodebookEma::update).
+  const CodebookStatistics statistics =
+      codebook_->update_across_ranks(*comm_, out.z_e, out.indices, c.seed, uint64_t(s));
   sync_codebook();
   ++state_.ema_updates;
   last_perplexity_ = codebook_perplexity(statistics.counts);
@@ -237,20 +278,23 @@ VqaeLosses VqaeTrainer::validate_light() {
   const VqaeTrainConfig& c = config_;
   NoGradGuard no_grad;
   const auto& patches = data_->light_patches;
-  double l1 = 0, mse = 0, commitment = 0;
-  for (size_t first = 0; first < patches.size(); first += size_t(c.training.batch_size)) {
+  // This rank's patches; the sums of l1, mse and commitment over every rank's.
+  const auto [begin, end] = rank_share(int64_t(patches.size()), comm_->rank(), comm_->size());
+  std::vector<double> sums(3, 0.0);
+  for (size_t first = size_t(begin); first < size_t(end); first += size_t(c.training.batch_size)) {
     const std::vector<PatchSpec> part(patches.begin() + std::ptrdiff_t(first),
-                                      patches.begin() + std::ptrdiff_t(std::min(patches.size(), first + size_t(c.training.batch_size))));
+                                      patches.begin() + std::ptrdiff_t(std::min(size_t(end), first + size_t(c.training.batch_size))));
     const Tensor x = cut_patches(*data_->volumes, part, c.training.patch_size).to(options_.device);
     const VqaeTrainForward out = model_->forward_train(x);
-    l1 += host_value(l1_loss(out.recon, x)) * double(part.size());
-    mse += host_value(mse_loss(out.recon, x)) * double(part.size());
-    commitment += host_value(commitment_loss(out.z_e, out.z_q, c.codebook.commitment)) * double(part.size());
+    sums[0] += host_value(l1_loss(out.recon, x)) * double(part.size());
+    sums[1] += host_value(mse_loss(out.recon, x)) * double(part.size());
+    sums[2] += host_value(commitment_loss(out.z_e, out.z_q, c.codebook.commitment)) * double(part.size());
   }
+  comm_->all_reduce_sum(sums);
   VqaeLosses r;
-  r.l1 = l1 / double(patches.size());
-  r.mse = mse / double(patches.size());
-  r.commitment = commitment / double(patches.size());
+  r.l1 = sums[0] / double(patches.size());
+  r.mse = sums[1] / double(patches.size());
+  r.commitment = sums[2] / double(patches.size());
   r.loss = total_loss(r);
   return r;
 }
@@ -264,7 +308,9 @@ VqaeFullValidation VqaeTrainer::validate_full() {
   const int64_t count = std::min<int64_t>(c.validation.num_volumes, int64_t(data_->val.size()));
   std::vector<double> code_counts(size_t(K), 0.0);
   VqaeFullValidation r;
-  for (int64_t k = 0; k < count; ++k) {
+  const auto [begin, end] = rank_share(count, comm_->rank(), comm_->size());  // this rank's volumes
+  std::map<int64_t, std::array<RgbImage, 3>> panels;                           // the panel volumes it scored
+  for (int64_t k = begin; k < end; ++k) {
     const int64_t index = data_->val[size_t(k)];
     const Tensor whole = data_->volumes->read(index);
     const auto [D, H, W] = cropped(data_->volumes->shape(index), patch);
@@ -287,22 +333,47 @@ VqaeFullValidation VqaeTrainer::validate_full() {
       PanelOptions options = reconstruction_panel_options();
       options.spacing = data_->volumes->spacing(index);
       const Tensor recon_host = recon.to(Device::cpu()).reshape({D, H, W});
-      const RgbImage images[] = {render_slices_panel(input, recon_host, input, options),
-                                 render_orthogonal_panel(input, recon_host, input, options),
-                                 render_mip_panel(input, recon_host, input, options)};
-      const char* kinds[] = {"slices", "orthogonal", "mip"};
-      char prefix[64];
-      std::snprintf(prefix, sizeof prefix, "step_%08lld_", static_cast<long long>(state_.step));
-      const std::string id = data_->volumes->entry(index).id;
-      std::filesystem::create_directories(out_dir_ / "images");
-      for (int kind = 0; kind < 3; ++kind) {
-        write_png(out_dir_ / "images" / (prefix + id + "_" + kinds[kind] + ".png"), images[kind]);
-        run_->tensorboard()->add_image("val/" + id + "/" + kinds[kind], images[kind], state_.step);
-      }
+      panels[k] = {render_slices_panel(input, recon_host, input, options),
+                   render_orthogonal_panel(input, recon_host, input, options),
+                   render_mip_panel(input, recon_host, input, options)};
     }
   }
-  r.ssim /= double(r.volumes);
-  r.psnr /= double(r.volumes);
+  std::vector<double> sums{r.ssim, r.psnr, double(r.volumes)};
+  comm_->all_reduce_sum(sums);
+  comm_->all_reduce_sum(code_counts);
+  r.volumes = static_cast<int64_t>(sums[2]);
+  r.ssim = sums[0] / double(r.volumes);
+  r.psnr = sums[1] / double(r.volumes);
+
+  // Rank 0 writes every picture: the rank that drew a volume's panels sends them.
+  const char* kinds[] = {"slices", "orthogonal", "mip"};
+  char prefix[64];
+  std::snprintf(prefix, sizeof prefix, "step_%08lld_", static_cast<long long>(state_.step));
+  for (int64_t k = 0; k < std::min(c.validation.panels, count); ++k) {
+    int owner = 0;
+    while (rank_share(count, owner, comm_->size()).second <= k) ++owner;
+    for (int kind = 0; kind < 3; ++kind) {
+      RgbImage image;
+      std::string bytes;
+      if (comm_->rank() == owner) {
+        image = panels.at(k)[size_t(kind)];
+        bytes = std::to_string(image.width) + " " + std::to_string(image.height) + " ";
+        bytes.append(reinterpret_cast<const char*>(image.rgb.data()), image.rgb.size());
+      }
+      if (owner != 0) comm_->broadcast_string(bytes, owner);
+      if (!is_root()) continue;
+      if (owner != 0) {
+        std::istringstream header(bytes);
+        header >> image.width >> image.height;
+        const size_t at = bytes.size() - size_t(image.width * image.height * 3);
+        image.rgb.assign(bytes.begin() + std::ptrdiff_t(at), bytes.end());
+      }
+      const std::string id = data_->volumes->entry(data_->val[size_t(k)]).id;
+      std::filesystem::create_directories(out_dir_ / "images");
+      write_png(out_dir_ / "images" / (prefix + id + "_" + kinds[kind] + ".png"), image);
+      run_->tensorboard()->add_image("val/" + id + "/" + kinds[kind], image, state_.step);
+    }
+  }
   for (double n : code_counts) r.codes_used += n > 0 ? 1 : 0;
   r.perplexity = codebook_perplexity(Tensor::from_vector(code_counts, {K}, Device::cpu()));
   return r;
@@ -334,7 +405,16 @@ void export_vqae_checkpoint(const std::filesystem::path& checkpoint, const std::
 std::filesystem::path VqaeTrainer::save_checkpoint_now() { return run_->save_checkpoint(); }
 
 void VqaeTrainer::write_checkpoint(const std::filesystem::path& path, const TrainingState& state) {
-  const std::vector<Tensor*> m = adam_->m(), v = adam_->v();
+  // Collective with several ranks (ZeRO-1 gathers the moments from every rank); rank 0 writes.
+  std::vector<Tensor> whole_m, whole_v;
+  std::vector<Tensor*> m, v;
+  if (dp_) {
+    whole_m = dp_->gather_moments(false), whole_v = dp_->gather_moments(true);
+    for (size_t i = 0; i < whole_m.size(); ++i) m.push_back(&whole_m[i]), v.push_back(&whole_v[i]);
+  } else {
+    m = adam_->m(), v = adam_->v();
+  }
+  if (!is_root()) return;
   // The codebook's buffers are only read by the save.
   Tensor embeddings = codebook_->embeddings(), counts = codebook_->ema_counts(), sums = codebook_->ema_sums();
   CheckpointInfo info;
@@ -350,13 +430,25 @@ void VqaeTrainer::write_checkpoint(const std::filesystem::path& path, const Trai
 }
 
 CheckpointInfo VqaeTrainer::read_checkpoint(const std::filesystem::path& path) {
-  const std::vector<Tensor*> m = adam_->m(), v = adam_->v();
   const int64_t K = model_->config().n_codes, E = model_->config().embedding_dim;
   const Device device = options_.device;
+  // Every rank reads the whole checkpoint; DataParallel keeps its part of the moments.
+  std::vector<Tensor> whole_m, whole_v;
+  std::vector<Tensor*> m, v;
+  if (dp_) {
+    for (Parameter* p : model_->parameters()) {
+      whole_m.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
+      whole_v.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), device));
+    }
+    for (size_t i = 0; i < whole_m.size(); ++i) m.push_back(&whole_m[i]), v.push_back(&whole_v[i]);
+  } else {
+    m = adam_->m(), v = adam_->v();
+  }
   Tensor embeddings = Tensor::zeros({K, E}, DType::float32, device), counts = Tensor::zeros({K}, DType::float32, device);
   Tensor sums = Tensor::zeros({K, E}, DType::float32, device);
   const CheckpointInfo info =
       load_checkpoint(path, {model_->parameters(), {}, m, v}, kVqaeCheckpoint, codebook_tensors(embeddings, counts, sums));
+  if (dp_) dp_->load_moments(whole_m, whole_v);
   auto initialized = info.extra.find("codebook.initialized");
   if (initialized != info.extra.end() && initialized->second == "true") codebook_->set_state(embeddings, counts, sums);
   return info;
@@ -406,7 +498,11 @@ std::string VqaeTrainer::describe() const {
   std::ostringstream text;
   text << "training the VQ-AE " << model_->config().str() << " (" << model_->parameter_count() << " parameters) on "
        << options_.device.str() << "; " << data_summary() << "; batch " << c.training.batch_size << " x "
-       << c.training.patch_size << "^3 patches, steps " << state_.step << " -> " << c.training.max_steps;
+       << c.training.patch_size << "^3 patches";
+  if (comm_->size() > 1)
+    text << " over " << comm_->size() << " ranks (" << comm_->backend() << (c.distributed.zero1 ? ", ZeRO-1" : "")
+         << "), " << per_rank_ << " each";
+  text << ", steps " << state_.step << " -> " << c.training.max_steps;
   if (c.encode.patch_size != c.training.patch_size)
     text << "\nnote: encode.patch_size is " << c.encode.patch_size
          << " (what ctsr_vqae encode and cache use) but the model trains on " << c.training.patch_size

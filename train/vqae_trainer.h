@@ -4,9 +4,12 @@
 //
 // One optimiser step s (0-based) over B = training.batch_size patches:
 //   patch g of the step (g = 0 .. B-1): draw_patch (train/data/volume_patches.h) over the training
-//     volumes with offset stream_offset(patch purpose, s) and counter g;
+//     volumes with offset stream_offset(patch purpose, s) and counter g; under mpirun/srun with R
+//     ranks, rank r takes the patches g = r B/R .. (r+1) B/R - 1 (the diffusion trainer's split), so
+//     the ranks together see exactly the patches of one process;
 //   step 0 only: the codebook is initialised from the batch's latents (CodebookEma::initialize_from,
-//     as the original does on its first training forward);
+//     as the original does on its first training forward; with R ranks, from the whole batch's
+//     latents, gathered);
 //   z_e = encode(x), indices = nearest codes, z_q = their vectors, recon = decode(z_q), the
 //     straight-through pass of Vqae::forward_train;
 //   loss = training.l1_weight * mean|recon - x| + codebook.commitment * mean((z_e - z_q)^2);
@@ -19,6 +22,15 @@
 //   the EMA codebook update from (z_e, indices) with restarts of dead codes drawn by Philox under
 //     (seed, step s) (model/codebook_ema.h). The decoder saw the codebook before this update, as in
 //     the original, where the update happens inside the codebook's forward.
+// Data parallel (R > 1 ranks, the program started by mpirun or srun): each rank's losses are means
+// over its B/R patches; the backward scales them by 1/R, so the gradients summed over the ranks
+// (train/data_parallel.h: all-reduce, or with distributed.zero1 reduce-scatter, sharded Adam and
+// all-gather) are the gradient of the global batch's mean loss; the logged losses are the global
+// batch's means; the codebook's counts and sums are summed over the ranks before the EMA update
+// and its restart candidates drawn from the whole batch's latents (CodebookEma::update_across_ranks),
+// so every rank keeps the same codebook and the perplexity is the global batch's. One process
+// (R = 1) runs the plain path, without DataParallel. Validation shares its patches and volumes over
+// the ranks (each scored once); rank 0 writes the checkpoints, the weights and the pictures.
 // Every random draw is keyed by (seed, step, patch): a resumed run computes exactly what an
 // uninterrupted one does (the checkpoint holds the weights, Adam's moments and the codebook's
 // three buffers).
@@ -46,7 +58,9 @@
 
 #include "model/codebook_ema.h"
 #include "model/vqae.h"
+#include "runtime/communicator.h"
 #include "train/checkpoint.h"
+#include "train/data_parallel.h"
 #include "train/run.h"
 #include "train/run_support.h"
 #include "train/vqae_config.h"
@@ -62,6 +76,8 @@ struct VqaeTrainerOptions {
   bool progress = true;
   std::ostream* log = nullptr;                   // messages (default std::cerr)
   std::function<void(int64_t step)> after_step;  // called after every step (tests)
+  // The ranks of a data-parallel job (runtime/communicator.h); nullptr: this process alone.
+  Communicator* comm = nullptr;
 };
 
 struct VqaeLosses {
@@ -127,6 +143,7 @@ class VqaeTrainer : private Task {
   void log_line(const std::string& text) { run_->log(text); }
   void sync_codebook();  // the model's codebook and EMA buffers from codebook_
   double skip_step(double loss, double grad_norm);  // a non-finite step (counted already): logs; NaN
+  bool is_root() const { return comm_->rank() == 0; }
   double total_loss(const VqaeLosses& l) const {  // the weighted sum the optimiser descends
     return config_.training.l1_weight * l.l1 + config_.training.mse_weight * l.mse + l.commitment;
   }
@@ -136,11 +153,14 @@ class VqaeTrainer : private Task {
   std::filesystem::path out_dir_;
   std::unique_ptr<Vqae> model_;
   std::unique_ptr<CodebookEma> codebook_;
-  std::unique_ptr<AdamMoments> adam_;
+  std::unique_ptr<AdamMoments> adam_;  // one process
+  std::unique_ptr<DataParallel> dp_;   // several ranks: the reduced gradients and Adam
   TrainingState state_;
   VqaeLosses last_;
   double last_grad_norm_ = 0, last_perplexity_ = 0;
   std::unique_ptr<Run> run_;
+  Communicator* comm_ = nullptr;  // the run's
+  int64_t per_rank_ = 0;          // patches per step on this rank
   std::unique_ptr<Data> data_;
 };
 
