@@ -256,7 +256,7 @@ TEST(DataParallel, ValidationScoresEverySampleOnceOnAnyNumberOfRanks) {
   const auto full3 = last_of_tier(dir / "run3" / "metrics.jsonl", "full");
   ASSERT_FALSE(full3.is_null());
   EXPECT_EQ(full3["samples"], 5);
-  for (const char* key : {"ssim", "psnr", "ssim_ld", "psnr_ld"})
+  for (const char* key : {"ssim_sr", "psnr_sr", "ssim_input_roundtrip", "psnr_input_roundtrip"})
     EXPECT_NEAR(full3[key].get<double>(), full1[key].get<double>(), 1e-4 * std::abs(full1[key].get<double>())) << key;
   EXPECT_NEAR(last_of_tier(dir / "run3" / "metrics.jsonl", "light")["loss"].get<double>(),
               last_of_tier(dir / "run1" / "metrics.jsonl", "light")["loss"].get<double>(), 1e-5);
@@ -516,7 +516,7 @@ TEST(DataParallel, VqaeTwoRanksEqualOneProcessWithTheSameGlobalBatch) {
     ASSERT_FALSE(full.is_null());
     EXPECT_EQ(full["volumes"], 3);
     EXPECT_EQ(full["codes_used"], full_one["codes_used"]);
-    for (const char* key : {"ssim", "psnr", "perplexity"})
+    for (const char* key : {"ssim_roundtrip", "psnr_roundtrip", "perplexity"})
       EXPECT_NEAR(full[key].get<double>(), full_one[key].get<double>(), 1e-4 * std::abs(full_one[key].get<double>()))
           << key;
     // Rank 0 wrote the pictures of both panel volumes (case0_ld was scored by rank 1).

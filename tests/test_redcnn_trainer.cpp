@@ -135,11 +135,11 @@ TEST(RedCnnTrainer, LossFallsAndTheOutputsAreWritten) {
     if (j["tier"] == "light") {
       ++light;
       const double mse = j["loss"].get<double>();
-      EXPECT_NEAR(j["psnr"].get<double>(), 10 * std::log10(4.0 / mse), 1e-9);
+      EXPECT_NEAR(j["psnr_redcnn"].get<double>(), 10 * std::log10(4.0 / mse), 1e-9);
     } else {
       ++full;
       EXPECT_EQ(j["volumes"], 2);
-      for (const char* key : {"ssim", "psnr", "ssim_input", "psnr_input"}) EXPECT_TRUE(j.contains(key)) << key;
+      for (const char* key : {"ssim_redcnn", "psnr_redcnn", "ssim_input", "psnr_input"}) EXPECT_TRUE(j.contains(key)) << key;
       // The full tier recomputed: the held-out pairs restored whole and scored against HD.
       double ssim_sum = 0, psnr_sum = 0;
       for (const char* id : {"case0", "case3"}) {
@@ -150,8 +150,8 @@ TEST(RedCnnTrainer, LossFallsAndTheOutputsAreWritten) {
         ssim_sum += ssim(restored, hd.reshape(batch)).per_sample.to_vector<float>()[0] / 2;
         psnr_sum += psnr(restored, hd.reshape(batch)).psnr.to_vector<float>()[0] / 2;
       }
-      EXPECT_NEAR(j["ssim"].get<double>(), ssim_sum, 1e-6);
-      EXPECT_NEAR(j["psnr"].get<double>(), psnr_sum, 1e-4);
+      EXPECT_NEAR(j["ssim_redcnn"].get<double>(), ssim_sum, 1e-6);
+      EXPECT_NEAR(j["psnr_redcnn"].get<double>(), psnr_sum, 1e-4);
     }
   }
   EXPECT_EQ(light, 2);
@@ -274,7 +274,7 @@ TEST(RedCnnTrainer, RefinerCutsTheGuideBesideTheInputAndStartsFromInitWeights) {
     const Tensor guide = io::read_volume_unit(dir / "guide" / "case1.nii.gz", io::HuWindow{}).data;
     const Shape batch{1, hd1.dim(0), hd1.dim(1), hd1.dim(2)};
     const Tensor restored = clamp(restore_volume(trainer.model(), ld, guide), -1.0, 1.0).reshape(batch);
-    EXPECT_NEAR(j["psnr"].get<double>(), psnr(restored, hd1.reshape(batch)).psnr.to_vector<float>()[0], 1e-4);
+    EXPECT_NEAR(j["psnr_redcnn"].get<double>(), psnr(restored, hd1.reshape(batch)).psnr.to_vector<float>()[0], 1e-4);
   }
   EXPECT_EQ(full, 1);
 

@@ -268,7 +268,7 @@ TEST(Trainer, FullValidationScoresSamplesAgainstTheHdVolumes) {
   EXPECT_EQ(full["step"], 2);
   EXPECT_EQ(full["samples"], 3);
   EXPECT_EQ(full["target"], "volume");
-  for (const char* key : {"ssim", "psnr", "ssim_ld", "psnr_ld"}) EXPECT_TRUE(std::isfinite(full[key].get<double>())) << key;
+  for (const char* key : {"ssim_sr", "psnr_sr", "ssim_input_roundtrip", "psnr_input_roundtrip"}) EXPECT_TRUE(std::isfinite(full[key].get<double>())) << key;
 
   // The LD baseline, computed here from the same files: decode(ld) against the HD volume.
   double ssim_ld = 0, psnr_ld = 0;
@@ -282,8 +282,8 @@ TEST(Trainer, FullValidationScoresSamplesAgainstTheHdVolumes) {
     ssim_ld += ssim(volume, target).per_sample.to_vector<float>()[0] / 3;
     psnr_ld += psnr(volume, target).psnr.to_vector<float>()[0] / 3;
   }
-  EXPECT_NEAR(full["ssim_ld"].get<double>(), ssim_ld, 1e-6);
-  EXPECT_NEAR(full["psnr_ld"].get<double>(), psnr_ld, 1e-4);
+  EXPECT_NEAR(full["ssim_input_roundtrip"].get<double>(), ssim_ld, 1e-6);
+  EXPECT_NEAR(full["psnr_input_roundtrip"].get<double>(), psnr_ld, 1e-4);
 
   // Pictures of the first sample only, and the best checkpoint (the first full evaluation).
   int pictures = 0;

@@ -1,5 +1,5 @@
 // The UNet (model/unet.h) against an independent PyTorch implementation of the spec
-// (tools/pytorch/unet_reference.py): output, input gradient and every parameter gradient of
+// (tools/pytorch/unet_model.py): output, input gradient and every parameter gradient of
 // L = sum(y * dy), with every parameter random and non-zero and dropout off, in float64 on the
 // reference path and in float32 on the reference and the CUDA paths.
 //
@@ -111,7 +111,7 @@ struct Golden {
   std::unique_ptr<io::SafetensorsReader> grads;
 };
 
-// The spec's keys, as the scripts write them (unet_reference.UNetConfig).
+// The spec's keys, as the scripts write them (unet_model.UNetConfig).
 UNetConfig config_from_json(const nlohmann::json& c) {
   UNetConfig config;
   config.in_channels = c.at("in_channels");
@@ -294,7 +294,7 @@ TEST(UNetCost, MatchesAHandCount) {
   EXPECT_EQ(cost.parameters, net.parameter_count());
 }
 
-// Parameters and multiply-adds against PyTorch's forward hooks on the reference model, and the
+// Parameters and multiply-adds against PyTorch's forward hooks on the PyTorch model of the spec, and the
 // parameter count against our UNet's own, for every configuration that has golden data.
 TEST(UNetCost, MatchesThePyTorchReference) {
   const nlohmann::json costs = load_costs();

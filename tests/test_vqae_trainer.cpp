@@ -144,7 +144,7 @@ TEST(VqaeTrainer, LossFallsAndTheOutputsAreWritten) {
       ++light;
     } else {
       EXPECT_EQ(j["tier"], "full");
-      const double psnr = j["psnr"].get<double>(), ssim = j["ssim"].get<double>();
+      const double psnr = j["psnr_roundtrip"].get<double>(), ssim = j["ssim_roundtrip"].get<double>();
       EXPECT_TRUE(psnr > 5 && psnr < 60) << psnr;
       EXPECT_TRUE(ssim > -1 && ssim <= 1) << ssim;
       EXPECT_EQ(j["volumes"], 2);
@@ -162,7 +162,7 @@ TEST(VqaeTrainer, LossFallsAndTheOutputsAreWritten) {
     for (const auto& event : read_tensorboard_events(entry.path()))
       for (const auto& v : event.values) tags.insert(v.tag);
   for (const char* tag : {"train/loss", "train/l1", "train/commitment", "train/perplexity", "train/lr",
-                          "train/grad_norm", "val/light_loss", "val/ssim", "val/psnr", "val/codes_used",
+                          "train/grad_norm", "val/light_loss", "val/ssim_roundtrip", "val/psnr_roundtrip", "val/codes_used",
                           "val/case0_hd/slices", "val/case0_hd/orthogonal", "val/case0_hd/mip"})
     EXPECT_EQ(tags.count(tag), 1u) << tag;
   for (const char* kind : {"slices", "orthogonal", "mip"})

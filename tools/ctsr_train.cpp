@@ -8,19 +8,16 @@
 // SIGTERM saves a checkpoint and exits with status 0; --resume auto continues from it. Under
 // mpirun or srun every rank takes the GPU of its local rank (device auto or cuda), CPU ranks on
 // one machine share its cores (unless OMP_NUM_THREADS says otherwise), and an error on any rank
-// ends the whole job.
-#include <omp.h>
-#include <unistd.h>
+// ends the whole job (tools/common/ranks.h).
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
 #include <iostream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "runtime/communicator.h"
 #include "tools/common/cli.h"
+#include "tools/common/ranks.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -40,7 +37,6 @@ int main(int argc, char** argv) {
   app.add_flag("--quiet", quiet, "no progress line");
   app.add_flag("--print-config", print_config, "print the resolved configuration and exit");
 
-  const ctsr::LauncherInfo launch = ctsr::launcher_info();
   std::unique_ptr<ctsr::Communicator> comm;
   return ctsr::tools::run_program(app, argc, argv, [&] {
     using namespace ctsr;
@@ -51,38 +47,21 @@ int main(int argc, char** argv) {
       std::cout << train::to_yaml(config);
       return;
     }
-    std::string device_choice = device_text;
-    if (launch.distributed() && (device_text == "auto" || device_text == "cuda") && cuda_available())
-      device_choice = "cuda:" + std::to_string(launch.local_rank % cuda_device_count());
+    tools::JoinedRanks joined = tools::join_ranks("ctsr_train", device_text, config.distributed.timeout_s);
+    comm = std::move(joined.comm);
     train::TrainerOptions options;
-    options.device = tools::device_from_flag(device_choice);
+    options.device = joined.device;
     options.resume = resume;
     options.progress = !quiet;
-    comm = make_communicator(launch, options.device, config.distributed.timeout_s);
-    if (comm->size() > 1) {
-      options.comm = comm.get();
-      if (!std::getenv("OMP_NUM_THREADS")) {
-        const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
-        omp_set_num_threads(std::max(1, cores / std::max(1, comm->info().local_size)));
-      }
-      // One write per line, so the ranks' lines do not interleave.
-      const std::string banner = "ctsr_train: rank " + std::to_string(comm->rank()) + "/" + std::to_string(comm->size()) +
-                                 " (local " + std::to_string(comm->local_rank()) + ") pid " + std::to_string(::getpid()) +
-                                 ": " + options.device.str() + ", " + comm->backend() + "\n";
-      std::cerr << banner << std::flush;
-    }
+    if (comm->size() > 1) options.comm = comm.get();
     try {
       train::Trainer trainer(config, options);
       const train::RunSummary summary = trainer.run();
       if (!summary.interrupted && comm->rank() == 0)
         std::cerr << "ctsr_train: done at step " << summary.last_step << "; outputs in " << config.output.dir << "\n";
     } catch (const std::exception& e) {
-      if (comm->size() <= 1) throw;
-      // The other ranks would wait for this one in their next collective: end them all now.
-      std::string message = e.what();
-      std::replace(message.begin(), message.end(), '\n', ' ');
-      std::cerr << ("ctsr_train: rank " + std::to_string(comm->rank()) + ": error: " + message + "\n") << std::flush;
-      abort_job(1);
+      tools::end_job_on_error("ctsr_train", comm.get(), e);  // returns only in a process alone
+      throw;
     }
   });
 }

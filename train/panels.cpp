@@ -11,9 +11,12 @@
 #include <cstdio>
 #include <limits>
 #include <optional>
+#include <sstream>
 #include <vector>
 
 #include "runtime/error.h"
+#include "train/data_parallel.h"
+#include "train/tensorboard.h"
 
 namespace ctsr::train {
 
@@ -445,6 +448,41 @@ RgbImage render_comparison_panel(const ComparisonVolumes& v, PanelOptions option
   if (v.redcnn.defined()) columns.push_back({"|REDCNN-HD|", error(v.redcnn), true});
   columns.push_back({"|SR-HD|", error(v.sr), true});
   return render_slices_panel(columns, options);
+}
+
+void write_validation_panels(Communicator& comm, int64_t count, int64_t shown, int64_t step,
+                             const std::map<int64_t, SamplePanels>& drawn,
+                             const std::function<std::string(int64_t)>& id_of, const std::filesystem::path& out_dir,
+                             TensorBoardWriter* tensorboard) {
+  const char* kinds[] = {"slices", "orthogonal", "mip"};
+  char prefix[64];
+  std::snprintf(prefix, sizeof prefix, "step_%08lld_", static_cast<long long>(step));
+  const std::filesystem::path images = out_dir / "images";
+  for (int64_t k = 0; k < std::min(shown, count); ++k) {
+    int owner = 0;
+    while (rank_share(count, owner, comm.size()).second <= k) ++owner;
+    for (int kind = 0; kind < 3; ++kind) {
+      RgbImage image;
+      std::string bytes;
+      if (comm.rank() == owner) {
+        image = drawn.at(k)[size_t(kind)];
+        bytes = std::to_string(image.width) + " " + std::to_string(image.height) + " ";
+        bytes.append(reinterpret_cast<const char*>(image.rgb.data()), image.rgb.size());
+      }
+      if (owner != 0) comm.broadcast_string(bytes, owner);
+      if (comm.rank() != 0) continue;
+      if (owner != 0) {
+        std::istringstream header(bytes);
+        header >> image.width >> image.height;
+        const size_t at = bytes.size() - size_t(image.width * image.height * 3);
+        image.rgb.assign(bytes.begin() + std::ptrdiff_t(at), bytes.end());
+      }
+      const std::string id = id_of(k);
+      std::filesystem::create_directories(images);
+      write_png(images / (prefix + id + "_" + kinds[kind] + ".png"), image);
+      if (tensorboard) tensorboard->add_image("val/" + id + "/" + kinds[kind], image, step);
+    }
+  }
 }
 
 }  // namespace ctsr::train

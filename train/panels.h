@@ -28,9 +28,13 @@
 
 #include <array>
 #include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "runtime/communicator.h"
 #include "runtime/formats/volume.h"
 #include "runtime/tensor.h"
 #include "train/png.h"
@@ -117,5 +121,18 @@ int64_t text_width(const std::string& text, int scale);
 // Draws `text` with its top-left corner at (x, y), clipped to the image. Characters: 0-9, A-Z,
 // '|', '-', '.', ' '; anything else is an error.
 void draw_text(RgbImage& image, int64_t x, int64_t y, const std::string& text, int scale, Rgb colour);
+
+// The three panels of a validated sample: slices, orthogonal planes, maximum-intensity projections.
+using SamplePanels = std::array<RgbImage, 3>;
+class TensorBoardWriter;
+
+// A validation tier's panels of its first `shown` samples of `count`, each drawn by the rank that
+// scored it (rank_share of `count` over the ranks; `drawn` holds this rank's, by sample index),
+// written by rank 0 alone: out_dir/images/step_<8 digits>_<id>_<kind>.png and the TensorBoard
+// image val/<id>/<kind>, kind slices | orthogonal | mip. Collective: every rank calls it.
+void write_validation_panels(Communicator& comm, int64_t count, int64_t shown, int64_t step,
+                             const std::map<int64_t, SamplePanels>& drawn,
+                             const std::function<std::string(int64_t)>& id_of, const std::filesystem::path& out_dir,
+                             TensorBoardWriter* tensorboard);
 
 }  // namespace ctsr::train

@@ -297,19 +297,20 @@ TierScores RedCnnTrainer::light_validation() {
   const double range = config_.validation.data_range;
   const double psnr_value = 10.0 * std::log10(range * range / mse);
   TierScores scores;
-  scores.fields = {{"loss", mse}, {"psnr", psnr_value}};
-  scores.scalars = {{"val/light_loss", mse}, {"val/light_psnr", psnr_value}};
+  scores.fields = {{"loss", mse}, {"psnr_redcnn", psnr_value}};
+  scores.scalars = {{"val/light_loss", mse}, {"val/light_psnr_redcnn", psnr_value}};
   return scores;
 }
 
 TierScores RedCnnTrainer::full_validation() {
   const RedCnnFullValidation r = validate_full();
   TierScores scores;
-  scores.fields = {{"ssim", r.ssim},         {"psnr", r.psnr}, {"ssim_input", r.ssim_input},
+  scores.fields = {{"ssim_redcnn", r.ssim},       {"psnr_redcnn", r.psnr}, {"ssim_input", r.ssim_input},
                    {"psnr_input", r.psnr_input}, {"volumes", r.volumes}};
-  scores.scalars = {{"val/ssim", r.ssim}, {"val/psnr", r.psnr}};
+  scores.scalars = {{"val/ssim_redcnn", r.ssim}, {"val/psnr_redcnn", r.psnr}, {"val/ssim_input", r.ssim_input},
+                    {"val/psnr_input", r.psnr_input}};
   char text[200];
-  std::snprintf(text, sizeof text, "validation at step %lld: ssim %.4f, psnr %.2f dB over %lld volumes (input %.4f, %.2f dB)",
+  std::snprintf(text, sizeof text, "validation at step %lld: ssim_redcnn %.4f, psnr_redcnn %.2f dB over %lld volumes (input %.4f, %.2f dB)",
                 static_cast<long long>(state_.step), r.ssim, r.psnr, static_cast<long long>(r.volumes), r.ssim_input,
                 r.psnr_input);
   scores.message = text;

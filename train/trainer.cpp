@@ -377,10 +377,11 @@ FullValidation Trainer::validate_full() {
   const auto [begin, end] = rank_share(count, comm_->rank(), comm_->size());  // this rank's samples
   UNet3D& net = eval_model();
   NoGradGuard no_grad;
-  // Sums over this rank's samples: ssim, psnr, ssim_ld, psnr_ld, samples, and whether any sample
+  // Sums over this rank's samples: ssim, psnr (SR), ssim, psnr of the decoded LD latent (the
+  // input's round trip), samples, and whether any sample
   // lacked its HD volume.
   std::vector<double> sums(6, 0.0);
-  std::map<int64_t, std::vector<RgbImage>> panels;  // the panel samples this rank scored
+  std::map<int64_t, SamplePanels> panels;  // the panel samples this rank scored
   for (int64_t first = begin; first < end; first += c.validation.batch_size) {
     std::vector<int64_t> indices;
     std::vector<uint64_t> keys;
@@ -474,8 +475,8 @@ FullValidation Trainer::validate_full() {
   result.samples = static_cast<int64_t>(sums[4]);
   result.ssim = sums[0] / sums[4];
   result.psnr = sums[1] / sums[4];
-  result.ssim_ld = sums[2] / sums[4];
-  result.psnr_ld = sums[3] / sums[4];
+  result.ssim_input_roundtrip = sums[2] / sums[4];
+  result.psnr_input_roundtrip = sums[3] / sums[4];
   result.target_is_volume = flags[0] == 0.0;
   if (!result.target_is_volume && !data_->warned_target) {
     log_line("warning: the HD volumes named in the cache's metadata are not readable from here; the full "
@@ -484,35 +485,8 @@ FullValidation Trainer::validate_full() {
   }
 
   // Rank 0 writes every picture: the rank that drew a sample's panels sends them.
-  const char* kinds[] = {"slices", "orthogonal", "mip"};
-  const std::filesystem::path images = out_dir_ / "images";
-  for (int64_t i = 0; i < std::min(c.validation.panels, count); ++i) {
-    int owner = 0;
-    while (rank_share(count, owner, comm_->size()).second <= i) ++owner;
-    for (int kind = 0; kind < 3; ++kind) {
-      RgbImage image;
-      std::string bytes;
-      if (comm_->rank() == owner) {
-        image = panels.at(i)[size_t(kind)];
-        bytes = std::to_string(image.width) + " " + std::to_string(image.height) + " ";
-        bytes.append(reinterpret_cast<const char*>(image.rgb.data()), image.rgb.size());
-      }
-      if (owner != 0) comm_->broadcast_string(bytes, owner);
-      if (!is_root()) continue;
-      if (owner != 0) {
-        std::istringstream header(bytes);
-        header >> image.width >> image.height;
-        const size_t at = bytes.size() - size_t(image.width * image.height * 3);
-        image.rgb.assign(bytes.begin() + std::ptrdiff_t(at), bytes.end());
-      }
-      char prefix[64];
-      std::snprintf(prefix, sizeof prefix, "step_%08lld_", static_cast<long long>(state_.step));
-      const std::string id = data_->val->id(i);
-      std::filesystem::create_directories(images);
-      write_png(images / (prefix + id + "_" + kinds[kind] + ".png"), image);
-      run_->tensorboard()->add_image("val/" + id + "/" + kinds[kind], image, state_.step);
-    }
-  }
+  write_validation_panels(*comm_, count, c.validation.panels, state_.step, panels,
+                          [&](int64_t i) { return data_->val->id(i); }, out_dir_, run_->tensorboard());
   return result;
 }
 
@@ -560,12 +534,20 @@ TierScores Trainer::light_validation() {
 TierScores Trainer::full_validation() {
   const FullValidation r = validate_full();
   TierScores scores;
-  scores.fields = {{"ssim", r.ssim},       {"psnr", r.psnr},       {"ssim_ld", r.ssim_ld},
-                   {"psnr_ld", r.psnr_ld}, {"samples", r.samples}, {"target", r.target_is_volume ? "volume" : "decoded_latent"}};
-  scores.scalars = {{"val/ssim", r.ssim}, {"val/psnr", r.psnr}, {"val/ssim_ld", r.ssim_ld}, {"val/psnr_ld", r.psnr_ld}};
-  char text[160];
-  std::snprintf(text, sizeof text, "validation at step %lld: ssim %.4f (LD %.4f), psnr %.2f dB (LD %.2f dB)",
-                static_cast<long long>(state_.step), r.ssim, r.ssim_ld, r.psnr, r.psnr_ld);
+  scores.fields = {{"ssim_sr", r.ssim},
+                   {"psnr_sr", r.psnr},
+                   {"ssim_input_roundtrip", r.ssim_input_roundtrip},
+                   {"psnr_input_roundtrip", r.psnr_input_roundtrip},
+                   {"samples", r.samples},
+                   {"target", r.target_is_volume ? "volume" : "decoded_latent"}};
+  scores.scalars = {{"val/ssim_sr", r.ssim},
+                    {"val/psnr_sr", r.psnr},
+                    {"val/ssim_input_roundtrip", r.ssim_input_roundtrip},
+                    {"val/psnr_input_roundtrip", r.psnr_input_roundtrip}};
+  char text[200];
+  std::snprintf(text, sizeof text,
+                "validation at step %lld: ssim_sr %.4f (input round trip %.4f), psnr_sr %.2f dB (input round trip %.2f dB)",
+                static_cast<long long>(state_.step), r.ssim, r.ssim_input_roundtrip, r.psnr, r.psnr_input_roundtrip);
   scores.message = text;
   scores.ssim = r.ssim;
   return scores;

@@ -55,7 +55,8 @@ struct TrainerOptions {
 };
 
 struct FullValidation {
-  double ssim = 0, psnr = 0, ssim_ld = 0, psnr_ld = 0;
+  double ssim = 0, psnr = 0;                                  // SR against the target
+  double ssim_input_roundtrip = 0, psnr_input_roundtrip = 0;  // the decoded LD latent against the target
   int64_t samples = 0;
   bool target_is_volume = true;  // false: scored against the decoded HD latent (no HD volumes found)
 };

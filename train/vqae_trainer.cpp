@@ -309,7 +309,7 @@ VqaeFullValidation VqaeTrainer::validate_full() {
   std::vector<double> code_counts(size_t(K), 0.0);
   VqaeFullValidation r;
   const auto [begin, end] = rank_share(count, comm_->rank(), comm_->size());  // this rank's volumes
-  std::map<int64_t, std::array<RgbImage, 3>> panels;                           // the panel volumes it scored
+  std::map<int64_t, SamplePanels> panels;                                     // the panel volumes it scored
   for (int64_t k = begin; k < end; ++k) {
     const int64_t index = data_->val[size_t(k)];
     const Tensor whole = data_->volumes->read(index);
@@ -346,34 +346,9 @@ VqaeFullValidation VqaeTrainer::validate_full() {
   r.psnr = sums[1] / double(r.volumes);
 
   // Rank 0 writes every picture: the rank that drew a volume's panels sends them.
-  const char* kinds[] = {"slices", "orthogonal", "mip"};
-  char prefix[64];
-  std::snprintf(prefix, sizeof prefix, "step_%08lld_", static_cast<long long>(state_.step));
-  for (int64_t k = 0; k < std::min(c.validation.panels, count); ++k) {
-    int owner = 0;
-    while (rank_share(count, owner, comm_->size()).second <= k) ++owner;
-    for (int kind = 0; kind < 3; ++kind) {
-      RgbImage image;
-      std::string bytes;
-      if (comm_->rank() == owner) {
-        image = panels.at(k)[size_t(kind)];
-        bytes = std::to_string(image.width) + " " + std::to_string(image.height) + " ";
-        bytes.append(reinterpret_cast<const char*>(image.rgb.data()), image.rgb.size());
-      }
-      if (owner != 0) comm_->broadcast_string(bytes, owner);
-      if (!is_root()) continue;
-      if (owner != 0) {
-        std::istringstream header(bytes);
-        header >> image.width >> image.height;
-        const size_t at = bytes.size() - size_t(image.width * image.height * 3);
-        image.rgb.assign(bytes.begin() + std::ptrdiff_t(at), bytes.end());
-      }
-      const std::string id = data_->volumes->entry(data_->val[size_t(k)]).id;
-      std::filesystem::create_directories(out_dir_ / "images");
-      write_png(out_dir_ / "images" / (prefix + id + "_" + kinds[kind] + ".png"), image);
-      run_->tensorboard()->add_image("val/" + id + "/" + kinds[kind], image, state_.step);
-    }
-  }
+  write_validation_panels(*comm_, count, c.validation.panels, state_.step, panels,
+                          [&](int64_t k) { return data_->volumes->entry(data_->val[size_t(k)]).id; }, out_dir_,
+                          run_->tensorboard());
   for (double n : code_counts) r.codes_used += n > 0 ? 1 : 0;
   r.perplexity = codebook_perplexity(Tensor::from_vector(code_counts, {K}, Device::cpu()));
   return r;
@@ -473,13 +448,13 @@ TierScores VqaeTrainer::light_validation() {
 TierScores VqaeTrainer::full_validation() {
   const VqaeFullValidation r = validate_full();
   TierScores scores;
-  scores.fields = {{"ssim", r.ssim}, {"psnr", r.psnr}, {"perplexity", r.perplexity}, {"codes_used", r.codes_used},
+  scores.fields = {{"ssim_roundtrip", r.ssim}, {"psnr_roundtrip", r.psnr}, {"perplexity", r.perplexity}, {"codes_used", r.codes_used},
                    {"volumes", r.volumes}};
-  scores.scalars = {{"val/ssim", r.ssim}, {"val/psnr", r.psnr}, {"val/perplexity", r.perplexity},
+  scores.scalars = {{"val/ssim_roundtrip", r.ssim}, {"val/psnr_roundtrip", r.psnr}, {"val/perplexity", r.perplexity},
                     {"val/codes_used", double(r.codes_used)}};
   char text[200];
   std::snprintf(text, sizeof text,
-                "validation at step %lld: ssim %.4f, psnr %.2f dB over %lld volumes; %lld codes used, perplexity %.1f",
+                "validation at step %lld: ssim_roundtrip %.4f, psnr_roundtrip %.2f dB over %lld volumes; %lld codes used, perplexity %.1f",
                 static_cast<long long>(state_.step), r.ssim, r.psnr, static_cast<long long>(r.volumes),
                 static_cast<long long>(r.codes_used), r.perplexity);
   scores.message = text;

@@ -19,7 +19,7 @@ namespace {
 
 using Json = nlohmann::ordered_json;  // keeps the header's key order
 
-// Same bound as the reference implementation: a header is an index, never this big.
+// Same bound as the safetensors library itself: a header is an index, never this big.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 
 bool dtype_from_code(const std::string& code, DType& out) {

@@ -11,24 +11,19 @@
 // SIGINT or SIGTERM saves a checkpoint and exits with status 0. Under mpirun or srun (Options has
 // `comm`, Config has distributed.timeout_s) every rank takes the GPU of its local rank (device auto
 // or cuda), CPU ranks on one machine share its cores (unless OMP_NUM_THREADS says otherwise), and
-// an error on any rank ends the whole job, as ctsr_train does.
+// an error on any rank ends the whole job, as ctsr_train does (tools/common/ranks.h).
 #pragma once
 
-#include <omp.h>
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
-#include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "runtime/communicator.h"
 #include "tools/common/cli.h"
+#include "tools/common/ranks.h"
 #include "train/run.h"
 
 namespace ctsr::train {
@@ -75,28 +70,16 @@ int training_program_main(int argc, char** argv, const TrainingProgram& program,
       return;
     }
     Options options;
-    options.device = tools::device_from_flag(device_text);
     options.resume = resume;
     options.progress = !quiet;
     std::unique_ptr<Communicator> comm;
     if constexpr (requires(Options& o) { o.comm; }) {
-      const LauncherInfo launch = launcher_info();
-      if (launch.distributed() && (device_text == "auto" || device_text == "cuda") && cuda_available())
-        options.device = tools::device_from_flag("cuda:" + std::to_string(launch.local_rank % cuda_device_count()));
-      comm = make_communicator(launch, options.device, config.distributed.timeout_s);
-      if (comm->size() > 1) {
-        options.comm = comm.get();
-        if (!std::getenv("OMP_NUM_THREADS")) {
-          const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
-          omp_set_num_threads(std::max(1, cores / std::max(1, comm->info().local_size)));
-        }
-        // One write per line, so the ranks' lines do not interleave.
-        const std::string banner = program.name + ": rank " + std::to_string(comm->rank()) + "/" +
-                                   std::to_string(comm->size()) + " (local " + std::to_string(comm->local_rank()) +
-                                   ") pid " + std::to_string(::getpid()) + ": " + options.device.str() + ", " +
-                                   comm->backend() + "\n";
-        std::cerr << banner << std::flush;
-      }
+      tools::JoinedRanks joined = tools::join_ranks(program.name, device_text, config.distributed.timeout_s);
+      options.device = joined.device;
+      comm = std::move(joined.comm);
+      if (comm->size() > 1) options.comm = comm.get();
+    } else {
+      options.device = tools::device_from_flag(device_text);
     }
     try {
       Trainer trainer(config, options);
@@ -105,12 +88,8 @@ int training_program_main(int argc, char** argv, const TrainingProgram& program,
         std::cerr << program.name << ": done at step " << summary.last_step << "; weights in " << config.output_dir
                   << "/" << program.weights_file << "\n";
     } catch (const std::exception& e) {
-      if (!comm || comm->size() <= 1) throw;
-      // The other ranks would wait for this one in their next collective: end them all now.
-      std::string message = e.what();
-      std::replace(message.begin(), message.end(), '\n', ' ');
-      std::cerr << (program.name + ": rank " + std::to_string(comm->rank()) + ": error: " + message + "\n") << std::flush;
-      abort_job(1);
+      tools::end_job_on_error(program.name, comm.get(), e);  // returns only in a process alone
+      throw;
     }
   });
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """PyTorch eager baseline for ctsr_bench's UNetTrainStep: one optimiser step of the diffusion UNet.
 
-The model is unet_reference.py's (the spec's network), the production configuration by default
+The model is unet_model.py's (the spec's network), the production configuration by default
 (in 16 / out 8, model_channels 128, channel_mult [1, 2, 4, 8], 3 blocks, attention on levels 2
 and 3, head_channels 64, time_embed_dim 512, dropout 0.1, norm_groups 32), in training mode, at
 batch 32 on an 8 x 25 x 16 x 16 latent (input: 16 channels, the noisy latent and the condition).
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import unet_reference as ref  # noqa: E402
+import unet_model as ref  # noqa: E402
 
 TINY = dict(model_channels=16, channel_mult=[1, 2], num_blocks=1, attention_levels=[False, True], head_channels=32,
             time_embed_dim=32, norm_groups=4)

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Golden data for tests/test_unet_golden.cpp: the UNet's output, input gradient and every
-parameter gradient, computed in float64 by the independent PyTorch model of unet_reference.py.
+parameter gradient, computed in float64 by the independent PyTorch model of unet_model.py.
 
 Two configurations (tests/data/unet/<case>/):
   parity      test_unet.cpp's parity_config(): in 16, out 8, model_channels 16, channel_mult [1, 2],
@@ -61,7 +61,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_unet_step  # noqa: E402
-import unet_reference as ref  # noqa: E402
+import unet_model as ref  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "..", "tests", "data", "unet")
@@ -81,7 +81,7 @@ CASES = {
 }
 
 # Configurations whose parameter count and forward multiply-adds (per sample, from the forward
-# hooks of unet_reference.count_forward_macs on the meta device) go to cost.json, for the
+# hooks of unet_model.count_forward_macs on the meta device) go to cost.json, for the
 # analytic count of bench/unet_cost.h: the production network, ctsr_bench's tiny case, and the
 # network the C++ test also counts by hand.
 COST_CASES = {
