@@ -221,7 +221,9 @@ TEST(Attention, CpuFloatGemmPathMatchesTheReference) {
     const AttentionOutput dispatched = attention_forward(qkv, c.heads), loops = reference_loops_float(qkv, c);
     const bool long_sequence = c.tokens >= kernels::cpu::kAttentionGemmTokens;
     EXPECT_TRUE(tensors_equal(dispatched.o, long_sequence ? f.o : loops.o));
-    if (c.tokens > 1) EXPECT_FALSE(tensors_equal(f.o, loops.o));  // two routes to the same sums
+    if (c.tokens > 1) {
+      EXPECT_FALSE(tensors_equal(f.o, loops.o));  // two routes to the same sums
+    }
   }
 }
 
