@@ -150,7 +150,7 @@ TEST(CtsrEvaluate, ScoresEveryRowAgainstHdWithBaselinesChosenOnTrainingPairs) {
   // The parameters: the library's choice on the first two training pairs.
   LatentDataset train(f.dir / "cache", "train"), val(f.dir / "cache", "val");
   const auto read = [](const LatentDataset& split, int64_t i) {
-    return VolumePair{io::read_npy(split.metadata(i).at("ld_path")), io::read_npy(split.metadata(i).at("hd_path"))};
+    return VolumePair{io::read_npy(split.info(i).ld_path), io::read_npy(split.info(i).hd_path)};
   };
   const BaselineParameters chosen = select_baseline_parameters(2, [&](int64_t i) { return read(train, i); });
   const auto& b = scores["baselines"];
@@ -272,8 +272,8 @@ TEST(CtsrEvaluate, RedCnnRowIsTheNetworkOnTheInput) {
   double gap_psnr = 0, gap_ssim = 0;
   int64_t wins = 0;
   for (int64_t i = 0; i < 2; ++i) {
-    const Tensor ld = io::read_npy(val.metadata(i).at("ld_path"));
-    const Tensor hd = io::read_npy(val.metadata(i).at("hd_path")).reshape(batch);
+    const Tensor ld = io::read_npy(val.info(i).ld_path);
+    const Tensor hd = io::read_npy(val.info(i).hd_path).reshape(batch);
     const Tensor restored = clamp(restore_volume(net, ld), -1.0, 1.0).reshape(batch);
     const auto& line = scores["pairs"][size_t(i)];
     const double s = ssim(restored, hd).per_sample.to_vector<float>()[0];
@@ -332,7 +332,7 @@ TEST(CtsrEvaluate, CachedLatentsStandForEncodingAgain) {
     std::ofstream csv(f.dir / "pairs.csv");
     csv << "id,ld,hd,split\n";
     for (int64_t i = 0; i < val.size(); ++i)
-      csv << val.id(i) << "," << val.metadata(i).at("ld_path") << "," << val.metadata(i).at("hd_path") << ",val\n";
+      csv << val.id(i) << "," << val.info(i).ld_path << "," << val.info(i).hd_path << ",val\n";
   }
   auto r = run_tool("ctsr_vqae", {"cache", "--weights", kVqae, "--num-groups", "2", "--pairs", (f.dir / "pairs.csv").string(),
                                   "--out", (f.dir / "made").string(), "--patch-size", "0", "--device", "cpu"});

@@ -16,6 +16,7 @@
 #include "runtime/formats/volume.h"
 #include "tests/harness.h"
 #include "tests/tool_runner.h"
+#include "train/data/cache_entry.h"
 
 namespace ctsr::test {
 namespace {
@@ -172,6 +173,11 @@ TEST(CtsrVqae, CacheIsResumable) {
   EXPECT_EQ(entry.record("hd_latent").shape, (std::vector<int64_t>{8, 2, 2, 2}));
   for (const char* key : {"ld_path", "hd_path", "spacing_xyz", "latent_min", "latent_max", "hu_window"})
     EXPECT_TRUE(entry.metadata().count(key)) << key;
+  // CacheEntryInfo reads what the cache wrote and writes the same strings back.
+  const train::CacheEntryInfo info = train::CacheEntryInfo::from_metadata(entry.metadata(), files[0].string());
+  EXPECT_EQ(info.to_metadata(), entry.metadata());
+  EXPECT_EQ(info.patch_size, 16);
+  EXPECT_EQ(info.n_codes, Vqae::load(kCkpt, 2, Device::cpu())->config().n_codes);
   for (float v : entry.load("hd_latent").to_vector<float>()) {
     EXPECT_GE(v, -1.5f);  // normalised by the codebook's extremes: near [-1, 1]
     EXPECT_LE(v, 1.5f);

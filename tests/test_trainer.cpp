@@ -278,7 +278,7 @@ TEST(Trainer, FullValidationScoresSamplesAgainstTheHdVolumes) {
     LatentBatch b = val.load({i});
     Tensor volume = clamp(vqae->decode(vqae->denormalize_latent(b.ld)), -1.0, 1.0);
     volume = volume.reshape({1, 8 * kD, 8 * kH, 8 * kW});
-    Tensor target = io::read_npy(val.metadata(i).at("hd_path")).reshape({1, 8 * kD, 8 * kH, 8 * kW});
+    Tensor target = io::read_npy(val.info(i).hd_path).reshape({1, 8 * kD, 8 * kH, 8 * kW});
     ssim_ld += ssim(volume, target).per_sample.to_vector<float>()[0] / 3;
     psnr_ld += psnr(volume, target).psnr.to_vector<float>()[0] / 3;
   }
@@ -297,10 +297,10 @@ TEST(Trainer, FullValidationScoresSamplesAgainstTheHdVolumes) {
   // HD and three error maps): the size of one drawn from volumes of the same shape.
   ComparisonVolumes v;
   v.id = val.id(0);
-  const Tensor hd0 = io::read_npy(val.metadata(0).at("hd_path"));
+  const Tensor hd0 = io::read_npy(val.info(0).hd_path);
   v.ld = v.hd = v.sr = v.baseline = v.roundtrip = hd0;
   v.baseline_name = "gaussian";
-  const auto xyz = train::parse_number_list(val.metadata(0).at("spacing_xyz"), "spacing");
+  const auto xyz = val.info(0).spacing_xyz.value();
   v.spacing = {xyz[2], xyz[1], xyz[0]};
   const RgbImage expected = render_comparison_panel(v);
   const RgbImage slices = read_png(run / "images" / "step_00000002_val_0_slices.png");
@@ -308,7 +308,7 @@ TEST(Trainer, FullValidationScoresSamplesAgainstTheHdVolumes) {
   EXPECT_EQ(slices.height, expected.height);
 
   // Without the HD volumes the decoded HD latents stand in, and the result says so.
-  for (int64_t i = 0; i < 3; ++i) std::filesystem::remove(val.metadata(i).at("hd_path"));
+  for (int64_t i = 0; i < 3; ++i) std::filesystem::remove(val.info(i).hd_path);
   EXPECT_FALSE(trainer.validate_full().target_is_volume);
 }
 

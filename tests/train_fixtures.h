@@ -15,6 +15,7 @@
 #include "tests/harness.h"
 #include "tests/tool_runner.h"
 #include "train/config.h"
+#include "train/data/cache_entry.h"
 #include "train/metrics_log.h"
 
 namespace ctsr::train {
@@ -46,14 +47,14 @@ inline void write_cache(const std::filesystem::path& dir, const FakeCacheOptions
       for (int64_t k = 0; k < ld.numel(); ++k)
         h[k] = 0.8f * l[k] + 0.1f * philox::uniform_at(seed, 9, uint64_t(k)) - 0.05f;
       if (o.nan_in_train && split[0] == 't') h[5] = std::nanf("");
-      std::map<std::string, std::string> meta{{"format", "ctsr-latent-pair/1"},
-                                              {"id", id},
-                                              {"hu_window", "-200,200"},
-                                              {"patch_size", "0"},
-                                              {"spacing_xyz", "1,1,2.5"},
-                                              {"latent_min", std::to_string(o.latent_min)},
-                                              {"latent_max", std::to_string(o.latent_max)},
-                                              {"weights", "test"}};
+      CacheEntryInfo entry;
+      entry.id = id;
+      entry.window = {-200, 200};
+      entry.patch_size = 0;
+      entry.spacing_xyz = std::array<double, 3>{1, 1, 2.5};
+      entry.latent_min = o.latent_min;
+      entry.latent_max = o.latent_max;
+      entry.weights = "test";
       if (o.hd_volumes) {
         // The volumes the pair came from (.npy: already on [-1, 1]); LD a noisy HD.
         const auto hd_path = dir / (id + "_hd.npy"), ld_path = dir / (id + "_ld.npy");
@@ -63,10 +64,11 @@ inline void write_cache(const std::filesystem::path& dir, const FakeCacheOptions
           ld_volume.data<float>()[k] = std::clamp(ld_volume.data<float>()[k] + hd_volume.data<float>()[k], -1.0f, 1.0f);
         io::write_npy(hd_path, hd_volume);
         io::write_npy(ld_path, ld_volume);
-        meta["hd_path"] = hd_path.string();
-        meta["ld_path"] = ld_path.string();
+        entry.hd_path = hd_path.string();
+        entry.ld_path = ld_path.string();
       }
-      io::write_safetensors(dir / split / (id + ".safetensors"), {{"ld_latent", ld}, {"hd_latent", hd}}, meta);
+      io::write_safetensors(dir / split / (id + ".safetensors"), {{"ld_latent", ld}, {"hd_latent", hd}},
+                            entry.to_metadata());
     }
   }
 }

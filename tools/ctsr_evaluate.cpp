@@ -67,16 +67,17 @@ struct PairVolumes {
   io::HuWindow window;
 };
 
-// The HU window pair i of a cache split was made with.
-io::HuWindow pair_window(const train::LatentDataset& pairs, int64_t i) {
-  const auto meta = pairs.metadata(i);
-  const std::string file = pairs.path(i).string();
-  for (const char* key : {"ld_path", "hd_path", "hu_window"})
-    CTSR_CHECK(meta.count(key), file, ": no '", key, "' in its metadata (made by ctsr_vqae cache?)");
-  const auto w = train::parse_number_list(meta.at("hu_window"), file + " hu_window");
-  CTSR_CHECK(w.size() == 2, file, ": hu_window '", meta.at("hu_window"), "' is not lo,hi");
-  return {float(w[0]), float(w[1])};
+// Pair i of a cache split, which must name its source volumes.
+train::CacheEntryInfo pair_entry(const train::LatentDataset& pairs, int64_t i) {
+  train::CacheEntryInfo entry = pairs.info(i);
+  for (const std::string* path : {&entry.ld_path, &entry.hd_path})
+    CTSR_CHECK(!path->empty(), pairs.path(i).string(), ": no '", path == &entry.ld_path ? "ld_path" : "hd_path",
+               "' in its metadata (made by ctsr_vqae cache?)");
+  return entry;
 }
+
+// The HU window pair i of a cache split was made with.
+io::HuWindow pair_window(const train::LatentDataset& pairs, int64_t i) { return pair_entry(pairs, i).window; }
 
 // RED-CNN's input and output are the [-1, 1] scale of the window it was trained in.
 void check_redcnn_window(const LoadedRedCnn& redcnn, const std::string& weights, const io::HuWindow& cache_window,
@@ -90,25 +91,21 @@ void check_redcnn_window(const LoadedRedCnn& redcnn, const std::string& weights,
 // True when pair i's latents are what encoding its volumes again would give: made from a file of
 // the VQ-AE's digest (train::file_digest, recorded by ctsr_vqae cache) with the patch size `patch`.
 bool encoded_alike(const train::LatentDataset& pairs, int64_t i, const std::string& vqae_digest, int64_t patch) {
-  const auto meta = pairs.metadata(i);
-  auto at = [&](const char* key) {
-    auto it = meta.find(key);
-    return it == meta.end() ? std::string() : it->second;
-  };
-  return at("weights_digest") == vqae_digest && at("patch_size") == std::to_string(patch);
+  const train::CacheEntryInfo entry = pairs.info(i);
+  return entry.weights_digest == vqae_digest && entry.patch_size == patch;
 }
 
 PairVolumes read_pair(const train::LatentDataset& pairs, int64_t i) {
-  const auto meta = pairs.metadata(i);
+  const train::CacheEntryInfo entry = pair_entry(pairs, i);
   const std::string file = pairs.path(i).string();
   PairVolumes p;
-  p.window = pair_window(pairs, i);
+  p.window = entry.window;
   p.id = pairs.id(i);
-  p.ld_path = meta.at("ld_path");
+  p.ld_path = entry.ld_path;
   p.ld = io::read_volume_unit(p.ld_path, p.window);
-  p.hd = io::read_volume_unit(meta.at("hd_path"), p.window);
+  p.hd = io::read_volume_unit(entry.hd_path, p.window);
   CTSR_CHECK(p.ld.data.shape() == p.hd.data.shape(), file, ": its LD ", p.ld_path, " is ", p.ld.data.shape().str(),
-             " but its HD ", meta.at("hd_path"), " is ", p.hd.data.shape().str());
+             " but its HD ", entry.hd_path, " is ", p.hd.data.shape().str());
   return p;
 }
 

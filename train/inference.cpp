@@ -5,7 +5,7 @@
 #include "kernels/activation.h"
 #include "kernels/resample.h"
 #include "runtime/error.h"
-#include "train/data/latent_io.h"
+#include "train/data/cache_entry.h"
 
 namespace ctsr::train {
 
@@ -24,20 +24,13 @@ SuperResolver::SuperResolver(const std::filesystem::path& checkpoint, const std:
   if (options.sampler) diffusion_.sampler = *options.sampler;
   if (options.eta) diffusion_.ddim_eta = *options.eta;
   validate_diffusion_config(diffusion_);
-  auto extra = [&](const char* key) {
-    auto it = info.extra.find(key);
-    return it == info.extra.end() ? std::string() : it->second;
-  };
+  const TrainedCacheInfo cache = TrainedCacheInfo::from_extras(info.extra, file);
   if (options.window) window_ = *options.window;
-  else if (!extra("cache.hu_window").empty()) window_ = io::parse_hu_window(extra("cache.hu_window"));
+  else if (cache.window) window_ = *cache.window;
   if (options.patch_size) patch_size_ = *options.patch_size;
-  else if (!extra("cache.patch_size").empty()) patch_size_ = std::stoll(extra("cache.patch_size"));
+  else if (cache.patch_size) patch_size_ = *cache.patch_size;
   CTSR_CHECK(patch_size_ >= 0, "--patch-size ", patch_size_, ": expected 0 (whole volume) or a positive size");
-  const std::string shape = extra("cache.latent_shape");
-  if (shape.size() > 2) {
-    const auto dims = train::parse_number_list(shape.substr(1, shape.size() - 2), file + " cache.latent_shape");
-    if (dims.size() == 4) trained_depth_ = int64_t(dims[1]);
-  }
+  if (cache.latent_shape) trained_depth_ = (*cache.latent_shape)[1];
 
   std::optional<int64_t> groups = options.vqae_num_groups;
   if (!groups && config_.data.vqae_num_groups > 0) groups = config_.data.vqae_num_groups;  // what training used
@@ -45,14 +38,10 @@ SuperResolver::SuperResolver(const std::filesystem::path& checkpoint, const std:
   CTSR_CHECK(vqae_->config().embedding_dim == config_.model.out_channels, "--vqae ", vqae_weights, " has ",
              vqae_->config().embedding_dim, " latent channels but the model in ", file, " denoises ",
              config_.model.out_channels);
-  if (!extra("cache.latent_min").empty()) {
-    const double lo = std::stod(extra("cache.latent_min")), hi = std::stod(extra("cache.latent_max"));
-    CTSR_CHECK(std::abs(lo - vqae_->code_min()) <= 1e-6 * (1 + std::abs(lo)) &&
-                   std::abs(hi - vqae_->code_max()) <= 1e-6 * (1 + std::abs(hi)),
-               "--vqae ", vqae_weights, " has codebook bounds [", vqae_->code_min(), ", ", vqae_->code_max(), "] but ",
-               file, " was trained on latents normalised with [", lo, ", ", hi,
-               "]: use the VQ-AE its cache was made with (", extra("cache.weights"), ")");
-  }
+  if (cache.latent_min)
+    check_codebook_bounds(*vqae_, *cache.latent_min, *cache.latent_max, "--vqae " + vqae_weights,
+                          file + " was trained on latents normalised with",
+                          "use the VQ-AE its cache was made with (" + cache.weights + ")");
   LayerOptions layer;
   layer.device = options.device;
   net_ = std::make_unique<UNet3D>(config_.model, layer);

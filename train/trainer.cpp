@@ -18,7 +18,7 @@
 #include "runtime/error.h"
 #include "runtime/formats/volume.h"
 #include "runtime/philox.h"
-#include "train/data/latent_io.h"
+#include "train/data/cache_entry.h"
 #include "train/baselines.h"
 #include "train/data_parallel.h"
 #include "train/data/latent_data.h"
@@ -77,14 +77,11 @@ struct Trainer::Data {
 
 namespace {
 
-// The volume `key` ("ld_path", "hd_path") of a cache entry's metadata, windowed as the cache was;
-// nothing when the metadata lacks it or the file is not readable from here.
-std::optional<io::Volume> cache_volume(const std::map<std::string, std::string>& meta, const std::string& key) {
-  auto path = meta.find(key);
-  auto window = meta.find("hu_window");
-  if (path == meta.end() || window == meta.end() || !std::filesystem::is_regular_file(path->second)) return std::nullopt;
-  const auto w = train::parse_number_list(window->second, "hu_window");
-  return io::read_volume_unit(path->second, io::HuWindow{float(w.at(0)), float(w.at(1))});
+// A cache entry's volume at `path` (its ld_path or hd_path), windowed as the cache was; nothing
+// when the entry names none or the file is not readable from here.
+std::optional<io::Volume> cache_volume(const CacheEntryInfo& entry, const std::string& path) {
+  if (path.empty() || !std::filesystem::is_regular_file(path)) return std::nullopt;
+  return io::read_volume_unit(path, entry.window);
 }
 
 }  // namespace
@@ -95,8 +92,8 @@ double Trainer::panel_sigma() {
   const int64_t count = std::min<int64_t>(4, data_->train->size());
   std::vector<VolumePair> pairs;
   for (int64_t i = 0; i < count; ++i) {
-    const auto meta = data_->train->metadata(i);
-    auto ld = cache_volume(meta, "ld_path"), hd = cache_volume(meta, "hd_path");
+    const CacheEntryInfo entry = data_->train->info(i);
+    auto ld = cache_volume(entry, entry.ld_path), hd = cache_volume(entry, entry.hd_path);
     if (!ld || !hd || ld->data.shape() != hd->data.shape()) break;
     pairs.push_back({ld->data, hd->data});
   }
@@ -145,17 +142,8 @@ Trainer::Trainer(const DiffusionTrainConfig& config, const TrainerOptions& optio
     CTSR_CHECK(c.training.latent_crop <= latent[a], "training.latent_crop is ", c.training.latent_crop,
                " but the latents of ", data_->train->folder().string(), " are ", latent.str(),
                " ([C, d, h, w]); expected at most their smallest spatial size, or 0 for whole latents");
-  const auto first_meta = data_->train->metadata(0);
-  auto meta = [&](const char* key) {
-    auto it = first_meta.find(key);
-    return it == first_meta.end() ? std::string() : it->second;
-  };
-  cache_info_ = {{"cache.latent_shape", latent.str()},
-                 {"cache.hu_window", meta("hu_window")},
-                 {"cache.patch_size", meta("patch_size")},
-                 {"cache.latent_min", meta("latent_min")},
-                 {"cache.latent_max", meta("latent_max")},
-                 {"cache.weights", meta("weights")}};
+  const CacheEntryInfo first_entry = data_->train->info(0);
+  cache_info_ = TrainedCacheInfo::to_extras(first_entry, latent);
   if (c.validation.full_every > 0) {
     CTSR_CHECK(std::filesystem::is_regular_file(c.data.vqae_weights), "data.vqae_weights: ", c.data.vqae_weights,
                ": no such file (the VQ-AE decodes samples for the full validation tier)");
@@ -167,14 +155,9 @@ Trainer::Trainer(const DiffusionTrainConfig& config, const TrainerOptions& optio
     CTSR_CHECK(vqae_->config().embedding_dim == latent[0], "data.vqae_weights: ", c.data.vqae_weights, " has ",
                vqae_->config().embedding_dim, " latent channels but the cache's latents have ", latent[0]);
     // The cache's normalisation must be this VQ-AE's, or decoding would use other bounds.
-    if (!meta("latent_min").empty()) {
-      const double lo = std::stod(meta("latent_min")), hi = std::stod(meta("latent_max"));
-      CTSR_CHECK(std::abs(lo - vqae_->code_min()) <= 1e-6 * (1 + std::abs(lo)) &&
-                     std::abs(hi - vqae_->code_max()) <= 1e-6 * (1 + std::abs(hi)),
-                 "data.vqae_weights: ", c.data.vqae_weights, " has codebook bounds [", vqae_->code_min(), ", ",
-                 vqae_->code_max(), "] but the cache was normalised with [", lo, ", ", hi,
-                 "]: the cache was made with other weights (", meta("weights"), ")");
-    }
+    check_codebook_bounds(*vqae_, first_entry.latent_min, first_entry.latent_max,
+                          "data.vqae_weights: " + c.data.vqae_weights, "the cache was normalised with",
+                          "the cache was made with other weights (" + first_entry.weights + ")");
   }
 
   const std::optional<std::filesystem::path> resume_from = run_->resume_point(options_.resume);
@@ -407,12 +390,9 @@ FullValidation Trainer::validate_full() {
     bool from_volumes = true;
     std::vector<std::array<double, 3>> spacing(size_t(n), {1, 1, 1});
     for (int64_t k = 0; k < n; ++k) {
-      const auto meta = data_->val->metadata(indices[size_t(k)]);
-      if (meta.count("spacing_xyz")) {
-        const auto xyz = train::parse_number_list(meta.at("spacing_xyz"), "spacing_xyz");
-        if (xyz.size() == 3) spacing[size_t(k)] = {xyz[2], xyz[1], xyz[0]};
-      }
-      std::optional<io::Volume> v = from_volumes ? cache_volume(meta, "hd_path") : std::nullopt;
+      const CacheEntryInfo entry = data_->val->info(indices[size_t(k)]);
+      if (const auto& xyz = entry.spacing_xyz) spacing[size_t(k)] = {(*xyz)[2], (*xyz)[1], (*xyz)[0]};
+      std::optional<io::Volume> v = from_volumes ? cache_volume(entry, entry.hd_path) : std::nullopt;
       if (!v || v->data.numel() != sr.numel() / n) {
         from_volumes = false;
         continue;
@@ -444,15 +424,14 @@ FullValidation Trainer::validate_full() {
       const Tensor a = ld_host.select(k), b = sr_host.select(k), h = hd_host.select(k);
       // The comparison panel (the evaluation's) when the cache's LD volume is readable: LD, the
       // Gaussian, the round trip of HD, SR, HD and the errors; else decoded LD, SR and HD.
-      const auto meta = data_->val->metadata(indices[size_t(k)]);
-      std::optional<io::Volume> raw_ld = from_volumes ? cache_volume(meta, "ld_path") : std::nullopt;
+      const CacheEntryInfo entry = data_->val->info(indices[size_t(k)]);
+      std::optional<io::Volume> raw_ld = from_volumes ? cache_volume(entry, entry.ld_path) : std::nullopt;
       const double sigma = raw_ld && raw_ld->data.shape() == h.shape() ? panel_sigma() : std::nan("");
       RgbImage slices;
       if (std::isfinite(sigma)) {
         ComparisonVolumes v;
         v.id = data_->val->id(indices[size_t(k)]);
-        const auto w = train::parse_number_list(meta.at("hu_window"), "hu_window");
-        v.window = {float(w[0]), float(w[1])};
+        v.window = entry.window;
         v.spacing = spacing[size_t(k)];
         v.ld = raw_ld->data;
         v.hd = h;

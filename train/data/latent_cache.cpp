@@ -15,6 +15,7 @@
 #include "runtime/formats/atomic_file.h"
 #include "runtime/formats/safetensors.h"
 #include "train/run_support.h"
+#include "train/data/cache_entry.h"
 #include "train/data/latent_io.h"
 
 namespace ctsr::train {
@@ -50,13 +51,6 @@ uint64_t fnv1a(uint64_t h, const char* bytes, size_t n) {
 }
 
 uint64_t fnv1a(uint64_t seed, const std::string& text) { return fnv1a(kFnvOffset ^ seed, text.data(), text.size()); }
-
-std::string join_numbers(const double* v, int n) {
-  std::ostringstream s;
-  s.precision(17);
-  for (int i = 0; i < n; ++i) s << (i ? "," : "") << v[i];
-  return s.str();
-}
 }  // namespace
 
 std::string file_digest(const std::filesystem::path& path) {
@@ -138,9 +132,8 @@ bool cache_entry_valid(const std::filesystem::path& path, const PairRow& row, co
     const auto& ld = reader.record("ld_latent");
     const auto& hd = reader.record("hd_latent");
     if (ld.shape != hd.shape || ld.shape.size() != 4 || ld.shape[0] != channels) return false;
-    const auto& m = reader.metadata();
-    auto is = [&](const char* key, const std::string& value) { return m.count(key) && m.at(key) == value; };
-    return is("ld_path", row.ld.string()) && is("hd_path", row.hd.string()) && is("weights", weights);
+    const CacheEntryInfo info = CacheEntryInfo::from_metadata(reader.metadata(), path.string());
+    return info.ld_path == row.ld.string() && info.hd_path == row.hd.string() && info.weights == weights;
   } catch (const std::exception&) {
     return false;  // unreadable: encode it again
   }
@@ -183,24 +176,25 @@ CacheReport build_latent_cache(Vqae& model, const std::vector<PairRow>& rows, co
     };
     const Tensor ld_latent = encode(ld, row.ld), hd_latent = encode(hd, row.hd);
     const auto& g = hd.geometry;
-    std::map<std::string, std::string> meta = {
-        {"format", "ctsr-latent-pair/1"},
-        {"id", row.id},
-        {"ld_path", row.ld.string()},
-        {"hd_path", row.hd.string()},
-        {"volume_shape", join_numbers(std::vector<double>{double(hd.data.dim(0)), double(hd.data.dim(1)),
-                                                          double(hd.data.dim(2))}.data(), 3)},
-        {"spacing_xyz", join_numbers(g.spacing_xyz.data(), 3)},
-        {"affine", join_numbers(&g.affine[0][0], 16)},
-        {"normalized", "true"},
-        {"latent_min", join_numbers(std::vector<double>{model.code_min()}.data(), 1)},
-        {"latent_max", join_numbers(std::vector<double>{model.code_max()}.data(), 1)},
-        {"hu_window", join_numbers(std::vector<double>{options.window.lo, options.window.hi}.data(), 2)},
-        {"patch_size", std::to_string(options.patch_size)},
-        {"weights", options.weights},
-        {"weights_digest", options.weights_digest},
-        {"split", row.split},
-    };
+    CacheEntryInfo info;
+    info.id = row.id;
+    info.ld_path = row.ld.string();
+    info.hd_path = row.hd.string();
+    info.volume_shape = std::array<int64_t, 3>{hd.data.dim(0), hd.data.dim(1), hd.data.dim(2)};
+    info.spacing_xyz = g.spacing_xyz;
+    std::array<double, 16> affine{};
+    for (size_t k = 0; k < 16; ++k) affine[k] = g.affine[k / 4][k % 4];
+    info.affine = affine;
+    info.normalized = true;
+    info.latent_min = model.code_min();
+    info.latent_max = model.code_max();
+    info.n_codes = model.config().n_codes;
+    info.window = options.window;
+    info.patch_size = options.patch_size;
+    info.weights = options.weights;
+    info.weights_digest = options.weights_digest;
+    info.split = row.split;
+    const std::map<std::string, std::string> meta = info.to_metadata();
     io::write_safetensors(target, {{"ld_latent", ld_latent}, {"hd_latent", hd_latent}}, meta);
     ++report.encoded;
     if (options.progress) {

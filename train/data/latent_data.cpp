@@ -50,9 +50,7 @@ LatentDataset::LatentDataset(const std::filesystem::path& cache_dir, const std::
 
 std::string LatentDataset::id(int64_t i) const { return path(i).stem().string(); }
 
-std::map<std::string, std::string> LatentDataset::metadata(int64_t i) const {
-  return io::SafetensorsReader(path(i)).metadata();
-}
+CacheEntryInfo LatentDataset::info(int64_t i) const { return CacheEntryInfo::read(path(i)); }
 
 LatentBatch LatentDataset::load(const std::vector<int64_t>& indices) const {
   const int64_t c = shape_[0], d = shape_[1], h = shape_[2], w = shape_[3];

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "runtime/tensor.h"
+#include "train/data/cache_entry.h"
 #include "train/data/prefetch.h"
 
 namespace ctsr::train {
@@ -41,7 +42,8 @@ class LatentDataset {
   int64_t channels() const { return shape_[0]; }
   const std::filesystem::path& path(int64_t i) const { return files_.at(size_t(i)); }
   std::string id(int64_t i) const;                             // the file's stem
-  std::map<std::string, std::string> metadata(int64_t i) const; // the file's metadata (read again)
+  // The file's metadata (read again); an error naming the file, the key and the value when malformed.
+  CacheEntryInfo info(int64_t i) const;
   LatentBatch load(const std::vector<int64_t>& indices) const;
 
  private:
