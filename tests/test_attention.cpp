@@ -14,6 +14,7 @@
 #include "runtime/allocator.h"
 #include "runtime/cuda_on_cpu/executor.h"
 #include "tests/harness.h"
+#include "tests/oracle/attention.h"
 
 namespace ctsr::test {
 namespace {
@@ -72,84 +73,19 @@ TEST(Attention, ReferenceGradcheck) {
   }
 }
 
-// Naive attention in double with the whole N x N matrix, written independently of the
-// reference: P = softmax(scale q k^T), o = P v; backward in the textbook form dP = dO v^T,
-// dS = P (dP - rowsum(P dP)) (not the dO . o of the reference), dq = scale dS k,
-// dk = scale dS^T q, dv = P^T dO.
-struct Naive {
-  std::vector<double> o, lse, d_qkv;
-};
-
-Naive naive_attention(const Case& c, const std::vector<double>& qkv, const std::vector<double>& d_o) {
-  const int64_t B = c.batch, N = c.tokens, H = c.heads, D = c.head_dim, C = H * D;
-  const double scale = 1.0 / std::sqrt(double(D));
-  Naive r;
-  r.o.assign(size_t(B * N * C), 0.0);
-  r.lse.assign(size_t(B * H * N), 0.0);
-  r.d_qkv.assign(size_t(B * N * 3 * C), 0.0);
-  auto at = [&](int64_t b, int64_t n, int64_t part, int64_t h, int64_t d) {
-    return size_t((b * N + n) * 3 * C + part * C + h * D + d);
-  };
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < H; ++h) {
-      std::vector<double> P(size_t(N * N)), dP(size_t(N * N)), dS(size_t(N * N));
-      for (int64_t i = 0; i < N; ++i) {
-        for (int64_t j = 0; j < N; ++j) {
-          double s = 0;
-          for (int64_t d = 0; d < D; ++d) s += qkv[at(b, i, 0, h, d)] * qkv[at(b, j, 1, h, d)];
-          P[size_t(i * N + j)] = scale * s;
-        }
-        double m = -INFINITY, l = 0;
-        for (int64_t j = 0; j < N; ++j) m = std::max(m, P[size_t(i * N + j)]);
-        for (int64_t j = 0; j < N; ++j) l += std::exp(P[size_t(i * N + j)] - m);
-        for (int64_t j = 0; j < N; ++j) P[size_t(i * N + j)] = std::exp(P[size_t(i * N + j)] - m) / l;
-        r.lse[size_t((b * H + h) * N + i)] = m + std::log(l);
-      }
-      for (int64_t i = 0; i < N; ++i)
-        for (int64_t d = 0; d < D; ++d) {
-          double s = 0;
-          for (int64_t j = 0; j < N; ++j) s += P[size_t(i * N + j)] * qkv[at(b, j, 2, h, d)];
-          r.o[size_t((b * N + i) * C + h * D + d)] = s;
-        }
-      for (int64_t i = 0; i < N; ++i) {
-        double row = 0;
-        for (int64_t j = 0; j < N; ++j) {
-          double s = 0;
-          for (int64_t d = 0; d < D; ++d) s += d_o[size_t((b * N + i) * C + h * D + d)] * qkv[at(b, j, 2, h, d)];
-          dP[size_t(i * N + j)] = s;
-          row += P[size_t(i * N + j)] * s;
-        }
-        for (int64_t j = 0; j < N; ++j) dS[size_t(i * N + j)] = P[size_t(i * N + j)] * (dP[size_t(i * N + j)] - row);
-      }
-      for (int64_t i = 0; i < N; ++i)
-        for (int64_t d = 0; d < D; ++d) {
-          double dq = 0, dk = 0, dv = 0;
-          for (int64_t j = 0; j < N; ++j) {
-            dq += dS[size_t(i * N + j)] * qkv[at(b, j, 1, h, d)];
-            dk += dS[size_t(j * N + i)] * qkv[at(b, j, 0, h, d)];
-            dv += P[size_t(j * N + i)] * d_o[size_t((b * N + j) * C + h * D + d)];
-          }
-          r.d_qkv[at(b, i, 0, h, d)] = scale * dq;
-          r.d_qkv[at(b, i, 1, h, d)] = scale * dk;
-          r.d_qkv[at(b, i, 2, h, d)] = dv;
-        }
-    }
-  }
-  return r;
-}
-
 TEST(Attention, ReferenceMatchesNaiveMaterialisedSoftmax) {
   uint64_t seed = 200;
   for (const Case& c : std::vector<Case>{{2, 23, 3, 5}, {1, 40, 2, 32}, {3, 9, 1, 64}}) {
     SCOPED_TRACE(case_str(c));
     Tensor qkv = random_qkv(c, ++seed, DType::float64, 3.0);
     Tensor d_o = random_tensor(out_shape(c), ++seed, DType::float64);
-    const Naive naive = naive_attention(c, qkv.to_vector<double>(), d_o.to_vector<double>());
+    const oracle::AttentionResult expected =
+        oracle::attention(c.batch, c.tokens, c.heads, c.head_dim, qkv.to_vector<double>(), d_o.to_vector<double>());
     AttentionOutput out = attention_forward(qkv, c.heads);
-    EXPECT_TENSORS_CLOSE(out.o, Tensor::from_vector(naive.o, out_shape(c)), 1e-12, 1e-13);
-    EXPECT_TENSORS_CLOSE(out.lse, Tensor::from_vector(naive.lse, Shape{c.batch, c.heads, c.tokens}), 1e-12, 1e-13);
+    EXPECT_TENSORS_CLOSE(out.o, Tensor::from_vector(expected.o, out_shape(c)), 1e-12, 1e-13);
+    EXPECT_TENSORS_CLOSE(out.lse, Tensor::from_vector(expected.lse, Shape{c.batch, c.heads, c.tokens}), 1e-12, 1e-13);
     Tensor d_qkv = attention_backward(qkv, out.o, out.lse, d_o, c.heads);
-    EXPECT_TENSORS_CLOSE(d_qkv, Tensor::from_vector(naive.d_qkv, qkv_shape(c)), 1e-10, 1e-12);
+    EXPECT_TENSORS_CLOSE(d_qkv, Tensor::from_vector(expected.d_qkv, qkv_shape(c)), 1e-10, 1e-12);
   }
 }
 
