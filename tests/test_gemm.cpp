@@ -1,4 +1,4 @@
-// runtime/gemm.h against a naive triple loop in double: all four transpose combinations, padded
+// runtime/gemm.h against a triple loop in double (tests/oracle/gemm.h): all four transpose combinations, padded
 // leading dimensions, batched strided calls (a zero batch stride included), alpha and beta,
 // beta = 0 ignoring what C held, k = 0, empty sizes, and the argument errors. On cpu (OpenBLAS
 // row-major), cuda_on_cpu (OpenBLAS called exactly as cuBLAS is) and the GPU when present.
@@ -11,6 +11,7 @@
 #include "runtime/gemm.h"
 #include "runtime/stream.h"
 #include "tests/harness.h"
+#include "tests/oracle/gemm.h"
 
 namespace ctsr::test {
 namespace {
@@ -45,27 +46,7 @@ int64_t storage_size(int64_t batch, int64_t stride, int64_t rows, int64_t ld) {
   return std::max<int64_t>(1, (batch - 1) * stride + rows * ld);
 }
 
-// C = alpha op(A) op(B) + beta C over the stored (padded) buffers; padding stays as it was.
-std::vector<double> naive_gemm(const Problem& p, const std::vector<double>& a, const std::vector<double>& b,
-                               std::vector<double> c) {
-  for (int64_t bi = 0; bi < p.batch; ++bi) {
-    for (int64_t i = 0; i < p.m; ++i) {
-      for (int64_t j = 0; j < p.n; ++j) {
-        double sum = 0;
-        for (int64_t l = 0; l < p.k; ++l) {
-          const double av = p.trans_a ? a[bi * p.stride_a() + l * p.lda() + i] : a[bi * p.stride_a() + i * p.lda() + l];
-          const double bv = p.trans_b ? b[bi * p.stride_b() + j * p.ldb() + l] : b[bi * p.stride_b() + l * p.ldb() + j];
-          sum += av * bv;
-        }
-        double& cv = c[bi * p.stride_c() + i * p.ldc() + j];
-        cv = p.alpha * sum + (p.beta == 0.0 ? 0.0 : p.beta * cv);
-      }
-    }
-  }
-  return c;
-}
-
-// Runs `p` through ctsr::gemm on `device` in `dtype` and compares with the naive loop.
+// Runs `p` through ctsr::gemm on `device` in `dtype` and compares with oracle::gemm.
 void check_problem(const Problem& p, Device device, DType dtype, uint64_t seed, bool nan_in_c = false) {
   SCOPED_TRACE(p.str() + " " + dtype_name(dtype) + " on " + device.str());
   const int64_t a_size = storage_size(p.batch, p.stride_a(), p.a_rows(), p.lda());
@@ -80,8 +61,10 @@ void check_problem(const Problem& p, Device device, DType dtype, uint64_t seed, 
       else c.data<double>()[i] = std::numeric_limits<double>::quiet_NaN();
     }
   }
-  const std::vector<double> expected = naive_gemm(p, to_double(a).to_vector<double>(),
-                                                  to_double(b).to_vector<double>(), to_double(c).to_vector<double>());
+  const std::vector<double> expected =
+      oracle::gemm(p.trans_a, p.trans_b, p.m, p.n, p.k, p.alpha, to_double(a).to_vector<double>(), p.lda(),
+                   p.stride_a(), to_double(b).to_vector<double>(), p.ldb(), p.stride_b(), p.beta,
+                   to_double(c).to_vector<double>(), p.ldc(), p.stride_c(), p.batch);
   Tensor ad = a.to(device), bd = b.to(device), cd = c.to(device);
   GemmArgs g;
   g.trans_a = p.trans_a, g.trans_b = p.trans_b;

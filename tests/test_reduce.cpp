@@ -7,6 +7,7 @@
 #include "kernels/reduce.h"
 #include "runtime/cuda_on_cpu/executor.h"
 #include "tests/harness.h"
+#include "tests/oracle/reduce.h"
 
 namespace ctsr::test {
 namespace {
@@ -36,27 +37,6 @@ TEST(Reduce, ReferenceKnownValues) {
   EXPECT_EQ(sum_backward(g, {2, 2}).shape(), (Shape{2, 2}));
 }
 
-// Sums by explicit multi-indices, independent of the broadcast layout.
-std::vector<double> naive_sum_to(const Tensor& x, const Shape& target) {
-  const Shape& s = x.shape();
-  const int pad = s.ndim() - target.ndim();
-  std::vector<double> out(size_t(target.numel()), 0.0);
-  const double* p = x.data<double>();
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    int64_t rest = i, index = 0, stride = 1;
-    for (int d = s.ndim() - 1; d >= 0; --d) {
-      const int64_t coordinate = rest % s[d];
-      rest /= s[d];
-      if (d >= pad) {
-        if (target[d - pad] != 1) index += coordinate * stride;
-        stride *= target[d - pad];
-      }
-    }
-    out[size_t(index)] += p[i];
-  }
-  return out;
-}
-
 const std::vector<Shape> kTargets5d = {{7}, {1, 1, 1, 1, 7}, {3, 1, 1, 1, 1}, {3, 1, 1, 1, 7}, {1},
                                        {3, 5, 4, 3, 7}, {5, 1, 3, 1}, {1, 5, 1, 1, 1}};
 
@@ -64,7 +44,7 @@ TEST(Reduce, ReferenceMatchesIndependentIndexing) {
   const Shape shape{3, 5, 4, 3, 7};
   Tensor x = random_tensor(shape, 1, DType::float64);
   for (const Shape& target : kTargets5d) {
-    const std::vector<double> expected = naive_sum_to(x, target);
+    const std::vector<double> expected = oracle::sum_to(x, target);
     EXPECT_TENSORS_CLOSE(sum_to_shape(x, target), Tensor::from_vector(expected, target), 1e-13, 1e-13) << target.str();
     std::vector<double> means = expected;
     for (double& m : means) m /= double(shape.numel() / target.numel());
