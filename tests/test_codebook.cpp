@@ -16,6 +16,7 @@
 #include "kernels/codebook.h"
 #include "runtime/cuda_on_cpu/executor.h"
 #include "tests/harness.h"
+#include "tests/oracle/codebook.h"
 
 namespace ctsr::test {
 namespace {
@@ -76,29 +77,6 @@ Tensor skewed_indices(const Shape& shape, int64_t codes, uint64_t seed) {
   return Tensor::from_vector<int64_t>(k, shape);
 }
 
-// The order of kernels/codebook.h, written out: each code's rows ascending, runs of 64 summed
-// from 0, then the run sums from 0, in float.
-std::vector<float> sums_in_documented_order(const std::vector<float>& latents, const std::vector<int64_t>& indices,
-                                            int64_t codes, int64_t channels) {
-  std::vector<float> sums(size_t(codes * channels), 0.0f);
-  for (int64_t k = 0; k < codes; ++k) {
-    std::vector<int64_t> rows;
-    for (size_t r = 0; r < indices.size(); ++r)
-      if (indices[r] == k) rows.push_back(int64_t(r));
-    for (int64_t c = 0; c < channels; ++c) {
-      float total = 0.0f;
-      for (size_t run = 0; run < rows.size(); run += 64) {
-        float partial = 0.0f;
-        for (size_t m = run; m < std::min(rows.size(), run + 64); ++m)
-          partial += latents[size_t(rows[m] * channels + c)];
-        total += partial;
-      }
-      sums[size_t(k * channels + c)] = total;
-    }
-  }
-  return sums;
-}
-
 TEST(CodebookStatistics, KnownSmallExample) {
   // 4 codes, 2 channels; code 2 unused.
   Tensor latents = Tensor::from_vector<double>({1, 2, 3, 4, 5, 6, 7, 8, -1, 0.5}, {1, 5, 2});
@@ -116,7 +94,7 @@ TEST(CodebookStatistics, ReferenceFollowsTheDocumentedOrderAndMatchesFloat64) {
   Tensor indices = skewed_indices({rows}, codes, 32);
   CodebookStatistics s = codebook_statistics(latents, indices, codes);
   const std::vector<int64_t> idx = indices.to_vector<int64_t>();
-  EXPECT_EQ(s.sums.to_vector<float>(), sums_in_documented_order(latents.to_vector<float>(), idx, codes, channels));
+  EXPECT_EQ(s.sums.to_vector<float>(), oracle::codebook_sums(latents.to_vector<float>(), idx, codes, channels));
   CodebookStatistics d = codebook_statistics(to_double(latents), indices, codes);
   // Independent float64 sums in plain row order.
   std::vector<double> want_counts(size_t(codes), 0.0), want_sums(size_t(codes * channels), 0.0);
@@ -159,27 +137,6 @@ TEST(CodebookStatistics, NoRowsGivesZeros) {
 
 // ---- EMA normalisation and restart -------------------------------------------------------------
 
-// kernels/codebook.h's formula and order, written out in float.
-std::vector<float> ema_embeddings_in_documented_order(const std::vector<float>& counts, const std::vector<float>& sums,
-                                                      int64_t channels, float smoothing, float threshold,
-                                                      const std::vector<float>* candidates) {
-  const int64_t codes = int64_t(counts.size());
-  std::vector<float> lanes(256, 0.0f);
-  for (int64_t k = 0; k < codes; ++k) lanes[size_t(k % 256)] += counts[size_t(k)];
-  for (int half = 128; half >= 1; half /= 2)
-    for (int j = 0; j < half; ++j) lanes[size_t(j)] += lanes[size_t(j + half)];
-  const float n = lanes[0], denominator = n + float(double(codes) * double(smoothing));
-  std::vector<float> e(sums.size());
-  for (int64_t k = 0; k < codes; ++k) {
-    const float weight = (counts[size_t(k)] + smoothing) / denominator * n;
-    for (int64_t c = 0; c < channels; ++c) {
-      const size_t i = size_t(k * channels + c);
-      e[i] = candidates && !(counts[size_t(k)] >= threshold) ? (*candidates)[i] : sums[i] / weight;
-    }
-  }
-  return e;
-}
-
 // Counts around the threshold 1: far below, just below (restart), exactly 1, just above (kept).
 std::vector<float> counts_around_threshold(int64_t codes, uint64_t seed) {
   std::vector<float> n = random_tensor({codes}, seed, DType::float32, 0.0, 40.0).to_vector<float>();
@@ -195,7 +152,7 @@ TEST(CodebookEmaEmbeddings, ReferenceFollowsTheDocumentedOrderAndMatchesFloat64)
   Tensor ema_sums = random_tensor({codes, channels}, 42, DType::float32, -30.0, 30.0);
   Tensor e = codebook_ema_embeddings(ema_counts, ema_sums, 1e-7, 1.0, Tensor());
   EXPECT_EQ(e.to_vector<float>(),
-            ema_embeddings_in_documented_order(counts, ema_sums.to_vector<float>(), channels, 1e-7f, 1.0f, nullptr));
+            oracle::codebook_ema_embeddings(counts, ema_sums.to_vector<float>(), channels, 1e-7f, 1.0f, nullptr));
   // float64, straight from the original's formula.
   std::vector<double> n64 = to_double(ema_counts).to_vector<double>(), z = to_double(ema_sums).to_vector<double>();
   double n = 0.0;
