@@ -104,9 +104,7 @@ int64_t DiffusionTrainConfig::warmup_steps() const {
 }
 
 DiffusionTrainConfig load_train_config(const std::filesystem::path& path) {
-  DiffusionTrainConfig c;
-  config::read_config_file(path, schema_of(c), [&] { validate(c); });
-  return c;
+  return shared_fields::load_file(path, schema_of);
 }
 
 DiffusionTrainConfig train_config_from_yaml(const std::string& text, const std::string& source) {

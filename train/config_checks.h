@@ -7,7 +7,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <initializer_list>
+#include <string>
 #include <vector>
 
 #include "kernels/conv3d.h"
@@ -117,6 +119,23 @@ std::vector<Field> volume_validation(Validation& v) {
       config::double_field("validation.data_range", v.data_range),
       config::int_field("validation.panels", v.panels),
   };
+}
+
+// A configuration file read through `schema_of` and checked with validate(Config) (a missing or
+// unknown key, a bad value or combination names the file and the key).
+template <class Config>
+Config load_file(const std::filesystem::path& path, config::Schema (*schema_of)(Config&)) {
+  Config c;
+  config::read_config_file(path, schema_of(c), [&] { validate(c); });
+  return c;
+}
+
+// A configuration's YAML text (as stored in a checkpoint); `source` names it in errors.
+template <class Config>
+Config from_yaml_text(const std::string& text, const std::string& source, config::Schema (*schema_of)(Config&)) {
+  Config c;
+  config::read_yaml(config::load_yaml_text(text, source), source, schema_of(c));
+  return c;
 }
 
 }  // namespace ctsr::train::shared_fields

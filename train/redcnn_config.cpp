@@ -50,16 +50,10 @@ int64_t RedCnnTrainConfig::warmup_steps() const {
   return static_cast<int64_t>(std::ceil(training.warmup_ratio * double(training.max_steps)));
 }
 
-RedCnnTrainConfig load_redcnn_train_config(const std::filesystem::path& path) {
-  RedCnnTrainConfig c;
-  read_config_file(path, schema_of(c), [&] { validate(c); });
-  return c;
-}
+RedCnnTrainConfig load_redcnn_train_config(const std::filesystem::path& path) { return shared_fields::load_file(path, schema_of); }
 
 RedCnnTrainConfig redcnn_train_config_from_yaml(const std::string& text, const std::string& source) {
-  RedCnnTrainConfig c;
-  read_yaml(load_yaml_text(text, source), source, schema_of(c));
-  return c;
+  return shared_fields::from_yaml_text(text, source, schema_of);
 }
 
 void apply_redcnn_override(RedCnnTrainConfig& c, const std::string& assignment) {

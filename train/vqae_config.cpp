@@ -82,16 +82,10 @@ int64_t VqaeTrainConfig::warmup_steps() const {
   return static_cast<int64_t>(std::ceil(training.warmup_ratio * double(training.max_steps)));
 }
 
-VqaeTrainConfig load_vqae_train_config(const std::filesystem::path& path) {
-  VqaeTrainConfig c;
-  read_config_file(path, schema_of(c), [&] { validate(c); });
-  return c;
-}
+VqaeTrainConfig load_vqae_train_config(const std::filesystem::path& path) { return shared_fields::load_file(path, schema_of); }
 
 VqaeTrainConfig vqae_train_config_from_yaml(const std::string& text, const std::string& source) {
-  VqaeTrainConfig c;
-  read_yaml(load_yaml_text(text, source), source, schema_of(c));
-  return c;
+  return shared_fields::from_yaml_text(text, source, schema_of);
 }
 
 void apply_vqae_override(VqaeTrainConfig& c, const std::string& assignment) { apply_assignment(assignment, schema_of(c)); }
