@@ -13,30 +13,12 @@
 #include "runtime/formats/npy.h"
 #include "tests/harness.h"
 #include "tests/tool_runner.h"
+#include "tests/volume_fixtures.h"
 
 namespace ctsr::test {
 namespace {
 
-const std::string kDir = std::string(CTSR_TEST_DATA_DIR) + "/volumes/";
-
-const nlohmann::json& expected_json() {
-  static const nlohmann::json j = [] {
-    std::ifstream in(kDir + "expected.json");
-    CTSR_CHECK(in.good(), "cannot open ", kDir, "expected.json");
-    return nlohmann::json::parse(in);
-  }();
-  return j;
-}
-
-std::string read_bytes(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_bytes(const std::filesystem::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), std::streamsize(bytes.size()));
-}
+using namespace volume_fixtures;
 
 std::vector<double> as_doubles(const Tensor& t) {
   std::vector<double> out;

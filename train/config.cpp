@@ -8,6 +8,7 @@
 
 #include "kernels/conv3d.h"
 #include "runtime/error.h"
+#include "train/config_checks.h"
 #include "train/config_schema.h"
 
 namespace ctsr::train {
@@ -28,68 +29,64 @@ using config::uint_field;
 std::vector<Field> schema(DiffusionTrainConfig& c) {
   UNetConfig& m = c.model;
   DiffusionConfig& d = c.diffusion;
-  return {
-      uint_field("seed", c.seed),
-      int_field("model.in_channels", m.in_channels),
-      int_field("model.out_channels", m.out_channels),
-      int_field("model.model_channels", m.model_channels),
-      list_field<int64_t>("model.channel_mult", m.channel_mult, "a list of integers"),
-      int_field("model.num_blocks", m.num_blocks),
-      bool_list_field("model.attention_levels", m.attention_levels),
-      int_field("model.head_channels", m.head_channels),
-      int_field("model.time_embed_dim", m.time_embed_dim),
-      double_field("model.dropout", m.dropout),
-      int_field("model.norm_groups", m.norm_groups),
-      double_field("model.norm_eps", m.norm_eps),
-      bool_field("model.checkpoint_res_blocks", m.checkpoint_res_blocks),
-      int_field("diffusion.timesteps", d.timesteps),
-      choice_field("diffusion.beta_schedule", d.beta_schedule, parse_beta_schedule, beta_schedule_name,
-                   "linear, scaled_linear or cosine"),
-      double_field("diffusion.beta_start", d.beta_start),
-      double_field("diffusion.beta_end", d.beta_end),
-      choice_field("diffusion.prediction_type", d.prediction_type, parse_prediction_type, prediction_type_name,
-                   "epsilon, v or sample"),
-      choice_field("diffusion.sampler", d.sampler, parse_sampler_kind, sampler_kind_name, "ddim or ddpm"),
-      int_field("diffusion.sampling_steps", d.sampling_steps),
-      double_field("diffusion.ddim_eta", d.ddim_eta),
-      bool_field("diffusion.clip_sample", d.clip_sample),
-      double_field("diffusion.clip_range", d.clip_range),
-      string_field("data.cache_dir", c.data.cache_dir),
-      string_field("data.vqae_weights", c.data.vqae_weights),
-      int_field("data.vqae_num_groups", c.data.vqae_num_groups),
-      int_field("data.prefetch_batches", c.data.prefetch_batches),
-      int_field("training.batch_size", c.training.batch_size),
-      int_field("training.gradient_accumulation_steps", c.training.gradient_accumulation_steps),
-      int_field("training.max_steps", c.training.max_steps),
-      double_field("training.learning_rate", c.training.learning_rate),
-      string_field("training.lr_scheduler", c.training.lr_scheduler),
-      double_field("training.warmup_ratio", c.training.warmup_ratio),
-      double_field("training.max_grad_norm", c.training.max_grad_norm),
-      int_field("training.max_consecutive_skips", c.training.max_consecutive_skips),
-      int_field("training.log_every", c.training.log_every),
-      int_field("training.checkpoint_every", c.training.checkpoint_every),
-      int_field("training.keep_checkpoints", c.training.keep_checkpoints),
-      int_field("training.latent_crop", c.training.latent_crop),
-      double_field("optimizer.beta1", c.optimizer.beta1),
-      double_field("optimizer.beta2", c.optimizer.beta2),
-      double_field("optimizer.eps", c.optimizer.eps),
-      double_field("optimizer.weight_decay", c.optimizer.weight_decay),
-      double_field("ema.decay", c.ema.decay),
-      bool_field("ema.warmup", c.ema.warmup),
-      int_field("validation.light_every", c.validation.light_every),
-      int_field("validation.light_samples", c.validation.light_samples),
-      int_field("validation.full_every", c.validation.full_every),
-      int_field("validation.num_samples", c.validation.num_samples),
-      int_field("validation.batch_size", c.validation.batch_size),
-      double_field("validation.data_range", c.validation.data_range),
-      int_field("validation.panels", c.validation.panels),
-      bool_field("validation.use_ema", c.validation.use_ema),
-      string_field("output.dir", c.output.dir),
-      bool_field("distributed.zero1", c.distributed.zero1),
-      double_field("distributed.bucket_mb", c.distributed.bucket_mb),
-      double_field("distributed.timeout_s", c.distributed.timeout_s),
-      string_field("kernels.conv", c.kernels.conv),
-  };
+  return shared_fields::join({
+      {
+          uint_field("seed", c.seed),
+          int_field("model.in_channels", m.in_channels),
+          int_field("model.out_channels", m.out_channels),
+          int_field("model.model_channels", m.model_channels),
+          list_field<int64_t>("model.channel_mult", m.channel_mult, "a list of integers"),
+          int_field("model.num_blocks", m.num_blocks),
+          bool_list_field("model.attention_levels", m.attention_levels),
+          int_field("model.head_channels", m.head_channels),
+          int_field("model.time_embed_dim", m.time_embed_dim),
+          double_field("model.dropout", m.dropout),
+          int_field("model.norm_groups", m.norm_groups),
+          double_field("model.norm_eps", m.norm_eps),
+          bool_field("model.checkpoint_res_blocks", m.checkpoint_res_blocks),
+          int_field("diffusion.timesteps", d.timesteps),
+          choice_field("diffusion.beta_schedule", d.beta_schedule, parse_beta_schedule, beta_schedule_name,
+                       "linear, scaled_linear or cosine"),
+          double_field("diffusion.beta_start", d.beta_start),
+          double_field("diffusion.beta_end", d.beta_end),
+          choice_field("diffusion.prediction_type", d.prediction_type, parse_prediction_type, prediction_type_name,
+                       "epsilon, v or sample"),
+          choice_field("diffusion.sampler", d.sampler, parse_sampler_kind, sampler_kind_name, "ddim or ddpm"),
+          int_field("diffusion.sampling_steps", d.sampling_steps),
+          double_field("diffusion.ddim_eta", d.ddim_eta),
+          bool_field("diffusion.clip_sample", d.clip_sample),
+          double_field("diffusion.clip_range", d.clip_range),
+          string_field("data.cache_dir", c.data.cache_dir),
+          string_field("data.vqae_weights", c.data.vqae_weights),
+          int_field("data.vqae_num_groups", c.data.vqae_num_groups),
+          int_field("data.prefetch_batches", c.data.prefetch_batches),
+          int_field("training.batch_size", c.training.batch_size),
+          int_field("training.gradient_accumulation_steps", c.training.gradient_accumulation_steps),
+      },
+      shared_fields::schedule(c.training),
+      {
+          int_field("training.latent_crop", c.training.latent_crop),
+      },
+      shared_fields::adam(c.optimizer),
+      {
+          double_field("optimizer.weight_decay", c.optimizer.weight_decay),
+          double_field("ema.decay", c.ema.decay),
+          bool_field("ema.warmup", c.ema.warmup),
+          int_field("validation.light_every", c.validation.light_every),
+          int_field("validation.light_samples", c.validation.light_samples),
+          int_field("validation.full_every", c.validation.full_every),
+          int_field("validation.num_samples", c.validation.num_samples),
+          int_field("validation.batch_size", c.validation.batch_size),
+          double_field("validation.data_range", c.validation.data_range),
+          int_field("validation.panels", c.validation.panels),
+          bool_field("validation.use_ema", c.validation.use_ema),
+          string_field("output.dir", c.output.dir),
+          bool_field("distributed.zero1", c.distributed.zero1),
+          double_field("distributed.bucket_mb", c.distributed.bucket_mb),
+          double_field("distributed.timeout_s", c.distributed.timeout_s),
+          string_field("kernels.conv", c.kernels.conv),
+      },
+  });
 }
 
 config::Schema schema_of(DiffusionTrainConfig& c) { return {schema(c), "configs/diffusion.yaml"}; }
@@ -107,9 +104,7 @@ int64_t DiffusionTrainConfig::warmup_steps() const {
 }
 
 DiffusionTrainConfig load_train_config(const std::filesystem::path& path) {
-  DiffusionTrainConfig c;
-  config::read_config_file(path, schema_of(c), [&] { validate(c); });
-  return c;
+  return shared_fields::load_file(path, schema_of);
 }
 
 DiffusionTrainConfig train_config_from_yaml(const std::string& text, const std::string& source) {

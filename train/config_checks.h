@@ -1,14 +1,20 @@
 // The checks of the keys the training programs' configurations share (ctsr_train_vqae's
 // train/vqae_config.h, ctsr_train_redcnn's train/redcnn_config.h): the schedule, Adam's settings,
 // the two validation tiers, the output folder and the convolution engine. Each failure names the key,
-// the value and what was expected.
+// the value and what was expected. Also the schema fields of those keys (train/config_schema.h)
+// that every training program's configuration lists in the same order, diffusion's included.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
+#include <initializer_list>
+#include <string>
+#include <vector>
 
 #include "kernels/conv3d.h"
 #include "runtime/error.h"
+#include "train/config_schema.h"
 
 namespace ctsr::train::checks {
 
@@ -58,3 +64,78 @@ void validate_run_keys(const Config& c) {
 }
 
 }  // namespace ctsr::train::checks
+
+namespace ctsr::train::shared_fields {
+
+using config::Field;
+
+// The blocks one after the other: a schema's fields in the order of its file.
+inline std::vector<Field> join(std::initializer_list<std::vector<Field>> blocks) {
+  std::vector<Field> out;
+  for (const auto& block : blocks) out.insert(out.end(), block.begin(), block.end());
+  return out;
+}
+
+// training.{max_steps, learning_rate, lr_scheduler, warmup_ratio}, then `between` (a task's own
+// keys, e.g. its loss weights), then training.{max_grad_norm, max_consecutive_skips, log_every,
+// checkpoint_every, keep_checkpoints}.
+template <class Training>
+std::vector<Field> schedule(Training& t, const std::vector<Field>& between = {}) {
+  return join({{
+                   config::int_field("training.max_steps", t.max_steps),
+                   config::double_field("training.learning_rate", t.learning_rate),
+                   config::string_field("training.lr_scheduler", t.lr_scheduler),
+                   config::double_field("training.warmup_ratio", t.warmup_ratio),
+               },
+               between,
+               {
+                   config::double_field("training.max_grad_norm", t.max_grad_norm),
+                   config::int_field("training.max_consecutive_skips", t.max_consecutive_skips),
+                   config::int_field("training.log_every", t.log_every),
+                   config::int_field("training.checkpoint_every", t.checkpoint_every),
+                   config::int_field("training.keep_checkpoints", t.keep_checkpoints),
+               }});
+}
+
+// optimizer.{beta1, beta2, eps}.
+template <class Optimizer>
+std::vector<Field> adam(Optimizer& o) {
+  return {
+      config::double_field("optimizer.beta1", o.beta1),
+      config::double_field("optimizer.beta2", o.beta2),
+      config::double_field("optimizer.eps", o.eps),
+  };
+}
+
+// validation.{light_every, light_patches, full_every, num_volumes, data_range, panels}: the
+// patch-and-volume tiers of ctsr_train_vqae and ctsr_train_redcnn.
+template <class Validation>
+std::vector<Field> volume_validation(Validation& v) {
+  return {
+      config::int_field("validation.light_every", v.light_every),
+      config::int_field("validation.light_patches", v.light_patches),
+      config::int_field("validation.full_every", v.full_every),
+      config::int_field("validation.num_volumes", v.num_volumes),
+      config::double_field("validation.data_range", v.data_range),
+      config::int_field("validation.panels", v.panels),
+  };
+}
+
+// A configuration file read through `schema_of` and checked with validate(Config) (a missing or
+// unknown key, a bad value or combination names the file and the key).
+template <class Config>
+Config load_file(const std::filesystem::path& path, config::Schema (*schema_of)(Config&)) {
+  Config c;
+  config::read_config_file(path, schema_of(c), [&] { validate(c); });
+  return c;
+}
+
+// A configuration's YAML text (as stored in a checkpoint); `source` names it in errors.
+template <class Config>
+Config from_yaml_text(const std::string& text, const std::string& source, config::Schema (*schema_of)(Config&)) {
+  Config c;
+  config::read_yaml(config::load_yaml_text(text, source), source, schema_of(c));
+  return c;
+}
+
+}  // namespace ctsr::train::shared_fields

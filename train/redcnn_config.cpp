@@ -15,44 +15,32 @@ using namespace config;
 Schema schema_of(RedCnnTrainConfig& c) {
   RedCnnTrainConfig::Data& d = c.data;
   RedCnnTrainConfig::Training& t = c.training;
-  RedCnnTrainConfig::Validation& v = c.validation;
-  return {{
-              uint_field("seed", c.seed),
-              int_field("model.channels", c.model.channels),
-              int_field("model.kernel", c.model.kernel),
-              int_field("model.in_channels", c.model.in_channels),
-              string_field("data.pairs", d.pairs),
-              string_field("data.guide_dir", d.guide_dir),
-              hu_window_field("data.hu_window", d.hu_window),
-              double_field("data.val_fraction", d.val_fraction),
-              uint_field("data.split_seed", d.split_seed),
-              int_field("data.memory_limit_mb", d.memory_limit_mb),
-              int_field("data.prefetch_batches", d.prefetch_batches),
-              int_field("training.patch_size", t.patch_size),
-              int_field("training.batch_size", t.batch_size),
-              bool_field("training.augment", t.augment),
-              string_field("training.init_weights", t.init_weights),
-              int_field("training.max_steps", t.max_steps),
-              double_field("training.learning_rate", t.learning_rate),
-              string_field("training.lr_scheduler", t.lr_scheduler),
-              double_field("training.warmup_ratio", t.warmup_ratio),
-              double_field("training.max_grad_norm", t.max_grad_norm),
-              int_field("training.max_consecutive_skips", t.max_consecutive_skips),
-              int_field("training.log_every", t.log_every),
-              int_field("training.checkpoint_every", t.checkpoint_every),
-              int_field("training.keep_checkpoints", t.keep_checkpoints),
-              double_field("optimizer.beta1", c.optimizer.beta1),
-              double_field("optimizer.beta2", c.optimizer.beta2),
-              double_field("optimizer.eps", c.optimizer.eps),
-              int_field("validation.light_every", v.light_every),
-              int_field("validation.light_patches", v.light_patches),
-              int_field("validation.full_every", v.full_every),
-              int_field("validation.num_volumes", v.num_volumes),
-              double_field("validation.data_range", v.data_range),
-              int_field("validation.panels", v.panels),
-              string_field("output.dir", c.output_dir),
-              string_field("kernels.conv", c.conv_engine),
-          },
+  return {shared_fields::join({
+              {
+                  uint_field("seed", c.seed),
+                  int_field("model.channels", c.model.channels),
+                  int_field("model.kernel", c.model.kernel),
+                  int_field("model.in_channels", c.model.in_channels),
+                  string_field("data.pairs", d.pairs),
+                  string_field("data.guide_dir", d.guide_dir),
+                  hu_window_field("data.hu_window", d.hu_window),
+                  double_field("data.val_fraction", d.val_fraction),
+                  uint_field("data.split_seed", d.split_seed),
+                  int_field("data.memory_limit_mb", d.memory_limit_mb),
+                  int_field("data.prefetch_batches", d.prefetch_batches),
+                  int_field("training.patch_size", t.patch_size),
+                  int_field("training.batch_size", t.batch_size),
+                  bool_field("training.augment", t.augment),
+                  string_field("training.init_weights", t.init_weights),
+              },
+              shared_fields::schedule(t),
+              shared_fields::adam(c.optimizer),
+              shared_fields::volume_validation(c.validation),
+              {
+                  string_field("output.dir", c.output_dir),
+                  string_field("kernels.conv", c.conv_engine),
+              },
+          }),
           "configs/redcnn.yaml"};
 }
 
@@ -62,16 +50,10 @@ int64_t RedCnnTrainConfig::warmup_steps() const {
   return static_cast<int64_t>(std::ceil(training.warmup_ratio * double(training.max_steps)));
 }
 
-RedCnnTrainConfig load_redcnn_train_config(const std::filesystem::path& path) {
-  RedCnnTrainConfig c;
-  read_config_file(path, schema_of(c), [&] { validate(c); });
-  return c;
-}
+RedCnnTrainConfig load_redcnn_train_config(const std::filesystem::path& path) { return shared_fields::load_file(path, schema_of); }
 
 RedCnnTrainConfig redcnn_train_config_from_yaml(const std::string& text, const std::string& source) {
-  RedCnnTrainConfig c;
-  read_yaml(load_yaml_text(text, source), source, schema_of(c));
-  return c;
+  return shared_fields::from_yaml_text(text, source, schema_of);
 }
 
 void apply_redcnn_override(RedCnnTrainConfig& c, const std::string& assignment) {

@@ -42,18 +42,11 @@
 #include "train/redcnn_config.h"
 #include "train/run.h"
 #include "train/run_support.h"
+#include "train/task_options.h"
 
 namespace ctsr::train {
 
-struct RedCnnTrainerOptions {
-  Device device = Device::cpu();
-  // "": a new run (an output folder holding checkpoints is refused); "auto": continue from the
-  // latest checkpoint of output.dir when there is one; else a checkpoint to continue from.
-  std::string resume;
-  bool progress = true;
-  std::ostream* log = nullptr;                   // messages (default std::cerr)
-  std::function<void(int64_t step)> after_step;  // called after every step (tests)
-};
+using RedCnnTrainerOptions = TaskOptions;
 
 struct RedCnnFullValidation {
   double ssim = 0, psnr = 0;              // RED-CNN's output against HD

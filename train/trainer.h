@@ -37,22 +37,12 @@
 #include "train/config.h"
 #include "train/data_parallel.h"
 #include "train/run.h"
+#include "train/task_options.h"
 #include <nlohmann/json.hpp>
 
 namespace ctsr::train {
 
-struct TrainerOptions {
-  Device device = Device::cpu();
-  // "": a new run (an output folder that already holds checkpoints is an error, so nothing is
-  // overwritten by mistake); "auto": continue from the latest checkpoint of output.dir, or start
-  // anew when there is none; otherwise the path of a checkpoint to continue from.
-  std::string resume;
-  bool progress = true;                            // the terminal progress line
-  std::ostream* log = nullptr;                     // messages (default std::cerr)
-  std::function<void(int64_t step)> after_step;    // called after every step (tests)
-  // The ranks of a data-parallel job (runtime/communicator.h); nullptr: this process alone.
-  Communicator* comm = nullptr;
-};
+using TrainerOptions = DataParallelTaskOptions;
 
 struct FullValidation {
   double ssim = 0, psnr = 0;                                  // SR against the target

@@ -19,58 +19,50 @@ Schema schema_of(VqaeTrainConfig& c) {
   VqaeTrainConfig::Data& d = c.data;
   VqaeTrainConfig::Training& t = c.training;
   CodebookEmaConfig& ema = c.codebook.ema;
-  VqaeTrainConfig::Validation& v = c.validation;
-  return {{
-              uint_field("seed", c.seed),
-              int_field("model.num_groups", m.num_groups),
-              int_field("model.n_hiddens", m.n_hiddens),
-              int_field("model.levels", m.levels),
-              int_field("model.embedding_dim", m.embedding_dim),
-              int_field("model.n_codes", m.n_codes),
-              string_field("model.init_weights", m.init_weights),
-              int_field("encode.patch_size", c.encode.patch_size),
-              hu_window_field("encode.hu_window", c.encode.hu_window),
-              int_field("decode.slab", c.decode.slab),
-              string_field("data.pairs", d.pairs),
-              string_field("data.folder", d.folder),
-              string_field("data.volumes", d.volumes),
-              double_field("data.val_fraction", d.val_fraction),
-              uint_field("data.split_seed", d.split_seed),
-              int_field("data.memory_limit_mb", d.memory_limit_mb),
-              int_field("data.prefetch_batches", d.prefetch_batches),
-              int_field("training.patch_size", t.patch_size),
-              int_field("training.batch_size", t.batch_size),
-              int_field("training.max_steps", t.max_steps),
-              double_field("training.learning_rate", t.learning_rate),
-              string_field("training.lr_scheduler", t.lr_scheduler),
-              double_field("training.warmup_ratio", t.warmup_ratio),
-              double_field("training.l1_weight", t.l1_weight),
-              double_field("training.mse_weight", t.mse_weight),
-              double_field("training.max_grad_norm", t.max_grad_norm),
-              int_field("training.max_consecutive_skips", t.max_consecutive_skips),
-              int_field("training.log_every", t.log_every),
-              int_field("training.checkpoint_every", t.checkpoint_every),
-              int_field("training.keep_checkpoints", t.keep_checkpoints),
-              double_field("optimizer.beta1", c.optimizer.beta1),
-              double_field("optimizer.beta2", c.optimizer.beta2),
-              double_field("optimizer.eps", c.optimizer.eps),
-              double_field("codebook.decay", ema.decay),
-              double_field("codebook.commitment", c.codebook.commitment),
-              double_field("codebook.restart_threshold", ema.restart_threshold),
-              bool_field("codebook.restart_dead_codes", ema.restart_dead_codes),
-              double_field("codebook.smoothing", ema.smoothing),
-              int_field("validation.light_every", v.light_every),
-              int_field("validation.light_patches", v.light_patches),
-              int_field("validation.full_every", v.full_every),
-              int_field("validation.num_volumes", v.num_volumes),
-              double_field("validation.data_range", v.data_range),
-              int_field("validation.panels", v.panels),
-              string_field("output.dir", c.output_dir),
-              bool_field("distributed.zero1", c.distributed.zero1),
-              double_field("distributed.bucket_mb", c.distributed.bucket_mb),
-              double_field("distributed.timeout_s", c.distributed.timeout_s),
-              string_field("kernels.conv", c.conv_engine),
-          },
+  return {shared_fields::join({
+              {
+                  uint_field("seed", c.seed),
+                  int_field("model.num_groups", m.num_groups),
+                  int_field("model.n_hiddens", m.n_hiddens),
+                  int_field("model.levels", m.levels),
+                  int_field("model.embedding_dim", m.embedding_dim),
+                  int_field("model.n_codes", m.n_codes),
+                  string_field("model.init_weights", m.init_weights),
+                  int_field("encode.patch_size", c.encode.patch_size),
+                  hu_window_field("encode.hu_window", c.encode.hu_window),
+                  int_field("decode.slab", c.decode.slab),
+                  string_field("data.pairs", d.pairs),
+                  string_field("data.folder", d.folder),
+                  string_field("data.volumes", d.volumes),
+                  double_field("data.val_fraction", d.val_fraction),
+                  uint_field("data.split_seed", d.split_seed),
+                  int_field("data.memory_limit_mb", d.memory_limit_mb),
+                  int_field("data.prefetch_batches", d.prefetch_batches),
+                  int_field("training.patch_size", t.patch_size),
+                  int_field("training.batch_size", t.batch_size),
+              },
+              shared_fields::schedule(t,
+                                      {
+                                          double_field("training.l1_weight", t.l1_weight),
+                                          double_field("training.mse_weight", t.mse_weight),
+                                      }),
+              shared_fields::adam(c.optimizer),
+              {
+                  double_field("codebook.decay", ema.decay),
+                  double_field("codebook.commitment", c.codebook.commitment),
+                  double_field("codebook.restart_threshold", ema.restart_threshold),
+                  bool_field("codebook.restart_dead_codes", ema.restart_dead_codes),
+                  double_field("codebook.smoothing", ema.smoothing),
+              },
+              shared_fields::volume_validation(c.validation),
+              {
+                  string_field("output.dir", c.output_dir),
+                  bool_field("distributed.zero1", c.distributed.zero1),
+                  double_field("distributed.bucket_mb", c.distributed.bucket_mb),
+                  double_field("distributed.timeout_s", c.distributed.timeout_s),
+                  string_field("kernels.conv", c.conv_engine),
+              },
+          }),
           "configs/vqae_8x.yaml"};
 }
 
@@ -90,16 +82,10 @@ int64_t VqaeTrainConfig::warmup_steps() const {
   return static_cast<int64_t>(std::ceil(training.warmup_ratio * double(training.max_steps)));
 }
 
-VqaeTrainConfig load_vqae_train_config(const std::filesystem::path& path) {
-  VqaeTrainConfig c;
-  read_config_file(path, schema_of(c), [&] { validate(c); });
-  return c;
-}
+VqaeTrainConfig load_vqae_train_config(const std::filesystem::path& path) { return shared_fields::load_file(path, schema_of); }
 
 VqaeTrainConfig vqae_train_config_from_yaml(const std::string& text, const std::string& source) {
-  VqaeTrainConfig c;
-  read_yaml(load_yaml_text(text, source), source, schema_of(c));
-  return c;
+  return shared_fields::from_yaml_text(text, source, schema_of);
 }
 
 void apply_vqae_override(VqaeTrainConfig& c, const std::string& assignment) { apply_assignment(assignment, schema_of(c)); }

@@ -63,22 +63,13 @@
 #include "train/data_parallel.h"
 #include "train/run.h"
 #include "train/run_support.h"
+#include "train/task_options.h"
 #include "train/vqae_config.h"
 #include <nlohmann/json.hpp>
 
 namespace ctsr::train {
 
-struct VqaeTrainerOptions {
-  Device device = Device::cpu();
-  // "": a new run (an output folder holding checkpoints is refused); "auto": continue from the
-  // latest checkpoint of output.dir when there is one; else a checkpoint to continue from.
-  std::string resume;
-  bool progress = true;
-  std::ostream* log = nullptr;                   // messages (default std::cerr)
-  std::function<void(int64_t step)> after_step;  // called after every step (tests)
-  // The ranks of a data-parallel job (runtime/communicator.h); nullptr: this process alone.
-  Communicator* comm = nullptr;
-};
+using VqaeTrainerOptions = DataParallelTaskOptions;
 
 struct VqaeLosses {
   double loss = 0;        // l1_weight * l1 + mse_weight * mse + commitment
