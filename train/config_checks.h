@@ -76,6 +76,20 @@ inline std::vector<Field> join(std::initializer_list<std::vector<Field>> blocks)
   return out;
 }
 
+// data.{val_fraction, split_seed, memory_limit_mb, prefetch_batches}, then training.{patch_size,
+// batch_size}: the volume pipeline of the VQ-AE and RED-CNN tasks (train/data/volume_patches.h).
+template <class Data, class Training>
+std::vector<Field> volume_data(Data& d, Training& t) {
+  return {
+      config::double_field("data.val_fraction", d.val_fraction),
+      config::uint_field("data.split_seed", d.split_seed),
+      config::int_field("data.memory_limit_mb", d.memory_limit_mb),
+      config::int_field("data.prefetch_batches", d.prefetch_batches),
+      config::int_field("training.patch_size", t.patch_size),
+      config::int_field("training.batch_size", t.batch_size),
+  };
+}
+
 // training.{max_steps, learning_rate, lr_scheduler, warmup_ratio}, then `between` (a task's own
 // keys, e.g. its loss weights), then training.{max_grad_norm, max_consecutive_skips, log_every,
 // checkpoint_every, keep_checkpoints}.
