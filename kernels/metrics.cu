@@ -24,6 +24,7 @@
 // Chunks have a fixed size, so results do not depend on the device. No atomics anywhere.
 #include "runtime/kernel_prelude.h"
 
+#include "kernels/block_sum.h"
 #include "kernels/metrics.h"
 
 namespace ctsr::kernels::CTSR_KERNEL_NS {
@@ -39,19 +40,6 @@ constexpr int64_t kPsnrChunk = 16 * kThreads;       // elements per sse_partial 
 struct Window {
   double w[kSsimTaps];
 };
-
-// Sums value over the block's threads in a fixed tree; the result is valid in thread 0. All
-// threads must call it (it has barriers).
-CTSR_DEVICE_INLINE double block_sum(double value, double* shared) {
-  const int t = int(threadIdx.x);
-  shared[t] = value;
-  __syncthreads();
-  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
-    if (t < stride) shared[t] += shared[t + stride];
-    __syncthreads();
-  }
-  return shared[0];
-}
 
 __global__ void __launch_bounds__(kThreads)
     ssim_slices_kernel(const float* __restrict__ pred, const float* __restrict__ target, int64_t H, int64_t W,
@@ -120,7 +108,7 @@ __global__ void __launch_bounds__(kThreads)
       sum += numerator / denominator;
     }
   }
-  const double total = block_sum(sum, reduce);
+  const double total = block_sum<kThreads>(sum, reduce);
   if (t == 0) {
     const double mean = total / double(Ho * Wo);
     slice_means[slice] = mean;
@@ -148,7 +136,7 @@ __global__ void __launch_bounds__(kThreads)
     const double diff = double(pred[i]) - double(target[i]);
     sum += diff * diff;
   }
-  const double total = block_sum(sum, reduce);
+  const double total = block_sum<kThreads>(sum, reduce);
   if (threadIdx.x == 0) partial[b * gridDim.x + chunk] = total;
 }
 

@@ -24,6 +24,7 @@
 
 #include "kernels/vector_access.h"
 
+#include "kernels/block_sum.h"
 #include "kernels/optimizer.h"
 
 namespace ctsr::kernels::CTSR_KERNEL_NS {
@@ -81,18 +82,6 @@ void for_each_group(const TensorList* const (&lists)[L], Launch&& launch) {
     group.count = t + 1;
   }
   flush();
-}
-
-
-CTSR_DEVICE_INLINE double block_sum(double value, double* shared) {
-  const int t = int(threadIdx.x);
-  shared[t] = value;
-  __syncthreads();
-  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
-    if (t < stride) shared[t] += shared[t + stride];
-    __syncthreads();
-  }
-  return shared[0];
 }
 
 // Elements [begin, end) of one tensor: packs of V from begin (a multiple of kChunk, so packs
@@ -164,7 +153,7 @@ __global__ void __launch_bounds__(kThreads) sum_of_squares_kernel(Group<1> group
     const double value = double(x[i]);
     sum += value * value;
   }
-  const double total = block_sum(sum, reduce);
+  const double total = block_sum<kThreads>(sum, reduce);
   if (threadIdx.x == 0) partial[block] = total;
 }
 
@@ -174,7 +163,7 @@ __global__ void __launch_bounds__(kThreads) sum_partials_kernel(const double* __
   __shared__ double reduce[kThreads];
   double sum = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) sum += partial[i];
-  const double total = block_sum(sum, reduce);
+  const double total = block_sum<kThreads>(sum, reduce);
   if (threadIdx.x == 0) out[0] = total;
 }
 

@@ -1,5 +1,7 @@
 #include "tests/harness.h"
 
+#include "runtime/cuda_on_cpu/executor.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -311,6 +313,17 @@ double relative_l2(const Tensor& got, const Tensor& want) {
   double num = 0, den = 0;
   for (size_t i = 0; i < g.size(); ++i) num += (g[i] - w[i]) * (g[i] - w[i]), den += w[i] * w[i];
   return std::sqrt(num / den);
+}
+
+void expect_same_in_both_thread_orders(const std::function<std::vector<Tensor>()>& run) {
+  const std::vector<Tensor> forward_order = run();
+  struct RestoreOrder {
+    ~RestoreOrder() { cuda_on_cpu::set_thread_order(cuda_on_cpu::ThreadOrder::forward); }
+  } restore;
+  cuda_on_cpu::set_thread_order(cuda_on_cpu::ThreadOrder::reverse);
+  const std::vector<Tensor> reverse_order = run();
+  ASSERT_EQ(reverse_order.size(), forward_order.size());
+  for (size_t i = 0; i < forward_order.size(); ++i) EXPECT_TRUE(tensors_equal(reverse_order[i], forward_order[i])) << i;
 }
 
 }  // namespace ctsr::test

@@ -42,6 +42,10 @@ void expect_error_mentions(const std::function<void()>& f, const std::vector<std
 double relative_l2(const Tensor& got, const Tensor& want);
 
 ::testing::AssertionResult tensors_equal(const Tensor& actual, const Tensor& expected);
+// On the CUDA-on-CPU executor: runs `run` with the threads of every block in forward order, then
+// in reverse order, and expects every returned tensor bitwise equal (a result that depends on the
+// order in which threads run, such as an unordered sum, would differ). Restores forward order.
+void expect_same_in_both_thread_orders(const std::function<std::vector<Tensor>()>& run);
 
 // f: inputs -> outputs (all float64, cpu). backward: (inputs, output grads) -> input grads
 // (an undefined tensor for a non-differentiable input). Checks each differentiable input's

@@ -301,13 +301,7 @@ TEST_P(AttentionParity, ExecutorThreadOrderDoesNotMatter) {
     AttentionOutput out = attention_forward(qkv, c.heads);
     return std::vector<Tensor>{out.o, out.lse, attention_backward(qkv, out.o, out.lse, d_o, c.heads)};
   };
-  const std::vector<Tensor> forward_order = run();
-  struct RestoreOrder {
-    ~RestoreOrder() { cuda_on_cpu::set_thread_order(cuda_on_cpu::ThreadOrder::forward); }
-  } restore;
-  cuda_on_cpu::set_thread_order(cuda_on_cpu::ThreadOrder::reverse);
-  const std::vector<Tensor> reverse_order = run();
-  for (size_t i = 0; i < forward_order.size(); ++i) EXPECT_TRUE(tensors_equal(reverse_order[i], forward_order[i])) << i;
+  expect_same_in_both_thread_orders(run);
 }
 
 // Forward at N = 2048 allocates its outputs and nothing else, where an N x N score matrix would

@@ -315,13 +315,7 @@ TEST_P(GroupNormParity, ExecutorThreadOrderDoesNotMatter) {
     Tensor dx = group_norm_silu_backward(x, gamma, beta, out.mean, out.rstd, dy, 24, dgamma, dbeta);
     return std::vector<Tensor>{out.y, out.mean, out.rstd, dx, dgamma, dbeta};
   };
-  const std::vector<Tensor> forward_order = run();
-  struct RestoreOrder {
-    ~RestoreOrder() { cuda_on_cpu::set_thread_order(cuda_on_cpu::ThreadOrder::forward); }
-  } restore;
-  cuda_on_cpu::set_thread_order(cuda_on_cpu::ThreadOrder::reverse);
-  const std::vector<Tensor> reverse_order = run();
-  for (size_t i = 0; i < forward_order.size(); ++i) EXPECT_TRUE(tensors_equal(reverse_order[i], forward_order[i])) << i;
+  expect_same_in_both_thread_orders(run);
 }
 
 TEST_P(GroupNormParity, RejectsFloat64OnCudaPaths) {

@@ -28,8 +28,6 @@ namespace {
 constexpr uint32_t kPatchPurpose = 0x5250;       // "RP": the training patches of step s
 constexpr uint32_t kLightPatchPurpose = 0x524c;  // "RL": the light tier's fixed patches
 
-Tensor scalar_on(double value, Device device) { return Tensor::from_vector(std::vector<float>{float(value)}, {1}, device); }
-double host_value(const Tensor& t) { return double(t.to(Device::cpu()).to_vector<float>()[0]); }
 int64_t below(uint32_t word, int64_t n) { return int64_t((uint64_t(word) * uint64_t(n)) >> 32); }
 
 // The pair's id: its full-dose volume's id without list_training_volumes' "_hd".

@@ -36,6 +36,9 @@ int StopSignals::received() const { return g_signal.load(); }
 
 const char* StopSignals::name(int signal) { return signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "a signal"; }
 
+Tensor scalar_on(double value, Device device) { return Tensor::from_vector(std::vector<float>{float(value)}, {1}, device); }
+double host_value(const Tensor& t) { return double(t.to(Device::cpu()).to_vector<float>()[0]); }
+
 std::string format_seconds(double seconds) {
   char buffer[32];
   if (seconds < 1.0)

@@ -35,6 +35,9 @@ class StopSignals {
 std::string format_duration(double seconds);
 // "12.3 s", "850 ms": a short time, for progress lines and reports.
 std::string format_seconds(double seconds);
+// A one-element float32 tensor on `device`, and the value of one back on the host (losses).
+Tensor scalar_on(double value, Device device);
+double host_value(const Tensor& t);
 
 // The progress line: rewritten in place on a terminal, one line per call otherwise.
 class ProgressLine {

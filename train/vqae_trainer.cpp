@@ -35,8 +35,6 @@ namespace {
 constexpr uint32_t kPatchPurpose = 0x5650;       // "VP": the training patches of step s
 constexpr uint32_t kLightPatchPurpose = 0x564c;  // "VL": the light tier's fixed patches
 
-Tensor scalar_on(double value, Device device) { return Tensor::from_vector(std::vector<float>{float(value)}, {1}, device); }
-double host_value(const Tensor& t) { return double(t.to(Device::cpu()).to_vector<float>()[0]); }
 
 std::string window_text(const io::HuWindow& w) {
   std::ostringstream s;
