@@ -94,7 +94,7 @@ void launch_kernel(Device device, void (*kernel)(Params...), dim3 grid, dim3 blo
              device.str());
   auto call = [&] { kernel(args...); };
   cuda_on_cpu::launch(
-      grid, block, shared_bytes, [](void* c) { (*static_cast<decltype(call)*>(c))(); }, &call);
+      reinterpret_cast<const void*>(kernel), grid, block, shared_bytes, [](void* c) { (*static_cast<decltype(call)*>(c))(); }, &call);
 #endif
 }
 

@@ -134,6 +134,11 @@ __global__ void shuffle_waits_for_barrier_kernel(int* out) {
   out[threadIdx.x] = v;
 }
 
+__global__ void trap_in_one_thread_kernel(int* out, unsigned block, unsigned thread) {
+  if (blockIdx.x == block && threadIdx.x == thread) __trap();
+  out[blockIdx.x * blockDim.x + threadIdx.x] = int(threadIdx.x);
+}
+
 }  // namespace
 
 void tiled_block_sums(const Tensor& x, Tensor& sums, unsigned threads) {
@@ -183,6 +188,10 @@ void syncthreads_count(const Tensor& x, Tensor& counts, unsigned threads) {
 
 void divergent_barrier(Tensor& out, unsigned threads) {
   launch_kernel(out.device(), divergent_barrier_kernel, 1u, threads, 0, out.data<int>());
+}
+
+void trap_in_one_thread(Tensor& out, unsigned block, unsigned thread) {
+  launch_kernel(out.device(), trap_in_one_thread_kernel, 3u, 64u, 0, out.data<int>(), block, thread);
 }
 
 void barrier_deadlock(Tensor& out) {

@@ -31,4 +31,6 @@ CTSR_DECLARE_LAUNCHERS(
   void divergent_barrier(Tensor& out, unsigned threads);
   // Lane 0 waits at __syncthreads while lanes 1..31 wait in a shuffle: can never complete.
   void barrier_deadlock(Tensor& out);
+  // Three blocks of 64 threads write their ids; thread `thread` of block `block` calls __trap().
+  void trap_in_one_thread(Tensor& out, unsigned block, unsigned thread);
 )

@@ -209,6 +209,11 @@ TEST_F(ExecutorOnly, DivergentBarrierIsReportedNotHung) {
     FAIL() << "expected a divergent-barrier report";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("divergent __syncthreads"), std::string::npos) << e.what();
+    // The report names the kernel (from the binary's symbol table) and the block.
+    EXPECT_NE(std::string(e.what()).find("kernel ctsr::kernels::cuda_on_cpu::(anonymous namespace)::divergent_barrier_kernel("),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("block (0, 0, 0)"), std::string::npos) << e.what();
   }
 }
 
@@ -219,9 +224,23 @@ TEST_F(ExecutorOnly, BarrierDeadlockIsReportedNotHung) {
     FAIL() << "expected a deadlock report";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("barrier deadlock"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("shuffle_waits_for_barrier_kernel("), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("1 thread(s) wait at __syncthreads and 31 at a warp barrier"),
               std::string::npos)
         << e.what();
+  }
+}
+
+TEST_F(ExecutorOnly, TrapNamesTheKernelBlockAndThread) {
+  // __trap() in thread (5, 0, 0) of block (2, 0, 0): the executor's form of a device fault.
+  Tensor out = Tensor::zeros({3 * 64}, DType::int32, d);
+  try {
+    CTSR_LAUNCH(d, trap_in_one_thread, out, 2u, 5u);
+    FAIL() << "expected the trap to be reported";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("trap_in_one_thread_kernel("), std::string::npos) << what;
+    EXPECT_NE(what.find("block (2, 0, 0): thread (5, 0, 0): __trap() called"), std::string::npos) << what;
   }
 }
 

@@ -47,6 +47,7 @@ inline int __syncthreads_and(int p) {
 }
 inline int __syncthreads_or(int p) { return ::ctsr::cuda_on_cpu::sync_threads_count(p) > 0; }
 inline void __syncwarp(unsigned = 0xffffffffu) { ::ctsr::cuda_on_cpu::sync_warp(); }
+[[noreturn]] inline void __trap() { ::ctsr::cuda_on_cpu::trap(); }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline unsigned __activemask() { return ::ctsr::cuda_on_cpu::warp_active_mask(); }

@@ -8,12 +8,16 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include <omp.h>
 
 #include "runtime/error.h"
+#include "runtime/kernel_name.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define CTSR_ASAN 1
@@ -105,6 +109,7 @@ struct Worker {
   ctx::fcontext_t scheduler = nullptr;
   Fiber* current = nullptr;
   std::exception_ptr error;
+  Dim3 error_thread;  // the thread whose kernel code threw `error`
 
   // Barrier state. A generation counter per barrier: a waiting fiber may continue once the
   // generation it arrived in has been closed by the last arrival.
@@ -157,7 +162,10 @@ void fiber_main(ctx::transfer_t t) {
   try {
     w.body(w.closure);
   } catch (...) {
-    if (!w.error) w.error = std::current_exception();
+    if (!w.error) {
+      w.error = std::current_exception();
+      w.error_thread = f->tid;
+    }
   }
   f->done = true;
 #if CTSR_ASAN
@@ -208,15 +216,13 @@ bool can_run(const Worker& w, const Fiber& f) {
     if (f.wait == Wait::block) ++at_block;
     if (f.wait == Wait::warp) ++at_warp;
   }
-  CTSR_FAIL("CUDA-on-CPU executor: barrier deadlock in block (", w.block_idx.x, ", ", w.block_idx.y, ", ",
-            w.block_idx.z, "): ", at_block, " thread(s) wait at __syncthreads and ", at_warp,
+  CTSR_FAIL("barrier deadlock: ", at_block, " thread(s) wait at __syncthreads and ", at_warp,
             " at a warp barrier (shuffle/ballot/__syncwarp), ", w.threads - w.live,
             " finished; a barrier inside a branch not all threads take?");
 }
 
 [[noreturn]] void report_divergent_barrier(const Worker& w, const Fiber& f) {
-  CTSR_FAIL("CUDA-on-CPU executor: divergent __syncthreads in block (", w.block_idx.x, ", ", w.block_idx.y, ", ",
-            w.block_idx.z, "): thread (", f.tid.x, ", ", f.tid.y, ", ", f.tid.z, ") finished while ", w.block_arrived,
+  CTSR_FAIL("divergent __syncthreads: thread (", f.tid.x, ", ", f.tid.y, ", ", f.tid.z, ") finished while ", w.block_arrived,
             " thread(s) wait at __syncthreads; every thread of a block must reach each barrier (an early return "
             "before a barrier, or a barrier inside a branch?)");
 }
@@ -256,7 +262,15 @@ void run_block(Worker& w, Dim3 bidx) {
       if (!can_run(w, f)) continue;
       resume(w, f);
       resumed = true;
-      if (w.error) std::rethrow_exception(w.error);
+      if (w.error) {
+        const Dim3 t = w.error_thread;
+        try {
+          std::rethrow_exception(w.error);
+        } catch (const std::exception& e) {
+          throw Error("thread (" + std::to_string(t.x) + ", " + std::to_string(t.y) + ", " + std::to_string(t.z) +
+                      "): " + e.what());
+        }
+      }
       if (f.done) {
         // CUDA requires __syncthreads to be reached by every thread of the block; a thread
         // that exits while others wait there is a bug that hangs or corrupts on some GPUs.
@@ -282,16 +296,78 @@ void check_launch(Dim3 grid, Dim3 block, size_t smem) {
              kMaxDynamicShared, " are available");
 }
 
+// CTSR_EXECUTOR_LAUNCH_LOG=path: every kernel launched and the largest block it ran with,
+// written at exit as "threads<TAB>kernel name" lines (scripts/kernel_resources.py reads it to
+// check registers x block size against the GPU's register file).
+class LaunchLog {
+ public:
+  static LaunchLog* instance() {
+    static LaunchLog* log = [] {
+      const char* path = std::getenv("CTSR_EXECUTOR_LAUNCH_LOG");
+      return path && *path ? new LaunchLog(path) : nullptr;
+    }();
+    return log;
+  }
+  void record(const void* kernel, unsigned threads) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    unsigned& t = largest_[kernel];
+    t = std::max(t, threads);
+  }
+
+ private:
+  explicit LaunchLog(std::string path) : path_(std::move(path)) {
+    std::atexit([] { instance()->write(); });
+  }
+  void write() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::FILE* f = std::fopen(path_.c_str(), "a");
+    if (!f) {
+      std::fprintf(stderr, "CTSR_EXECUTOR_LAUNCH_LOG: cannot open %s for appending\n", path_.c_str());
+      return;
+    }
+    for (const auto& [kernel, threads] : largest_) std::fprintf(f, "%u\t%s\n", threads, kernel_name(kernel).c_str());
+    std::fclose(f);
+  }
+  std::string path_;
+  std::mutex mutex_;
+  std::map<const void*, unsigned> largest_;
+};
+
+void record_launch(const void* kernel, Dim3 block) {
+  if (LaunchLog* log = LaunchLog::instance()) log->record(kernel, block.x * block.y * block.z);
+}
+
+void launch_checked(const void* kernel, Dim3 grid, Dim3 block, size_t smem, KernelBody body, void* closure);
+
 }  // namespace
 
-void launch(Dim3 grid, Dim3 block, size_t smem, KernelBody body, void* closure) {
+void trap() { CTSR_FAIL("__trap() called: the kernel aborted"); }
+
+void launch(const void* kernel, Dim3 grid, Dim3 block, size_t smem, KernelBody body, void* closure) {
+  record_launch(kernel, block);
+  try {
+    launch_checked(kernel, grid, block, smem, body, closure);
+  } catch (const std::exception& e) {
+    throw Error("CUDA-on-CPU executor: kernel " + kernel_name(kernel) + ", grid (" + std::to_string(grid.x) + ", " +
+                std::to_string(grid.y) + ", " + std::to_string(grid.z) + "), block (" + std::to_string(block.x) +
+                ", " + std::to_string(block.y) + ", " + std::to_string(block.z) + "): " + e.what());
+  }
+}
+
+namespace {
+void launch_checked(const void*, Dim3 grid, Dim3 block, size_t smem, KernelBody body, void* closure) {
   check_launch(grid, block, smem);
   const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;
   if (blocks == 0) return;
   const unsigned threads = block.x * block.y * block.z;
   auto run_range = [&](Worker& w, uint64_t b) {
     Dim3 bidx(unsigned(b % grid.x), unsigned((b / grid.x) % grid.y), unsigned(b / (uint64_t(grid.x) * grid.y)));
-    run_block(w, bidx);
+    try {
+      run_block(w, bidx);
+    } catch (const std::exception& e) {
+      throw Error("block (" + std::to_string(bidx.x) + ", " + std::to_string(bidx.y) + ", " + std::to_string(bidx.z) +
+                  "): " + e.what());
+    }
   };
   auto prepare = [&](Worker& w) {
     w.body = body;
@@ -329,6 +405,7 @@ void launch(Dim3 grid, Dim3 block, size_t smem, KernelBody body, void* closure) 
   }
   if (first_error) std::rethrow_exception(first_error);
 }
+}  // namespace
 
 const Dim3& thread_idx() { return running_worker().current->tid; }
 const Dim3& block_idx() { return running_worker().block_idx; }

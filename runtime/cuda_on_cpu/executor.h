@@ -28,8 +28,12 @@ using KernelBody = void (*)(void* closure);
 
 // Runs body(closure) once per CUDA thread of the grid. Throws ctsr::Error on an invalid
 // configuration (CUDA's limits: 1024 threads per block, block z <= 64, grid y, z <= 65535),
-// on a barrier deadlock, or when the kernel throws.
-void launch(Dim3 grid, Dim3 block, size_t dynamic_shared_bytes, KernelBody body, void* closure);
+// on a barrier deadlock, or when the kernel throws; the message names the kernel (`kernel`, the
+// kernel function itself, used for its name only), the block and the thread.
+void launch(const void* kernel, Dim3 grid, Dim3 block, size_t dynamic_shared_bytes, KernelBody body, void* closure);
+
+// __trap(): the kernel stops with an error (the executor's form of a device-side fault).
+[[noreturn]] void trap();
 
 // Builtins, valid inside a running kernel.
 const Dim3& thread_idx();
