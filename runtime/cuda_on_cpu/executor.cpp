@@ -518,6 +518,27 @@ int worker_threads() {
   return omp_get_max_threads();
 }
 
+namespace {
+Checks checks_from_environment() {
+  const char* env = std::getenv("CTSR_EXECUTOR_CHECKS");
+  if (env == nullptr || *env == 0 || std::strcmp(env, "fast") == 0) return Checks::fast;
+  if (std::strcmp(env, "full") == 0) return Checks::full;
+  CTSR_FAIL("CTSR_EXECUTOR_CHECKS='", env, "': expected fast or full");
+}
+std::atomic<int> g_checks{-1};  // -1: not read from the environment yet
+}  // namespace
+
+void set_checks(Checks c) { g_checks = static_cast<int>(c); }
+
+Checks checks() {
+  int c = g_checks.load(std::memory_order_relaxed);
+  if (c < 0) {
+    c = static_cast<int>(checks_from_environment());
+    g_checks = c;
+  }
+  return static_cast<Checks>(c);
+}
+
 void set_thread_order(ThreadOrder order) { g_order = order; }
 ThreadOrder thread_order() { return g_order.load(); }
 

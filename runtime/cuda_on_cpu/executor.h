@@ -54,6 +54,15 @@ unsigned lane_id();
 // Settings (process-wide).
 void set_worker_threads(int n);    // host threads for blocks; 0 = OpenMP's default
 int worker_threads();
+// Checks: `fast` (the default, for the main job) or `full` (CTSR_EXECUTOR_CHECKS=full): warp
+// masks and call sites of warp barriers checked, threads of a block interleaved in a seeded
+// random order (CTSR_EXECUTOR_SEED), static shared memory allocated per block, poisoned and
+// size-checked, __launch_bounds__ enforced, executor device memory unreadable by host code
+// outside kernels and copies, and, in a binary whose kernels are instrumented
+// (ctsr_tests_checked), shared-memory races and misaligned vector accesses reported.
+enum class Checks { fast, full };
+void set_checks(Checks checks);  // overrides CTSR_EXECUTOR_CHECKS
+Checks checks();
 enum class ThreadOrder { forward, reverse };
 void set_thread_order(ThreadOrder order);
 ThreadOrder thread_order();
