@@ -72,12 +72,8 @@ struct Float4 {
 };
 
 CTSR_DEVICE_INLINE Float4 load4(const float* p) {  // p is 16-byte aligned shared memory
-#if defined(__CUDACC__)
   const float4 t = *reinterpret_cast<const float4*>(p);
   return {{t.x, t.y, t.z, t.w}};
-#else
-  return {{p[0], p[1], p[2], p[3]}};
-#endif
 }
 
 // Rows [row0, row0 + 64) of one head's D columns into a shared tile with rows of D + 4
@@ -175,6 +171,7 @@ template <int D>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(const float* __restrict__ qkv, int64_t N, int64_t H, float scale_log2,
                              float* __restrict__ o, float* __restrict__ lse) {
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
   CTSR_DYNAMIC_SHARED(float, shared);
   float* q_tile = shared;
   float* kp_tile = q_tile + kTile * row_stride<D>();  // keys, then probabilities
@@ -275,6 +272,7 @@ __global__ void __launch_bounds__(kThreads)
     attention_dk_dv_kernel(const float* __restrict__ qkv, const float* __restrict__ d_o,
                            const float* __restrict__ lse, const float* __restrict__ delta, int64_t N, int64_t H,
                            float scale, float scale_log2, float* __restrict__ d_qkv) {
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
   CTSR_DYNAMIC_SHARED(float, shared);
   float* k_tile = shared;
   float* v_tile = k_tile + kTile * row_stride<D>();
@@ -343,6 +341,7 @@ __global__ void __launch_bounds__(kThreads)
     attention_dq_kernel(const float* __restrict__ qkv, const float* __restrict__ d_o, const float* __restrict__ lse,
                         const float* __restrict__ delta, int64_t N, int64_t H, float scale, float scale_log2,
                         float* __restrict__ d_qkv) {
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
   CTSR_DYNAMIC_SHARED(float, shared);
   float* q_tile = shared;
   float* do_tile = q_tile + kTile * row_stride<D>();

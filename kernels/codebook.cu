@@ -51,7 +51,7 @@ constexpr int kCodesPerTile = 128;
 template <int MaxC>
 __global__ void codebook_nearest_kernel(const float* __restrict__ latent, const float* __restrict__ embeddings,
                                         int64_t* __restrict__ indices, int64_t rows, int64_t codes, int channels) {
-  __shared__ float tile[kCodesPerTile * MaxC];
+  CTSR_STATIC_SHARED(tile, float[kCodesPerTile * MaxC]);
   const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x;
   const bool active = row < rows;
   float v[MaxC];
@@ -145,8 +145,9 @@ __global__ void tile_prefix_kernel(int* __restrict__ tile_counts, int64_t tiles,
 __global__ void __launch_bounds__(kScanThreads)
     code_offsets_kernel(const int* __restrict__ code_counts, int64_t codes, int* __restrict__ offsets,
                         int* __restrict__ run_offsets, float* __restrict__ counts) {
-  __shared__ int row_scan[kScanThreads];
-  __shared__ int run_scan[kScanThreads];
+  CTSR_LAUNCH_BOUNDS_CHECK(kScanThreads);
+  CTSR_STATIC_SHARED(row_scan, int[kScanThreads]);
+  CTSR_STATIC_SHARED(run_scan, int[kScanThreads]);
   const int t = int(threadIdx.x);
   const int64_t per_thread = (codes + kScanThreads - 1) / kScanThreads;
   const int64_t begin = std::min<int64_t>(codes, t * per_thread), end = std::min<int64_t>(codes, begin + per_thread);
@@ -186,7 +187,8 @@ __global__ void __launch_bounds__(kTilesPerBlock * 32)
     scatter_rows_kernel(const int64_t* __restrict__ indices, int64_t rows, int64_t codes, int64_t tile_rows,
                         int64_t tiles, const int* __restrict__ offsets, int* __restrict__ tile_cursors,
                         int* __restrict__ order) {
-  __shared__ int64_t round_codes[kTilesPerBlock][32];
+  CTSR_LAUNCH_BOUNDS_CHECK(kTilesPerBlock * 32);
+  CTSR_STATIC_SHARED(round_codes, int64_t[kTilesPerBlock][32]);
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   const int64_t tile = int64_t(blockIdx.x) * kTilesPerBlock + warp;
   if (tile >= tiles) return;  // the whole warp: its lanes share the tile
@@ -253,7 +255,8 @@ __global__ void code_sums_kernel(const float* __restrict__ partial, const int* _
 
 __global__ void __launch_bounds__(kCodebookTotalLanes)
     code_total_kernel(const float* __restrict__ ema_counts, int64_t codes, float* __restrict__ total) {
-  __shared__ float lanes[kCodebookTotalLanes];
+  CTSR_LAUNCH_BOUNDS_CHECK(kCodebookTotalLanes);
+  CTSR_STATIC_SHARED(lanes, float[kCodebookTotalLanes]);
   const int j = int(threadIdx.x);
   float sum = 0.0f;
   for (int64_t k = j; k < codes; k += kCodebookTotalLanes) sum = rounded::add(sum, ema_counts[k]);

@@ -116,7 +116,8 @@ template <int GM, int GN, bool kVec>
 __global__ void __launch_bounds__(kThreads)
     conv3d_forward_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
                           Conv3dShape s, float* __restrict__ y) {
-  __shared__ GemmTiles<GM, GN> tiles;
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
+  CTSR_STATIC_SHARED(tiles, GemmTiles<GM, GN>);
   const int t = int(threadIdx.x), tx = t % 16, ty = t / 16;
   const int lrow = t / 4, lcol = (t % 4) * 4;  // loader: tile rows lrow + 64 g, step channels lcol .. + 3
   const int64_t M = s.out_voxels();
@@ -220,7 +221,8 @@ template <int GM, int GN, bool kVec>
 __global__ void __launch_bounds__(kThreads)
     conv3d_backward_data_kernel(const float* __restrict__ dy, const float* __restrict__ w,
                                 const float* __restrict__ bias, Conv3dShape s, float* __restrict__ dx) {
-  __shared__ GemmTiles<GM, GN> tiles;
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
+  CTSR_STATIC_SHARED(tiles, GemmTiles<GM, GN>);
   const int64_t cls = blockIdx.z;
   const int64_t rw = cls % s.sw, rh = cls / s.sw % s.sh, rd = cls / (s.sw * s.sh);
   const ResidueAxis ad = residue_axis(s.d, s.kd, s.sd, s.pd, rd);
@@ -325,7 +327,8 @@ template <int GM, int GN, bool kVec>
 __global__ void __launch_bounds__(kThreads)
     conv3d_backward_weight_kernel(const float* __restrict__ x, const float* __restrict__ dy, Conv3dShape s,
                                   int64_t rows_per_split, float* __restrict__ partial, float* __restrict__ dw) {
-  __shared__ GemmTiles<GM, GN> tiles;
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
+  CTSR_STATIC_SHARED(tiles, GemmTiles<GM, GN>);
   const int t = int(threadIdx.x), tx = t % 16, ty = t / 16;
   const int lr = t / 16, lq = (t % 16) * 4;  // loader: voxel lr of the step, columns lq + 64 g .. + 3
   const int64_t M = s.out_voxels(), K = s.reduction();
@@ -442,7 +445,8 @@ constexpr int kBiasLanes = 32, kBiasRows = 8;
 __global__ void __launch_bounds__(kBiasLanes * kBiasRows)
     bias_partial_kernel(const float* __restrict__ dy, int64_t rows, int64_t channels, int64_t rows_per_split,
                         float* __restrict__ partial, float* __restrict__ db) {
-  __shared__ float sums[kBiasRows][kBiasLanes];
+  CTSR_LAUNCH_BOUNDS_CHECK(kBiasLanes * kBiasRows);
+  CTSR_STATIC_SHARED(sums, float[kBiasRows][kBiasLanes]);
   const int lane = int(threadIdx.x) % kBiasLanes, r = int(threadIdx.x) / kBiasLanes;
   const int64_t c = int64_t(blockIdx.y) * kBiasLanes + lane;
   const int64_t begin = int64_t(blockIdx.x) * rows_per_split, end = min(rows, begin + rows_per_split);

@@ -101,6 +101,7 @@ template <int V>
 __global__ void __launch_bounds__(512)
     stats_partial_kernel(const float* __restrict__ x, int64_t S, int64_t C, int64_t tile, int lanes, int rows,
                          int64_t chunk_rows, float* __restrict__ part_mean, float* __restrict__ part_m2) {
+  CTSR_LAUNCH_BOUNDS_CHECK(512);
   CTSR_DYNAMIC_SHARED(float, shared);
   const int t = int(threadIdx.x);
   const int lane = t % lanes, r = t / lanes;
@@ -200,6 +201,7 @@ __global__ void __launch_bounds__(512) normalize_kernel(const float* __restrict_
                                  const float* __restrict__ beta, const float* __restrict__ mean,
                                  const float* __restrict__ rstd, int64_t S, int64_t C, int64_t G, int64_t tile,
                                  int lanes, int rows, int64_t chunk_rows, float* __restrict__ y) {
+  CTSR_LAUNCH_BOUNDS_CHECK(512);
   const int t = int(threadIdx.x);
   const int lane = t % lanes, r = t / lanes;
   // Blocks start roughly in index order, so walking (n, chunk) backwards begins with the rows
@@ -273,6 +275,7 @@ __global__ void __launch_bounds__(512) grad_partial_kernel(const float* __restri
                                     const float* __restrict__ mean, const float* __restrict__ rstd, int64_t S,
                                     int64_t C, int64_t G, int64_t tile, int lanes, int rows, int64_t chunk_rows,
                                     float* __restrict__ part_a, float* __restrict__ part_b) {
+  CTSR_LAUNCH_BOUNDS_CHECK(512);
   CTSR_DYNAMIC_SHARED(float, shared);
   const int t = int(threadIdx.x);
   const int lane = t % lanes, r = t / lanes;
@@ -372,6 +375,7 @@ __global__ void __launch_bounds__(512) input_grad_kernel(const float* __restrict
                                   const float* __restrict__ mean, const float* __restrict__ rstd,
                                   const float* __restrict__ coefficients, int64_t S, int64_t C, int64_t G,
                                   int64_t tile, int lanes, int rows, int64_t chunk_rows, float* __restrict__ dx) {
+  CTSR_LAUNCH_BOUNDS_CHECK(512);
   const int t = int(threadIdx.x);
   const int lane = t % lanes, r = t / lanes;
   // Backwards over (n, chunk), as in normalize_kernel: x and dy still in L2 come first.

@@ -58,7 +58,8 @@ ChunkGeometry chunk_geometry(int64_t rows, int64_t out) {
 __global__ void __launch_bounds__(kLanes * kRowGroups)
     bias_grad_partial_kernel(const float* __restrict__ dy, int64_t rows, int64_t out, int64_t chunk_rows,
                              float* __restrict__ partial) {
-  __shared__ float group_sums[kRowGroups][kLanes];
+  CTSR_LAUNCH_BOUNDS_CHECK(kLanes * kRowGroups);
+  CTSR_STATIC_SHARED(group_sums, float[kRowGroups][kLanes]);
   const int lane = int(threadIdx.x) % kLanes, group = int(threadIdx.x) / kLanes;
   const int64_t column = int64_t(blockIdx.x) * kLanes + lane;
   const int64_t chunk = blockIdx.y;

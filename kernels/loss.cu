@@ -38,7 +38,7 @@ CTSR_DEVICE_INLINE float warp_sum(float v) {
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); thread 0 ends with the total.
 // Every thread of the block must call it.
 CTSR_DEVICE_INLINE float block_sum(float v) {
-  __shared__ float warp_totals[32];
+  CTSR_STATIC_SHARED(warp_totals, float[32]);
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   v = warp_sum(v);
   if (lane == 0) warp_totals[warp] = v;

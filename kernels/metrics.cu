@@ -45,11 +45,12 @@ __global__ void __launch_bounds__(kThreads)
     ssim_slices_kernel(const float* __restrict__ pred, const float* __restrict__ target, int64_t H, int64_t W,
                        Window window, double c1, double c2, double* __restrict__ slice_means,
                        float* __restrict__ per_slice) {
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
   constexpr int kPlane = kPatchRows * kTileCols;
-  __shared__ float patch_x[kPatchRows * kPatchCols];
-  __shared__ float patch_y[kPatchRows * kPatchCols];
-  __shared__ double rows[5 * kPlane];  // row-filtered moments: [moment][patch row][output column]
-  __shared__ double reduce[kThreads];
+  CTSR_STATIC_SHARED(patch_x, float[kPatchRows * kPatchCols]);
+  CTSR_STATIC_SHARED(patch_y, float[kPatchRows * kPatchCols]);
+  CTSR_STATIC_SHARED(rows, double[5 * kPlane]);  // row-filtered moments: [moment][patch row][output column]
+  CTSR_STATIC_SHARED(reduce, double[kThreads]);
 
   const int t = int(threadIdx.x);
   const int64_t slice = blockIdx.x;
@@ -128,7 +129,8 @@ __global__ void sample_means_kernel(const double* __restrict__ slice_means, int6
 __global__ void __launch_bounds__(kThreads)
     sse_partial_kernel(const float* __restrict__ pred, const float* __restrict__ target, int64_t n,
                        double* __restrict__ partial) {
-  __shared__ double reduce[kThreads];
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
+  CTSR_STATIC_SHARED(reduce, double[kThreads]);
   const int64_t b = blockIdx.y, chunk = blockIdx.x;
   const int64_t begin = b * n + chunk * kPsnrChunk, end = b * n + min(n, (chunk + 1) * kPsnrChunk);
   double sum = 0.0;

@@ -106,6 +106,7 @@ CTSR_DEVICE_INLINE void adamw_range(float* p, const float* g, float* m, float* v
 }
 
 __global__ void __launch_bounds__(kThreads) adamw_kernel(Group<4> group, AdamWScalars<float> scalars) {
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
   const int64_t block = blockIdx.x;
   const int t = tensor_of_block(group, block);
   const int64_t begin = (block - group.first_block[t]) * kChunk;
@@ -132,6 +133,7 @@ CTSR_DEVICE_INLINE void ema_range(float* ema, const float* p, int64_t begin, int
 }
 
 __global__ void __launch_bounds__(kThreads) ema_kernel(Group<2> group, EmaScalars<float> scalars) {
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
   const int64_t block = blockIdx.x;
   const int t = tensor_of_block(group, block);
   const int64_t begin = (block - group.first_block[t]) * kChunk;
@@ -142,7 +144,8 @@ __global__ void __launch_bounds__(kThreads) ema_kernel(Group<2> group, EmaScalar
 
 // partial[block] = the chunk's sum of squares (partial already points at this group's slots).
 __global__ void __launch_bounds__(kThreads) sum_of_squares_kernel(Group<1> group, double* __restrict__ partial) {
-  __shared__ double reduce[kThreads];
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
+  CTSR_STATIC_SHARED(reduce, double[kThreads]);
   const int64_t block = blockIdx.x;
   const int t = tensor_of_block(group, block);
   const int64_t begin = (block - group.first_block[t]) * kChunk;
@@ -160,7 +163,8 @@ __global__ void __launch_bounds__(kThreads) sum_of_squares_kernel(Group<1> group
 // One block: out[0] = the sum of partial[0 .. n).
 __global__ void __launch_bounds__(kThreads) sum_partials_kernel(const double* __restrict__ partial, int64_t n,
                                                                 double* __restrict__ out) {
-  __shared__ double reduce[kThreads];
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
+  CTSR_STATIC_SHARED(reduce, double[kThreads]);
   double sum = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) sum += partial[i];
   const double total = block_sum<kThreads>(sum, reduce);
@@ -168,6 +172,7 @@ __global__ void __launch_bounds__(kThreads) sum_partials_kernel(const double* __
 }
 
 __global__ void __launch_bounds__(kThreads) scale_kernel(Group<1> group, float factor) {
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
   const int64_t block = blockIdx.x;
   const int t = tensor_of_block(group, block);
   const int64_t begin = (block - group.first_block[t]) * kChunk;

@@ -98,7 +98,8 @@ constexpr int kReduceBlockThreads = 256;  // a power of two, >= 64 (the tree sto
 __global__ void __launch_bounds__(kReduceBlockThreads)
     reduce_block_per_output_kernel(ReduceTerms terms, ReduceIndex ix, int64_t chunk, int64_t splits, float scale,
                                    float* __restrict__ out) {
-  __shared__ float partial[kReduceBlockThreads];
+  CTSR_LAUNCH_BOUNDS_CHECK(kReduceBlockThreads);
+  CTSR_STATIC_SHARED(partial, float[kReduceBlockThreads]);
   const int t = int(threadIdx.x);
   const int64_t items = ix.outputs * splits;
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {

@@ -40,6 +40,25 @@
   type* name = reinterpret_cast<type*>(::ctsr::cuda_on_cpu::dynamic_shared_memory())
 #endif
 
+// Static shared memory: CTSR_STATIC_SHARED(tile, float[32][33]); declares `tile` as
+// `__shared__ float tile[32][33]` on the GPU and as the running block's copy on the executor.
+// A kernel declared with __launch_bounds__(n) starts with CTSR_LAUNCH_BOUNDS_CHECK(n); so that
+// the executor refuses a larger block as the GPU does (tests/check_launch_bounds.cmake pairs
+// them).
+#if defined(__CUDACC__)
+namespace ctsr::detail {
+template <class T>
+using shared_type = T;
+}  // namespace ctsr::detail
+#define CTSR_STATIC_SHARED(name, ...) __shared__ ::ctsr::detail::shared_type<__VA_ARGS__> name
+#define CTSR_LAUNCH_BOUNDS_CHECK(n) static_assert((n) > 0 && (n) <= 1024, "launch bounds")
+#else
+#define CTSR_STATIC_SHARED(name, ...)                        \
+  static constexpr char ctsr_static_shared_key_##name = 0; \
+  auto& name = ::ctsr::cuda_on_cpu::static_shared<__VA_ARGS__>(&ctsr_static_shared_key_##name, #name)
+#define CTSR_LAUNCH_BOUNDS_CHECK(n) ::ctsr::cuda_on_cpu::enforce_launch_bounds(n)
+#endif
+
 // Full unrolling of a loop with a constant trip count, in both compilers' spelling.
 #if defined(__CUDACC__)
 #define CTSR_UNROLL _Pragma("unroll")

@@ -8,7 +8,7 @@ namespace ctsr::kernels::CTSR_KERNEL_NS {
 namespace {
 
 __global__ void tiled_sum_kernel(const float* x, float* sums, int n) {
-  __shared__ float tile[1024];
+  CTSR_STATIC_SHARED(tile, float[1024]);
   const unsigned t = threadIdx.x;
   const int i = int(blockIdx.x * blockDim.x + t);
   tile[t] = i < n ? x[i] : 0.0f;
@@ -21,7 +21,7 @@ __global__ void tiled_sum_kernel(const float* x, float* sums, int n) {
 }
 
 __global__ void shuffle_sum_kernel(const float* x, float* sums, int n) {
-  __shared__ float warp_sums[32];
+  CTSR_STATIC_SHARED(warp_sums, float[32]);
   const unsigned t = threadIdx.x, lane = t % 32, warp = t / 32;
   const int i = int(blockIdx.x * blockDim.x + t);
   // A partial last warp (blockDim not a multiple of 32) must not read lanes that do not exist.
@@ -45,7 +45,7 @@ __global__ void shuffle_sum_kernel(const float* x, float* sums, int n) {
 }
 
 __global__ void scan_kernel(const float* x, float* y, int n, bool skip_first_barrier) {
-  __shared__ float buffer[1024];
+  CTSR_STATIC_SHARED(buffer, float[1024]);
   const unsigned t = threadIdx.x;
   const int i = int(blockIdx.x * blockDim.x + t);
   buffer[t] = i < n ? x[i] : 0.0f;
@@ -139,6 +139,101 @@ __global__ void trap_in_one_thread_kernel(int* out, unsigned block, unsigned thr
   out[blockIdx.x * blockDim.x + threadIdx.x] = int(threadIdx.x);
 }
 
+
+// ---- kernels that break (or keep) a rule of the strict mode, CTSR_EXECUTOR_CHECKS=full ----
+
+__global__ void shuffle_outside_mask_kernel(int* out) {
+  // Lanes 16..31 take part in a shuffle whose mask names lanes 0..15 only.
+  out[threadIdx.x] = __shfl_sync(0x0000ffffu, int(threadIdx.x), 0);
+}
+
+__global__ void shuffles_at_two_sites_kernel(int* out) {
+  // Both halves of the warp shuffle with the full mask, but at two different calls.
+  int v = int(threadIdx.x);
+  if (threadIdx.x < 16) v = __shfl_xor_sync(0xffffffffu, v, 16);
+  else v = __shfl_xor_sync(0xffffffffu, v, 16);
+  out[threadIdx.x] = v;
+}
+
+__global__ void last_writer_wins_kernel(int* out) {
+  // Every thread writes the same shared word before the barrier: which value survives depends
+  // on the order the threads run in (a write-write race).
+  CTSR_STATIC_SHARED(winner, int[1]);
+  winner[0] = int(threadIdx.x);
+  __syncthreads();
+  if (threadIdx.x == 0) out[blockIdx.x] = winner[0];
+}
+
+__global__ void exchange_through_shared_kernel(const float* x, float* y, int sync) {
+  // Thread t reads the word thread (n - 1 - t) wrote: needs __syncthreads (sync = 2) or, within
+  // one warp, __syncwarp (sync = 1); sync = 0 is a race.
+  CTSR_STATIC_SHARED(buf, float[64]);
+  const unsigned t = threadIdx.x, n = blockDim.x;
+  buf[t] = x[t];
+  if (sync == 2) __syncthreads();
+  if (sync == 1) __syncwarp();
+  y[t] = buf[n - 1 - t];
+}
+
+__global__ void overwrite_after_barrier_kernel(float* y) {
+  // Reads a neighbour's word and overwrites its own with no barrier between: a neighbour may
+  // still have to read it (write after read).
+  CTSR_STATIC_SHARED(buf, float[64]);
+  buf[threadIdx.x] = float(threadIdx.x);
+  __syncthreads();
+  const float v = buf[(threadIdx.x + 1) % 64];
+  buf[threadIdx.x] = 2 * v;
+  y[threadIdx.x] = v;
+}
+
+__global__ void read_static_shared_first_kernel(unsigned* out) {
+  // Reads static shared memory before any thread of the block wrote it.
+  CTSR_STATIC_SHARED(s, unsigned[32]);
+  out[blockIdx.x * 32 + threadIdx.x] = s[threadIdx.x];
+  s[threadIdx.x] = 7u;
+}
+
+__global__ void __launch_bounds__(64) bounded_to_64_kernel(int* out) {
+  CTSR_LAUNCH_BOUNDS_CHECK(64);
+  out[blockIdx.x * blockDim.x + threadIdx.x] = 1;
+}
+
+__global__ void vector_load_kernel(const float* x, float* y, int offset) {
+  const float4 v = *reinterpret_cast<const float4*>(x + offset + 4 * threadIdx.x);
+  y[threadIdx.x] = v.x + v.y + v.z + v.w;
+}
+
+__global__ void vector_load_from_shared_kernel(const float* x, float* y) {
+  // float4 reads of a float array: its declaration does not ask for 16-byte alignment.
+  CTSR_STATIC_SHARED(tile, float[128]);
+  for (unsigned i = threadIdx.x; i < 128; i += blockDim.x) tile[i] = x[i];
+  __syncthreads();
+  const float4 v = *reinterpret_cast<const float4*>(tile + 4 * threadIdx.x);
+  y[threadIdx.x] = v.x + v.y + v.z + v.w;
+}
+
+__global__ void accumulate_in_global_kernel(float* total, int atomic) {
+  // Every thread of the block adds 1 to one global word: a race unless atomic.
+  if (atomic) atomicAdd(total, 1.0f);
+  else *total += 1.0f;
+}
+
+#if !defined(__CUDACC__)
+// Over the limits nvcc itself refuses at compile time (static shared memory over 48 KiB), or
+// that a GPU refuses at launch: executor only.
+__global__ void shared_over_limits_kernel(float* out, int second_array) {
+  CTSR_STATIC_SHARED(a, float[8192]);  // 32 KiB
+  a[threadIdx.x] = 1.0f;
+  float total = a[threadIdx.x];
+  if (second_array) {
+    CTSR_STATIC_SHARED(b, float[8192]);  // 32 KiB more: 64 KiB of static shared memory
+    b[threadIdx.x] = 2.0f;
+    total += b[threadIdx.x];
+  }
+  out[threadIdx.x] = total;
+}
+#endif
+
 }  // namespace
 
 void tiled_block_sums(const Tensor& x, Tensor& sums, unsigned threads) {
@@ -192,6 +287,57 @@ void divergent_barrier(Tensor& out, unsigned threads) {
 
 void trap_in_one_thread(Tensor& out, unsigned block, unsigned thread) {
   launch_kernel(out.device(), trap_in_one_thread_kernel, 3u, 64u, 0, out.data<int>(), block, thread);
+}
+
+void shuffle_outside_mask(Tensor& out) {
+  launch_kernel(out.device(), shuffle_outside_mask_kernel, 1u, 32u, 0, out.data<int>());
+}
+
+void shuffles_at_two_sites(Tensor& out) {
+  launch_kernel(out.device(), shuffles_at_two_sites_kernel, 1u, 32u, 0, out.data<int>());
+}
+
+void last_writer_wins(Tensor& out, unsigned threads) {
+  launch_kernel(out.device(), last_writer_wins_kernel, unsigned(out.numel()), threads, 0, out.data<int>());
+}
+
+void exchange_through_shared(const Tensor& x, Tensor& y, int sync) {
+  launch_kernel(x.device(), exchange_through_shared_kernel, 1u, unsigned(x.numel()), 0, x.data<float>(),
+                y.data<float>(), sync);
+}
+
+void overwrite_after_barrier(Tensor& y) {
+  launch_kernel(y.device(), overwrite_after_barrier_kernel, 1u, 64u, 0, y.data<float>());
+}
+
+void read_static_shared_first(Tensor& out) {
+  launch_kernel(out.device(), read_static_shared_first_kernel, unsigned(out.numel() / 32), 32u, 0,
+                reinterpret_cast<unsigned*>(out.data<int>()));
+}
+
+void bounded_to_64(Tensor& out, unsigned threads) {
+  launch_kernel(out.device(), bounded_to_64_kernel, unsigned(out.numel() / threads), threads, 0, out.data<int>());
+}
+
+void accumulate_in_global(Tensor& total, unsigned threads, bool atomic) {
+  launch_kernel(total.device(), accumulate_in_global_kernel, 1u, threads, 0, total.data<float>(), int(atomic));
+}
+
+void vector_load(const Tensor& x, Tensor& y, int offset) {
+  launch_kernel(x.device(), vector_load_kernel, 1u, unsigned(y.numel()), 0, x.data<float>(), y.data<float>(), offset);
+}
+
+void vector_load_from_shared(const Tensor& x, Tensor& y) {
+  launch_kernel(x.device(), vector_load_from_shared_kernel, 1u, 32u, 0, x.data<float>(), y.data<float>());
+}
+
+void shared_over_limits(Tensor& out, bool second_array, size_t dynamic_bytes) {
+#if defined(__CUDACC__)
+  (void)out, (void)second_array, (void)dynamic_bytes;
+  CTSR_FAIL("shared_over_limits: executor only (nvcc refuses static shared memory over 48 KiB when compiling)");
+#else
+  launch_kernel(out.device(), shared_over_limits_kernel, 1u, 32u, dynamic_bytes, out.data<float>(), int(second_array));
+#endif
 }
 
 void barrier_deadlock(Tensor& out) {

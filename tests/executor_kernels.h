@@ -33,4 +33,28 @@ CTSR_DECLARE_LAUNCHERS(
   void barrier_deadlock(Tensor& out);
   // Three blocks of 64 threads write their ids; thread `thread` of block `block` calls __trap().
   void trap_in_one_thread(Tensor& out, unsigned block, unsigned thread);
+  // Breaking (and conforming) kernels of the strict mode (tests/test_strict_executor.cpp):
+  // 32 lanes shuffle with mask 0x0000ffff (lanes 16..31 are outside their mask).
+  void shuffle_outside_mask(Tensor& out);
+  // The two half-warps shuffle with the full mask at two different calls.
+  void shuffles_at_two_sites(Tensor& out);
+  // Each of out.numel() blocks: every thread writes its id to one shared int, then thread 0
+  // stores the survivor in out[block].
+  void last_writer_wins(Tensor& out, unsigned threads);
+  // y[t] = x[n - 1 - t] through shared memory; sync 0: no barrier, 1: __syncwarp, 2: __syncthreads.
+  void exchange_through_shared(const Tensor& x, Tensor& y, int sync);
+  // 64 threads read a neighbour's shared word and overwrite their own with no barrier between.
+  void overwrite_after_barrier(Tensor& y);
+  // out (uint32 bits in an int32 tensor, 32 per block) = static shared memory read before any write.
+  void read_static_shared_first(Tensor& out);
+  // One block of `threads` adds 1 each to total[0], with atomicAdd or with a plain +=.
+  void accumulate_in_global(Tensor& total, unsigned threads, bool atomic);
+  // A kernel with __launch_bounds__(64), launched with `threads` per block.
+  void bounded_to_64(Tensor& out, unsigned threads);
+  // y[t] = the sum of the float4 at x + offset + 4t (offset 1: misaligned).
+  void vector_load(const Tensor& x, Tensor& y, int offset);
+  // 32 threads read a 128-float static shared array as float4s.
+  void vector_load_from_shared(const Tensor& x, Tensor& y);
+  // Executor only: 32 KiB of static shared memory (64 KiB with second_array) plus dynamic_bytes.
+  void shared_over_limits(Tensor& out, bool second_array, size_t dynamic_bytes);
 )

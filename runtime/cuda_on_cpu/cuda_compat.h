@@ -4,9 +4,8 @@
 // kernel files compiled for the executor; it needs no CUDA header, so it works on machines
 // without the toolkit.
 //
-// Shared memory: `__shared__ T x[N]` becomes a static thread_local. All fibers of a block run
-// on one host thread and a host thread runs one block at a time, so that is exactly one copy
-// per running block.
+// Shared memory: CTSR_STATIC_SHARED(x, T[N]) asks the executor for the block's copy of x (one
+// per running block, poisoned at the block's start); dynamic shared memory likewise.
 #pragma once
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <source_location>
 #include <type_traits>
 
 #include "runtime/cuda_on_cpu/executor.h"
@@ -26,7 +26,10 @@
 #define __forceinline__ inline
 #define __noinline__
 #define __launch_bounds__(...)
-#define __shared__ static thread_local
+// Static shared memory is declared with CTSR_STATIC_SHARED(name, type) (runtime/kernel_prelude.h),
+// which the executor allocates per block, poisons and size-checks; a plain __shared__ would be
+// one host thread_local shared by every block the thread runs, so it is refused.
+#define __shared__ _Pragma("GCC error \"declare static shared memory with CTSR_STATIC_SHARED(name, type)\"")
 
 using dim3 = ::ctsr::cuda_on_cpu::Dim3;
 using uint3 = ::ctsr::cuda_on_cpu::Dim3;
@@ -38,6 +41,13 @@ using uint3 = ::ctsr::cuda_on_cpu::Dim3;
 static constexpr int warpSize = 32;
 
 // ---- barriers and warp intrinsics -------------------------------------------------------
+// Warp-synchronous calls pass their mask and their call site (file, line, column) to the
+// executor: under CTSR_EXECUTOR_CHECKS=full a caller outside its mask, and lanes of one mask
+// waiting at two different call sites, are reported (on a GPU they would not exchange values).
+#define CTSR_WARP_SITE(op) \
+  ::ctsr::cuda_on_cpu::WarpSite { op, site.file_name(), site.line(), site.column() }
+using ctsr_call_site = std::source_location;
+
 inline void __syncthreads() { ::ctsr::cuda_on_cpu::sync_threads(); }
 inline int __syncthreads_count(int p) { return ::ctsr::cuda_on_cpu::sync_threads_count(p); }
 inline int __syncthreads_and(int p) {
@@ -46,25 +56,33 @@ inline int __syncthreads_and(int p) {
   return ::ctsr::cuda_on_cpu::sync_threads_count(p) == n;
 }
 inline int __syncthreads_or(int p) { return ::ctsr::cuda_on_cpu::sync_threads_count(p) > 0; }
-inline void __syncwarp(unsigned = 0xffffffffu) { ::ctsr::cuda_on_cpu::sync_warp(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu, ctsr_call_site site = ctsr_call_site::current()) {
+  ::ctsr::cuda_on_cpu::sync_warp(mask, CTSR_WARP_SITE("__syncwarp"));
+}
 [[noreturn]] inline void __trap() { ::ctsr::cuda_on_cpu::trap(); }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline unsigned __activemask() { return ::ctsr::cuda_on_cpu::warp_active_mask(); }
-inline unsigned __ballot_sync(unsigned, int p) { return ::ctsr::cuda_on_cpu::warp_ballot(p != 0); }
-inline int __any_sync(unsigned, int p) { return ::ctsr::cuda_on_cpu::warp_ballot(p != 0) != 0; }
-inline int __all_sync(unsigned m, int p) {
-  unsigned active = ::ctsr::cuda_on_cpu::warp_active_mask();
-  return (::ctsr::cuda_on_cpu::warp_ballot(p != 0) & active & m) == (active & m);
+inline unsigned __ballot_sync(unsigned m, int p, ctsr_call_site site = ctsr_call_site::current()) {
+  return ::ctsr::cuda_on_cpu::warp_ballot(p != 0, m, CTSR_WARP_SITE("__ballot_sync"));
+}
+inline int __any_sync(unsigned m, int p, ctsr_call_site site = ctsr_call_site::current()) {
+  return ::ctsr::cuda_on_cpu::warp_ballot(p != 0, m, CTSR_WARP_SITE("__any_sync")) != 0;
+}
+inline int __all_sync(unsigned m, int p, ctsr_call_site site = ctsr_call_site::current()) {
+  // Every participating lane that still runs must hold p.
+  const unsigned voted = ::ctsr::cuda_on_cpu::warp_ballot(p != 0, m, CTSR_WARP_SITE("__all_sync"));
+  const unsigned live = ::ctsr::cuda_on_cpu::warp_active_mask() & m;
+  return (voted & live) == live;
 }
 
 namespace ctsr::cuda_on_cpu::detail {
 template <class T>
-T shuffle_from(T v, int src_lane) {
+T shuffle_from(T v, int src_lane, unsigned mask, WarpSite site) {
   static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "shuffle of a type wider than 64 bits");
   uint64_t bits = 0;
   std::memcpy(&bits, &v, sizeof(T));
-  bits = ::ctsr::cuda_on_cpu::warp_exchange(bits, src_lane);
+  bits = ::ctsr::cuda_on_cpu::warp_exchange(bits, src_lane, mask, site);
   T r;
   std::memcpy(&r, &bits, sizeof(T));
   return r;
@@ -73,31 +91,36 @@ T shuffle_from(T v, int src_lane) {
 
 // Lane arithmetic follows CUDA: width splits the warp into segments; a source outside the
 // caller's segment yields the caller's own value. Reading a lane that does not exist (past
-// blockDim) yields all-one bits, where a GPU gives an undefined value.
+// blockDim), has exited, or (full checks) is outside the mask yields all-one bits, where a GPU
+// gives an undefined value.
 template <class T>
-T __shfl_sync(unsigned, T v, int src, int width = warpSize) {
+T __shfl_sync(unsigned mask, T v, int src, int width = warpSize, ctsr_call_site site = ctsr_call_site::current()) {
   int lane = static_cast<int>(::ctsr::cuda_on_cpu::lane_id());
   int base = lane / width * width;
-  return ::ctsr::cuda_on_cpu::detail::shuffle_from(v, base + ((src % width) + width) % width);
+  return ::ctsr::cuda_on_cpu::detail::shuffle_from(v, base + ((src % width) + width) % width, mask,
+                                                   CTSR_WARP_SITE("__shfl_sync"));
 }
 template <class T>
-T __shfl_up_sync(unsigned, T v, unsigned delta, int width = warpSize) {
+T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = warpSize,
+                 ctsr_call_site site = ctsr_call_site::current()) {
   int lane = static_cast<int>(::ctsr::cuda_on_cpu::lane_id());
   int src = (lane % width) >= static_cast<int>(delta) ? lane - static_cast<int>(delta) : lane;
-  return ::ctsr::cuda_on_cpu::detail::shuffle_from(v, src);
+  return ::ctsr::cuda_on_cpu::detail::shuffle_from(v, src, mask, CTSR_WARP_SITE("__shfl_up_sync"));
 }
 template <class T>
-T __shfl_down_sync(unsigned, T v, unsigned delta, int width = warpSize) {
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = warpSize,
+                   ctsr_call_site site = ctsr_call_site::current()) {
   int lane = static_cast<int>(::ctsr::cuda_on_cpu::lane_id());
   int src = (lane % width) + static_cast<int>(delta) < width ? lane + static_cast<int>(delta) : lane;
-  return ::ctsr::cuda_on_cpu::detail::shuffle_from(v, src);
+  return ::ctsr::cuda_on_cpu::detail::shuffle_from(v, src, mask, CTSR_WARP_SITE("__shfl_down_sync"));
 }
 template <class T>
-T __shfl_xor_sync(unsigned, T v, int mask, int width = warpSize) {
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize,
+                  ctsr_call_site site = ctsr_call_site::current()) {
   int lane = static_cast<int>(::ctsr::cuda_on_cpu::lane_id());
-  int src = lane ^ mask;
+  int src = lane ^ lane_mask;
   if (src / width != lane / width) src = lane;
-  return ::ctsr::cuda_on_cpu::detail::shuffle_from(v, src);
+  return ::ctsr::cuda_on_cpu::detail::shuffle_from(v, src, mask, CTSR_WARP_SITE("__shfl_xor_sync"));
 }
 
 // ---- atomics: blocks run on several host threads, so these are real atomics -------------
@@ -198,6 +221,21 @@ inline float min(float a, float b) { return std::fmin(a, b); }
 inline float max(float a, float b) { return std::fmax(a, b); }
 inline double min(double a, double b) { return std::fmin(a, b); }
 inline double max(double a, double b) { return std::fmax(a, b); }
+
+// ---- vector types: CUDA's alignment, so that a vector access from an offset pointer is
+// misaligned here as on a GPU (reported under full checks in ctsr_tests_checked). may_alias:
+// kernels read float arrays through float4 pointers, which ISO C++ aliasing rules would let the
+// host compiler reorder ------------------------------------------------------------------------
+struct __attribute__((may_alias, aligned(8))) float2 { float x, y; };
+struct __attribute__((may_alias, aligned(16))) float4 { float x, y, z, w; };
+struct __attribute__((may_alias, aligned(8))) int2 { int x, y; };
+struct __attribute__((may_alias, aligned(16))) int4 { int x, y, z, w; };
+struct __attribute__((may_alias, aligned(16))) double2 { double x, y; };
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline int2 make_int2(int x, int y) { return {x, y}; }
+inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
+inline double2 make_double2(double x, double y) { return {x, y}; }
 
 // ---- 16-bit floating types under CUDA's names ---------------------------------------------
 using __nv_bfloat16 = ::ctsr::bfloat16;

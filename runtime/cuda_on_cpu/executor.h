@@ -43,13 +43,43 @@ const Dim3& grid_dim();
 void* dynamic_shared_memory();
 void sync_threads();
 int sync_threads_count(int predicate);  // __syncthreads_count: barrier, then how many had it
-void sync_warp();
+// Where a warp-synchronous intrinsic was called: which one, and its source position.
+struct WarpSite {
+  const char* op;
+  const char* file;
+  unsigned line, column;
+};
+void sync_warp(unsigned mask, WarpSite site);
 // Warp exchange: every live lane of the warp publishes `value`; each gets the value published
-// by lane `src_lane`, or all-one bits when that lane does not exist or has exited.
-uint64_t warp_exchange(uint64_t value, int src_lane);
-unsigned warp_ballot(bool predicate);  // bit i set when live lane i has predicate
+// by lane `src_lane`, or all-one bits when that lane does not exist or has exited (or, under
+// full checks, is outside `mask`).
+uint64_t warp_exchange(uint64_t value, int src_lane, unsigned mask, WarpSite site);
+unsigned warp_ballot(bool predicate, unsigned mask, WarpSite site);  // bit i: live lane i has predicate
+// The running block's copy of a static __shared__ variable (CTSR_STATIC_SHARED), identified by
+// `key` (unique per declaration and template instance): allocated at its first use in the block,
+// filled with 0xff bytes, at most 48 KiB of static shared memory per block and 227 KiB with the
+// dynamic shared memory.
+void* static_shared_memory(const void* key, size_t bytes, size_t align, const char* name);
+template <class T>
+T& static_shared(const void* key, const char* name) {
+  return *static_cast<T*>(static_shared_memory(key, sizeof(T), alignof(T), name));
+}
+// CTSR_LAUNCH_BOUNDS_CHECK(n): the block may have at most n threads (the kernel's
+// __launch_bounds__, which a GPU enforces by refusing the launch).
+void enforce_launch_bounds(unsigned max_threads);
 unsigned warp_active_mask();
 unsigned lane_id();
+
+// Called for each memory access of instrumented kernel code (ctsr_tests_checked; see
+// runtime/cuda_on_cpu/access_hooks.cpp). Under full checks, inside a kernel: an access of 2, 4,
+// 8 or 16 bytes must be naturally aligned (`maybe_unaligned` marks the compiler's own unaligned
+// accesses, which are not checked), and a shared-memory word must not be read or written by one
+// thread after another thread wrote it, or written after another thread read it, with no
+// __syncthreads between (a full-warp __syncwarp or shuffle orders lanes of one warp); atomics
+// do not race with atomics. Throws ctsr::Error naming the kernel's thread, the variable and
+// the other thread.
+enum class Access : uint8_t { read, write, atomic };
+void check_access(const void* address, unsigned size, Access kind, bool maybe_unaligned, const void* pc);
 
 // Settings (process-wide).
 void set_worker_threads(int n);    // host threads for blocks; 0 = OpenMP's default
@@ -63,6 +93,11 @@ int worker_threads();
 enum class Checks { fast, full };
 void set_checks(Checks checks);  // overrides CTSR_EXECUTOR_CHECKS
 Checks checks();
+void set_interleaving_seed(uint64_t seed);  // overrides CTSR_EXECUTOR_SEED (default 1)
+// Whether this binary's kernels report their memory accesses (ctsr_tests_checked): only then
+// do full checks include the shared-memory race and alignment rules.
+bool access_checks_available();
+void set_access_checks_available();  // called by runtime/cuda_on_cpu/access_hooks.cpp
 enum class ThreadOrder { forward, reverse };
 void set_thread_order(ThreadOrder order);
 ThreadOrder thread_order();
