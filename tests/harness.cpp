@@ -326,4 +326,19 @@ void expect_same_in_both_thread_orders(const std::function<std::vector<Tensor>()
   for (size_t i = 0; i < forward_order.size(); ++i) EXPECT_TRUE(tensors_equal(reverse_order[i], forward_order[i])) << i;
 }
 
+void ExecutorModeTest::SetUp() {
+#if !CTSR_HAVE_CUDA_ON_CPU
+  GTEST_SKIP() << "built with CTSR_CUDA_ON_CPU=OFF";
+#endif
+  previous_ = cuda_on_cpu::checks();
+  cuda_on_cpu::set_checks(mode_);
+}
+
+void ExecutorModeTest::TearDown() {
+  cuda_on_cpu::set_checks(previous_);
+  cuda_on_cpu::set_thread_order(cuda_on_cpu::ThreadOrder::forward);
+  cuda_on_cpu::set_interleaving_seed(1);
+  cuda_on_cpu::set_worker_threads(0);
+}
+
 }  // namespace ctsr::test

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "model/module.h"
+#include "runtime/cuda_on_cpu/executor.h"
 #include "runtime/tensor.h"
 
 namespace ctsr::test {
@@ -74,6 +75,19 @@ void expect_module_gradcheck(const std::string& name, Module& module, const std:
 void expect_module_gradcheck_sampled(const std::string& name, Module& module, const std::vector<Tensor>& inputs,
                                      const Forward& f, const Backward& backward, int elements = 3,
                                      double tol = 1e-6, double eps = 1e-6, uint64_t seed = 11);
+
+// Tests of the CUDA-on-CPU executor itself, under one checks mode (fast or full); every
+// executor setting a test may change is restored afterwards.
+class ExecutorModeTest : public ::testing::Test {
+ protected:
+  explicit ExecutorModeTest(cuda_on_cpu::Checks mode) : mode_(mode) {}
+  void SetUp() override;
+  void TearDown() override;
+  const Device d = Device::cuda_on_cpu();
+
+ private:
+  cuda_on_cpu::Checks mode_, previous_ = cuda_on_cpu::Checks::fast;
+};
 
 class CudaPathTest : public ::testing::TestWithParam<Device> {
  protected:

@@ -171,21 +171,9 @@ CTSR_INSTANTIATE_CUDA_PATHS(Executor);
 // ---- executor-only behaviour (on a GPU these would hang or race) ------------------------------
 
 // The fast mode's behaviour (the strict mode's is in test_strict_executor.cpp).
-class ExecutorOnly : public ::testing::Test {
+class ExecutorOnly : public ExecutorModeTest {
  protected:
-  void SetUp() override {
-#if !CTSR_HAVE_CUDA_ON_CPU
-    GTEST_SKIP() << "built with CTSR_CUDA_ON_CPU=OFF";
-#endif
-    previous_ = cuda_on_cpu::checks();
-    cuda_on_cpu::set_checks(cuda_on_cpu::Checks::fast);
-  }
-  void TearDown() override {
-    cuda_on_cpu::set_thread_order(cuda_on_cpu::ThreadOrder::forward);
-    cuda_on_cpu::set_checks(previous_);
-  }
-  cuda_on_cpu::Checks previous_ = cuda_on_cpu::Checks::fast;
-  const Device d = Device::cuda_on_cpu();
+  ExecutorOnly() : ExecutorModeTest(cuda_on_cpu::Checks::fast) {}
 };
 
 TEST_F(ExecutorOnly, MissingBarrierInScanGivesWrongResult) {

@@ -12,20 +12,9 @@
 namespace ctsr::test {
 namespace {
 
-class StrictExecutor : public ::testing::Test {
+class StrictExecutor : public ExecutorModeTest {
  protected:
-  void SetUp() override {
-#if !CTSR_HAVE_CUDA_ON_CPU
-    GTEST_SKIP() << "built with CTSR_CUDA_ON_CPU=OFF";
-#endif
-    previous_ = cuda_on_cpu::checks();
-    cuda_on_cpu::set_checks(cuda_on_cpu::Checks::full);
-  }
-  void TearDown() override {
-    cuda_on_cpu::set_checks(previous_);
-    cuda_on_cpu::set_interleaving_seed(1);
-    cuda_on_cpu::set_worker_threads(0);
-  }
+  StrictExecutor() : ExecutorModeTest(cuda_on_cpu::Checks::full) {}
   // Runs `launch`, expects an Error, returns its message.
   template <class F>
   std::string error_of(F&& launch) {
@@ -40,8 +29,6 @@ class StrictExecutor : public ::testing::Test {
   static void expect_has(const std::string& what, const std::string& part) {
     EXPECT_NE(what.find(part), std::string::npos) << "missing \"" << part << "\" in: " << what;
   }
-  const Device d = Device::cuda_on_cpu();
-  cuda_on_cpu::Checks previous_ = cuda_on_cpu::Checks::fast;
 };
 
 TEST_F(StrictExecutor, LaneOutsideItsMaskIsReported) {
