@@ -3,6 +3,8 @@
 // a GPU; copies, fills, kernel launches and the host gemm (cuBLAS's stand-in) still work.
 #include <gtest/gtest.h>
 
+#include <csignal>
+#include <cstdio>
 #include <vector>
 
 #include "runtime/allocator.h"
@@ -57,6 +59,21 @@ TEST(ExecutorDeviceMemory, HostWriteOfDeviceMemoryDiesUnderFullChecks) {
         p[3] = 1.0f;
       },
       kHostAccessMessage);
+}
+
+TEST(ExecutorDeviceMemory, OtherFaultsGoToTheHandlerBeforeIt) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // The executor's handler is installed with the range; a fault elsewhere still ends the
+  // process by SIGSEGV (the default action here), with no executor report.
+  EXPECT_EXIT(
+      {
+        cuda_on_cpu::set_checks(Checks::full);
+        Tensor t = Tensor::zeros({4}, DType::float32, Device::cuda_on_cpu());
+        std::fprintf(stderr, "range at %p\n", t.raw_data());
+        volatile int* nowhere = nullptr;
+        *nowhere = 1;
+      },
+      ::testing::KilledBySignal(SIGSEGV), "^range at 0x[0-9a-f]+\n$");
 }
 
 TEST(ExecutorDeviceMemory, HostReadWorksUnderFastChecks) {
