@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "runtime/cuda_on_cpu/device_memory.h"
 #include "runtime/cuda_runtime_bridge.h"
 #include "runtime/error.h"
 
@@ -230,6 +231,27 @@ CachingAllocator& cuda_on_cpu_allocator() {
   return *a;
 }
 
+// Full checks: the same caching allocator on the executor's protected range (device_memory.h),
+// whatever the caching switch says (the range has no AddressSanitizer redzones to keep exact).
+CachingAllocator& cuda_on_cpu_protected_allocator() {
+  static CachingAllocator* a = [] {  // leaked: see cuda_on_cpu_allocator
+    RawMemory raw;
+    raw.name = "cuda_on_cpu";
+    raw.allocate = [](size_t bytes) { return cuda_on_cpu::protected_allocate(bytes, g_cuda_on_cpu_capacity.load()); };
+    raw.release = [](void* p) { cuda_on_cpu::protected_release(p); };
+    raw.total_bytes = [] {
+      const size_t cap = g_cuda_on_cpu_capacity.load(), range = cuda_on_cpu::protected_range_bytes();
+      return cap ? std::min(cap, range) : range;
+    };
+    raw.free_bytes = [total = raw.total_bytes] {
+      const size_t t = total(), used = cuda_on_cpu::protected_used_bytes();
+      return t - std::min(t, used);
+    };
+    return new CachingAllocator(std::move(raw));
+  }();
+  return *a;
+}
+
 CachingAllocator& cuda_allocator(int index) {
   static std::mutex m;
   static std::vector<CachingAllocator*> allocators;  // leaked: see cuda_on_cpu_allocator
@@ -255,6 +277,7 @@ CachingAllocator& cuda_allocator(int index) {
 void set_cuda_on_cpu_capacity(size_t bytes) {
   g_cuda_on_cpu_capacity = bytes;
   cuda_on_cpu_allocator().empty_cache();
+  cuda_on_cpu_protected_allocator().empty_cache();
 }
 
 void set_cuda_on_cpu_caching(bool on) { g_cuda_on_cpu_caching = on; }
@@ -264,6 +287,7 @@ void* device_allocate(Device d, size_t bytes) {
   switch (d.kind) {
     case DeviceKind::cpu: return cpu_allocator().allocate(bytes, "cpu");
     case DeviceKind::cuda_on_cpu:
+      if (cuda_on_cpu::device_memory_protected()) return cuda_on_cpu_protected_allocator().allocate(bytes);
       if (!g_cuda_on_cpu_caching.load()) return cuda_on_cpu_uncached_allocator().allocate(bytes, "cuda_on_cpu");
       return cuda_on_cpu_allocator().allocate(bytes);
     case DeviceKind::cuda: return cuda_allocator(d.index).allocate(bytes);
@@ -276,8 +300,9 @@ void device_deallocate(Device d, void* p) {
   switch (d.kind) {
     case DeviceKind::cpu: cpu_allocator().deallocate(p); return;
     case DeviceKind::cuda_on_cpu:
-      // A block keeps the route it was allocated by, whatever the switch says now.
-      if (!cuda_on_cpu_uncached_allocator().deallocate(p)) cuda_on_cpu_allocator().deallocate(p);
+      // A block keeps the route it was allocated by, whatever the switches say now.
+      if (cuda_on_cpu::in_protected_range(p)) cuda_on_cpu_protected_allocator().deallocate(p);
+      else if (!cuda_on_cpu_uncached_allocator().deallocate(p)) cuda_on_cpu_allocator().deallocate(p);
       return;
     case DeviceKind::cuda: cuda_allocator(d.index).deallocate(p); return;
   }
@@ -287,6 +312,7 @@ AllocatorStats allocator_stats(Device d) {
   switch (d.kind) {
     case DeviceKind::cpu: return cpu_allocator().stats();
     case DeviceKind::cuda_on_cpu:
+      if (cuda_on_cpu::device_memory_protected()) return cuda_on_cpu_protected_allocator().stats();
       return g_cuda_on_cpu_caching.load() ? cuda_on_cpu_allocator().stats() : cuda_on_cpu_uncached_allocator().stats();
     case DeviceKind::cuda: return cuda_allocator(d.index).stats();
   }
@@ -299,13 +325,17 @@ void reset_peak_memory(Device d) {
     case DeviceKind::cuda_on_cpu:
       cuda_on_cpu_allocator().reset_peak();
       cuda_on_cpu_uncached_allocator().reset_peak();
+      cuda_on_cpu_protected_allocator().reset_peak();
       return;
     case DeviceKind::cuda: cuda_allocator(d.index).reset_peak(); return;
   }
 }
 
 void empty_cache(Device d) {
-  if (d.kind == DeviceKind::cuda_on_cpu) cuda_on_cpu_allocator().empty_cache();
+  if (d.kind == DeviceKind::cuda_on_cpu) {
+    cuda_on_cpu_allocator().empty_cache();
+    cuda_on_cpu_protected_allocator().empty_cache();
+  }
   if (d.kind == DeviceKind::cuda) cuda_allocator(d.index).empty_cache();
 }
 

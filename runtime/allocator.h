@@ -73,7 +73,9 @@ void empty_cache(Device device);
 // Caps what the cuda_on_cpu "device" may hold (0 = unlimited); lets tests provoke OOM.
 void set_cuda_on_cpu_capacity(size_t bytes);
 // cuda_on_cpu memory through the caching allocator (default), or exact-size uncached blocks
-// (default in AddressSanitizer builds, so a kernel's overrun or use after free is caught).
+// (default in AddressSanitizer builds, so a kernel's overrun or use after free is caught). Under
+// the executor's full checks, cuda_on_cpu memory is always cached, from the protected range of
+// runtime/cuda_on_cpu/device_memory.h (no AddressSanitizer redzones there).
 void set_cuda_on_cpu_caching(bool on);
 bool cuda_on_cpu_caching();
 

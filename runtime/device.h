@@ -10,6 +10,10 @@
 
 namespace ctsr {
 
+namespace cuda_on_cpu {
+bool device_memory_protected();  // runtime/cuda_on_cpu/device_memory.h
+}
+
 enum class DeviceKind : unsigned char { cpu, cuda, cuda_on_cpu };
 
 struct Device {
@@ -22,7 +26,12 @@ struct Device {
   // "cpu", "cuda", "cuda:1", "cuda_on_cpu"; throws naming the text otherwise.
   static Device parse(const std::string& text);
 
-  bool is_host_memory() const { return kind != DeviceKind::cuda; }
+  // Whether host code may read and write this device's memory directly. cuda_on_cpu memory is
+  // host memory, but with the executor's full checks it is protected from host code and this is
+  // false: host code then copies, as it must for a GPU.
+  bool is_host_memory() const {
+    return kind == DeviceKind::cpu || (kind == DeviceKind::cuda_on_cpu && !cuda_on_cpu::device_memory_protected());
+  }
   std::string str() const;
   bool operator==(const Device&) const = default;
 };

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "runtime/cuda_on_cpu/device_memory.h"
 #include "runtime/error.h"
 
 #if CTSR_HAVE_CUDA
@@ -184,6 +185,7 @@ void gemm(Device device, const GemmArgs& g) {
 #endif
   }
   const bool column_major_route = device.kind == DeviceKind::cuda_on_cpu;
+  cuda_on_cpu::DeviceMemoryAccess access(column_major_route);  // cuBLAS's stand-in reads device memory
   switch (g.dtype) {
     case DType::float32: host_gemm<float>(g, column_major_route); return;
     case DType::float64: host_gemm<double>(g, column_major_route); return;

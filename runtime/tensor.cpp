@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "runtime/allocator.h"
+#include "runtime/cuda_on_cpu/device_memory.h"
 #include "runtime/cuda_runtime_bridge.h"
 
 namespace ctsr {
@@ -69,6 +70,9 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
   if (device.is_host_memory()) {
+    std::memset(t.raw_data(), 0, t.nbytes());
+  } else if (device.kind == DeviceKind::cuda_on_cpu) {
+    cuda_on_cpu::DeviceMemoryAccess access;  // the executor's cudaMemset
     std::memset(t.raw_data(), 0, t.nbytes());
   } else {
     std::vector<unsigned char> z(t.nbytes(), 0);
@@ -195,9 +199,15 @@ void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t bytes) 
   if (bytes == 0 || dst == src) return;
   if (dd.is_host_memory() && sd.is_host_memory()) {
     std::memcpy(dst, src, bytes);
-  } else if (dd.kind == DeviceKind::cuda && sd.is_host_memory()) {
+    return;
+  }
+  // Executor device memory under full checks: a copy is one of the places it may be touched.
+  cuda_on_cpu::DeviceMemoryAccess access(dd.kind == DeviceKind::cuda_on_cpu || sd.kind == DeviceKind::cuda_on_cpu);
+  if (dd.kind != DeviceKind::cuda && sd.kind != DeviceKind::cuda) {
+    std::memcpy(dst, src, bytes);
+  } else if (dd.kind == DeviceKind::cuda && sd.kind != DeviceKind::cuda) {
     bridge::copy(dst, src, bytes, bridge::CopyKind::host_to_device, dd.index);
-  } else if (dd.is_host_memory() && sd.kind == DeviceKind::cuda) {
+  } else if (dd.kind != DeviceKind::cuda && sd.kind == DeviceKind::cuda) {
     bridge::copy(dst, src, bytes, bridge::CopyKind::device_to_host, sd.index);
   } else {
     CTSR_CHECK(dd.index == sd.index, "copy from ", sd.str(), " to ", dd.str(),

@@ -16,6 +16,7 @@
 
 #include <omp.h>
 
+#include "runtime/cuda_on_cpu/device_memory.h"
 #include "runtime/error.h"
 #include "runtime/kernel_name.h"
 
@@ -503,6 +504,7 @@ void launch_checked(const void* kernel, Dim3 grid, Dim3 block, size_t smem, Kern
 void trap() { CTSR_FAIL("__trap() called: the kernel aborted"); }
 
 void launch(const void* kernel, Dim3 grid, Dim3 block, size_t smem, KernelBody body, void* closure) {
+  DeviceMemoryAccess access;  // kernels read and write device memory (device_memory.h)
   record_launch(kernel, block);
   try {
     launch_checked(kernel, grid, block, smem, body, closure);
