@@ -108,7 +108,7 @@ def short_name(demangled):
     """The name without ctsr::kernels::cuda[_on_cpu]::(anonymous namespace)::."""
     # nvcc names an anonymous namespace after its file (_GLOBAL__N__<hash>_<file>_<hash>), which
     # c++filt prints as "(anonymous namespace)" too.
-    return NAMESPACES.sub("", demangled)
+    return NAMESPACES.sub("", demangled.replace("ctsr::kernels::cuda_on_cpu::", "ctsr::kernels::cuda::"))
 
 
 def without_parameters(name):
