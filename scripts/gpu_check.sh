@@ -89,6 +89,17 @@ record() {
   printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(echo "$4" | tr '\t\n' '  ')" >> "$out/steps.tsv"
   echo "gpu_check: $1: $2 ($3 s) $4"
 }
+# record_status NAME RC T0 NOTE_TIMEOUT NOTE_FAIL NOTE_PASS: records a step from its command's status
+# (124 or 137: it ran past its cap).
+record_status() {
+  if [ "$2" -eq 124 ] || [ "$2" -eq 137 ]; then
+    record "$1" timeout $((SECONDS - $3)) "$4"
+  elif [ "$2" -ne 0 ]; then
+    record "$1" fail $((SECONDS - $3)) "$5"
+  else
+    record "$1" pass $((SECONDS - $3)) "$6"
+  fi
+}
 # run_capped SECONDS LOG COMMAND...: the command's status, 124 when it ran past the cap.
 run_capped() {
   local limit=$1 log=$2
@@ -155,13 +166,8 @@ step_parity() {
   fi
   read -r passed failed skipped < <(gtest_counts "$log")
   local note="filter $filter: $passed passed, $failed failed, $skipped skipped"
-  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-    record parity timeout $((SECONDS - t0)) "ran past its cap; $note"
-  elif [ $rc -ne 0 ]; then
-    record parity fail $((SECONDS - t0)) "$note; $(grep '^\[  FAILED  \] [A-Za-z]' "$log" | head -n 5 | sed 's/\[  FAILED  \] //' | tr '\n' ' ')"
-  else
-    record parity pass $((SECONDS - t0)) "$note"
-  fi
+  record_status parity $rc "$t0" "ran past its cap; $note" \
+    "$note; $(grep '^\[  FAILED  \] [A-Za-z]' "$log" | head -n 5 | sed 's/\[  FAILED  \] //' | tr '\n' ' ')" "$note"
 }
 
 # ---- c: compute-sanitizer ------------------------------------------------------------------------
@@ -227,10 +233,10 @@ step_benchmark() {
   run_capped "$(cap 150)" "$out/bench.log" "$bin/ctsr_bench" "--benchmark_filter=$filter" \
     "--benchmark_min_time=$min_time" --benchmark_out="$out/bench.json" --benchmark_out_format=json
   rc=$?
-  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-    record benchmark timeout $((SECONDS - t0)) "ctsr_bench ran past its cap (bench.log)"; return
-  elif [ $rc -ne 0 ]; then
-    record benchmark fail $((SECONDS - t0)) "ctsr_bench exit $rc: $(tail -n 1 "$out/bench.log")"; return
+  if [ $rc -ne 0 ]; then
+    record_status benchmark $rc "$t0" "ctsr_bench ran past its cap (bench.log)" \
+      "ctsr_bench exit $rc: $(tail -n 1 "$out/bench.log")" ""
+    return
   fi
   note="ctsr_bench ($filter)"
   if "$python" -c 'import torch' >/dev/null 2>&1; then
@@ -257,7 +263,8 @@ step_main_job() {
   fi
   rm -rf "$w" && mkdir -p "$w" && : > "$log"
   local vqae=$bundle/models/vqae_phantom_4x.safetensors refiner=$bundle/models/refiner_phantom.safetensors
-  local deadline=$((SECONDS + $(cap 150)))
+  # 150 s on a GPU; 300 on the CPU, where encoding, one inference and one evaluation take ~2 min.
+  local deadline=$((SECONDS + $(cap "$([ "$dev" = cpu ] && echo 300 || echo 150)")))
   left() { local l=$((deadline - SECONDS)); [ $l -gt 0 ] && echo $l || echo 1; }
   run_capped "$(left)" "$log" "$bin/ctsr_phantom" --out "$w/data" --count 5 --size 64 --seed 1 &&
   run_capped "$(left)" "$log" "$bin/ctsr_vqae" cache --weights "$vqae" --config "$bundle/configs/vqae_phantom_4x.yaml" \
@@ -277,13 +284,9 @@ step_main_job() {
   rc=$?
   local timing
   timing=$(tr '\n' ' ' < "$w/timing.txt" 2>/dev/null)
-  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-    record main_job timeout $((SECONDS - t0)) "ran past its cap (main_job.log); $timing"
-  elif [ $rc -ne 0 ]; then
-    record main_job fail $((SECONDS - t0)) "exit $rc: $(grep -m 1 -i 'error\|expected' "$log" | head -c 300)"
-  else
-    record main_job pass $((SECONDS - t0)) "$steps training steps on $dev; $timing; scores in main_job/evaluation.json"
-  fi
+  record_status main_job $rc "$t0" "ran past its cap (main_job.log); $timing" \
+    "exit $rc: $(grep -m 1 -i 'error\|expected' "$log" | head -c 300)" \
+    "$steps training steps on $dev; $timing; scores in main_job/evaluation.json"
 }
 
 # ---- f: memory ---------------------------------------------------------------------------------------
@@ -348,7 +351,11 @@ summary = {"device": device, "seconds": total, "ok": not failed, "steps": steps,
 with open(os.path.join(out, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
 
-md = [f"# GPU check ({device})", "", f"{'PASS' if not failed else 'FAIL'} in {total} s. Logs beside this file.", "",
+skipped = [s["step"] for s in steps if s["status"] == "skipped"]
+md = [f"# GPU check ({device})", "",
+      f"{'PASS' if not failed else 'FAIL'} in {total} s"
+      + (f", {len(skipped)} of {len(steps)} steps skipped ({', '.join(skipped)})" if skipped else "")
+      + ". Logs beside this file.", "",
       "| step | status | seconds | note |", "|---|---|---:|---|"]
 md += [f"| {s['step']} | {s['status']} | {s['seconds']} | {s['note'].replace('|', '/')} |" for s in steps]
 if ratios:
