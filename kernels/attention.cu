@@ -167,8 +167,14 @@ constexpr size_t forward_shared_bytes() {
   return sizeof(float) * size_t(kTile * row_stride<D>() + kTile * kScoreStride + kTile * row_stride<D>());
 }
 
+// At most 128 registers (4 resident blocks of 128 threads, as many as head_dim 64's shared tiles
+// allow anyway): left to itself, ptxas (CUDA 13, sm_90) took 96 registers for head_dim 32 and
+// spilled 4 bytes (the main job's UNet has head_channels 32); with the bound it takes 128 and
+// 122 for head_dim 64, neither spilling (scripts/kernel_resources.py checks).
+constexpr int kForwardMinBlocks = 4;
+
 template <int D>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kForwardMinBlocks)
     attention_forward_kernel(const float* __restrict__ qkv, int64_t N, int64_t H, float scale_log2,
                              float* __restrict__ o, float* __restrict__ lse) {
   CTSR_LAUNCH_BOUNDS_CHECK(kThreads);

@@ -12,6 +12,7 @@ packages=(
   zlib1g-dev libnifti2-dev libniftiio-dev
   libpng-dev
   libopenmpi-dev openmpi-bin
+  patchelf  # scripts/gpu_bundle.sh: $ORIGIN-relative run paths in the GPU bundle
 )
 
 missing=()

@@ -1,4 +1,4 @@
-# Every kernel declared with __launch_bounds__(n) must start with CTSR_LAUNCH_BOUNDS_CHECK(n);
+# Every kernel declared with __launch_bounds__(n[, m]) must start with CTSR_LAUNCH_BOUNDS_CHECK(n);
 # (runtime/kernel_prelude.h), or the executor cannot refuse a larger block as a GPU does. Run as
 # a test:  cmake -DROOT=<repository> -P tests/check_launch_bounds.cmake
 # Lists "<file>:<line>: __launch_bounds__(n) is not followed by CTSR_LAUNCH_BOUNDS_CHECK(n);".
@@ -24,7 +24,9 @@ foreach(path ${sources})
     if(line MATCHES "^[ \t]*//")
       continue()
     endif()
-    if(line MATCHES "__launch_bounds__\\(([^()]*)\\)")
+    # The first argument: the most threads per block (a second one, the blocks per SM, is
+    # the compiler's business).
+    if(line MATCHES "__launch_bounds__\\(([^,()]+)[,)]")
       if(NOT pending STREQUAL "")
         string(APPEND problems "${rel}:${pending_line}: __launch_bounds__(${pending}) is not followed by CTSR_LAUNCH_BOUNDS_CHECK(${pending});\n")
       endif()

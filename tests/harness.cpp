@@ -5,11 +5,22 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "runtime/philox.h"
 
 namespace ctsr::test {
+
+namespace {
+const char* from_environment(const char* name, const char* built_in) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? value : built_in;
+}
+}  // namespace
+
+const char* test_data_dir() { return from_environment("CTSR_TEST_DATA_DIR", CTSR_TEST_DATA_DIR_BUILT_IN); }
+const char* tools_bin_dir() { return from_environment("CTSR_TOOLS_BIN_DIR", CTSR_TOOLS_BIN_DIR_BUILT_IN); }
 
 Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype, double lo, double hi) {
   Tensor t = Tensor::empty(shape, dtype, Device::cpu());

@@ -19,6 +19,13 @@
 
 namespace ctsr::test {
 
+// Where the tests find their data and the programs: the environment variables CTSR_TEST_DATA_DIR
+// and CTSR_TOOLS_BIN_DIR when set (a copied build, such as scripts/gpu_bundle.sh's bundle), else the
+// source and build folders compiled in. Tests spell them as the macros of the same names
+// (tests/CMakeLists.txt defines those as calls to these, and includes this header in every test).
+const char* test_data_dir();
+const char* tools_bin_dir();
+
 // Uniform in [lo, hi) on the cpu, from Philox(seed); float32 or float64.
 Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::float32, double lo = -1.0, double hi = 1.0);
 // Same values as a float64 host tensor (for comparisons and gradchecks).
