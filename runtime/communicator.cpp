@@ -279,6 +279,9 @@ class Mpi : public Communicator {
     long long length = static_cast<long long>(text.size());
     watchdog_->enter("broadcast (host)");
     check_mpi(MPI_Bcast(&length, 1, MPI_LONG_LONG, root, comm_), "MPI_Bcast");
+    // Every rank has root's length here, so all of them refuse alike.
+    CTSR_CHECK(length <= INT_MAX, "broadcast (host): ", length, " bytes of text are more than one MPI call takes (",
+               INT_MAX, ")");
     text.resize(size_t(length));
     if (length > 0) check_mpi(MPI_Bcast(text.data(), int(length), MPI_CHAR, root, comm_), "MPI_Bcast");
     watchdog_->leave();
@@ -294,6 +297,8 @@ class Mpi : public Communicator {
 
  private:
   void reduce_host(std::vector<double>& v, MPI_Op op, const char* what) {
+    CTSR_CHECK(v.size() <= size_t(INT_MAX), what, ": ", v.size(), " values are more than one MPI call takes (", INT_MAX,
+               ")");
     watchdog_->enter(what);
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, v.data(), int(v.size()), MPI_DOUBLE, op, comm_), "MPI_Allreduce");
     watchdog_->leave();

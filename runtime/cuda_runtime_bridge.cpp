@@ -19,21 +19,55 @@ namespace ctsr::detail {
 
 namespace ctsr::bridge {
 
+namespace {
+// 13020 -> "13.2"
+std::string cuda_version_text(int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); }
+}  // namespace
+
+CudaDeviceCount classify_device_count(const DeviceCountAnswer& a) {
+  if (a.status == kCudaSuccess) return {a.count, ""};
+  if (a.status == kCudaErrorNoDevice) return {0, ""};
+  // The runtime reports a missing driver as an insufficient one; cudaDriverGetVersion tells them
+  // apart (0: no driver installed).
+  if (a.status == kCudaErrorInsufficientDriver && a.driver_version == 0) return {0, ""};
+  std::string problem = "CUDA cannot count the GPUs: cudaGetDeviceCount failed with " + a.error_name + " (" +
+                        std::to_string(a.status) + "): " + a.error_text + "; ";
+  if (a.status == kCudaErrorInsufficientDriver && a.driver_version > 0) {
+    problem += "the NVIDIA driver supports CUDA up to " + cuda_version_text(a.driver_version) +
+               ", older than the CUDA runtime " + cuda_version_text(a.runtime_version) +
+               " ctsr was built with: update the driver, or build ctsr with a CUDA toolkit the driver supports";
+  } else {
+    problem += "check that nvidia-smi lists the GPU, CUDA_VISIBLE_DEVICES and that no CUDA stub library is on "
+               "LD_LIBRARY_PATH";
+  }
+  return {0, problem};
+}
+
 #if CTSR_HAVE_CUDA
+
+static_assert(kCudaSuccess == cudaSuccess && kCudaErrorInsufficientDriver == cudaErrorInsufficientDriver &&
+              kCudaErrorNoDevice == cudaErrorNoDevice);
 
 bool built_with_cuda() { return true; }
 
-int device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no driver" error so later queries start clean
-    return 0;
+CudaDeviceCount device_count() {
+  DeviceCountAnswer a;
+  const cudaError_t s = cudaGetDeviceCount(&a.count);
+  if (s == cudaSuccess) return classify_device_count(a);
+  cudaGetLastError();  // clear the error so that later queries start clean
+  a.status = s;
+  a.error_name = cudaGetErrorName(s);
+  a.error_text = cudaGetErrorString(s);
+  if (cudaDriverGetVersion(&a.driver_version) != cudaSuccess) {
+    cudaGetLastError();
+    a.driver_version = -1;  // unknown: not "no driver"
   }
-  return n;
+  a.runtime_version = CUDART_VERSION;
+  return classify_device_count(a);
 }
 
 std::string device_description(int index) {
-  int n = device_count();
+  const int n = device_count().count;  // a problem is described by the caller (cuda_device_description)
   if (n == 0) return "no CUDA device is visible (no GPU, or no driver)";
   if (index < 0 || index >= n) return "device index " + std::to_string(index) + " out of range [0, " + std::to_string(n) + ")";
   cudaDeviceProp p{};
@@ -94,7 +128,7 @@ namespace {
 }  // namespace
 
 bool built_with_cuda() { return false; }
-int device_count() { return 0; }
+CudaDeviceCount device_count() { return {}; }
 std::string device_description(int) { return "ctsr was built without CUDA"; }
 void set_device(int) { no_cuda("set_device"); }
 void* cuda_malloc(int, size_t) { no_cuda("cuda_malloc"); }

@@ -1,5 +1,7 @@
 #include "runtime/device.h"
 
+#include <utility>
+
 #include "runtime/cuda_runtime_bridge.h"
 #include "runtime/error.h"
 
@@ -27,12 +29,26 @@ std::string Device::str() const {
   return "?";
 }
 
-int cuda_device_count() {
-  static const int n = bridge::device_count();
-  return n;
+namespace {
+std::optional<CudaDeviceCount>& fake_device_count() {
+  static std::optional<CudaDeviceCount> fake;
+  return fake;
 }
+const CudaDeviceCount& device_count() {
+  if (fake_device_count()) return *fake_device_count();
+  static const CudaDeviceCount counted = bridge::device_count();
+  return counted;
+}
+}  // namespace
+
+int cuda_device_count() { return device_count().count; }
 bool cuda_available() { return cuda_device_count() > 0; }
+std::string cuda_problem() { return device_count().problem; }
+void set_cuda_device_count_for_testing(std::optional<CudaDeviceCount> fake) { fake_device_count() = std::move(fake); }
 void set_cuda_device(int index) { bridge::set_device(index); }
-std::string cuda_device_description(int index) { return bridge::device_description(index); }
+std::string cuda_device_description(int index) {
+  const std::string problem = cuda_problem();
+  return problem.empty() ? bridge::device_description(index) : problem;
+}
 
 }  // namespace ctsr

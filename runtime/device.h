@@ -6,6 +6,7 @@
 //                through the caching allocator like a GPU, so the allocator is tested without one.
 #pragma once
 
+#include <optional>
 #include <string>
 
 namespace ctsr {
@@ -36,10 +37,25 @@ struct Device {
   bool operator==(const Device&) const = default;
 };
 
-// Number of usable CUDA devices; 0 when ctsr was built without CUDA, when there is no driver
-// or when no GPU is present. Never throws.
+// What CUDA says about its devices: how many, or why it could not say.
+struct CudaDeviceCount {
+  int count = 0;
+  // Empty when CUDA answered (any number of GPUs, no GPU, no NVIDIA driver at all, or ctsr built
+  // without CUDA); otherwise CUDA's error name and text and what to do, e.g. for a driver older than
+  // the CUDA runtime ctsr was built with.
+  std::string problem;
+};
+
+// Number of usable CUDA devices; 0 when ctsr was built without CUDA, when there is no driver,
+// when no GPU is present, and when CUDA failed to answer (cuda_problem() then says why). Asked
+// once per process. Never throws.
 int cuda_device_count();
 bool cuda_available();
+// Why CUDA could not count its devices, or "" (see CudaDeviceCount::problem). Never throws.
+std::string cuda_problem();
+// For tests: answer the queries above with `fake` instead of CUDA's answer; std::nullopt goes back
+// to CUDA's. Not for use while other threads query.
+void set_cuda_device_count_for_testing(std::optional<CudaDeviceCount> fake);
 // The CUDA device the calling thread works on, and setting it (cudaSetDevice).
 void set_cuda_device(int index);
 // "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)", or a sentence saying why there is none.

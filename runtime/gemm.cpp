@@ -7,7 +7,9 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "runtime/cuda_on_cpu/device_memory.h"
@@ -32,6 +34,13 @@ void check_args(const GemmArgs& g) {
   CTSR_CHECK(g.lda >= std::max<int64_t>(1, a_cols), "gemm: lda=", g.lda, " is smaller than A's row length ", a_cols);
   CTSR_CHECK(g.ldb >= std::max<int64_t>(1, b_cols), "gemm: ldb=", g.ldb, " is smaller than B's row length ", b_cols);
   CTSR_CHECK(g.ldc >= std::max<int64_t>(1, g.n), "gemm: ldc=", g.ldc, " is smaller than C's row length ", g.n);
+  // cuBLAS and OpenBLAS take these as int (the batch strides are 64-bit in both routes), on every
+  // device alike, so that a size the GPU would refuse is refused on the CPU too.
+  const std::pair<const char*, int64_t> int_fields[] = {{"m", g.m},     {"n", g.n},     {"k", g.k},    {"lda", g.lda},
+                                                        {"ldb", g.ldb}, {"ldc", g.ldc}, {"batch", g.batch}};
+  for (const auto& [name, value] : int_fields)
+    CTSR_CHECK(value <= std::numeric_limits<int>::max(), "gemm: ", name, "=", value, " is larger than ",
+               std::numeric_limits<int>::max(), ", the largest size BLAS and cuBLAS take (int); split the GEMM");
 }
 
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands and

@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include "runtime/cuda_check.h"
+#include "runtime/kernel_name.h"
 #define CTSR_KERNEL_NS cuda
 #elif defined(CTSR_CUDA_ON_CPU_BUILD)
 #include "runtime/cuda_on_cpu/cuda_compat.h"
@@ -89,9 +90,24 @@ __device__ inline float atomicMin(float* address, float value) { return ctsr_ato
 
 namespace ctsr {
 
+#if defined(__CUDACC__)
+namespace detail {
+// "kernel <name>, grid (x, y, z), block (x, y, z): <CUDA's error>", the form of the executor's reports.
+[[noreturn]] inline void throw_launch_error(const void* kernel, dim3 grid, dim3 block, cudaError_t status,
+                                            bool synchronous) {
+  CTSR_FAIL("kernel ", kernel_name(kernel), ", grid (", grid.x, ", ", grid.y, ", ", grid.z, "), block (", block.x, ", ",
+            block.y, ", ", block.z, "): ", cudaGetErrorName(status), ": ", cudaGetErrorString(status),
+            synchronous ? "" : " (launches are asynchronous: the fault may be an earlier kernel's; "
+                               "CTSR_SYNC_LAUNCHES=1 reports it at the launch that caused it)");
+}
+}  // namespace detail
+#endif
+
 // Launches `kernel` over grid x block threads with `shared_bytes` of dynamic shared memory, on
 // the current stream of `device` (a GPU), or on the CUDA-on-CPU executor. Arguments convert
-// to the kernel's parameter types as with <<< >>>. An empty grid launches nothing.
+// to the kernel's parameter types as with <<< >>>. An empty grid launches nothing. A failed launch
+// names the kernel, grid and block; with CTSR_SYNC_LAUNCHES=1 (runtime/stream.h) a GPU launch also
+// waits for the kernel, so that a fault inside it is reported here.
 template <class... Params, class... Args>
 void launch_kernel(Device device, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
                    Args&&... args) {
@@ -107,7 +123,13 @@ void launch_kernel(Device device, void (*kernel)(Params...), dim3 grid, dim3 blo
   }
   auto stream = static_cast<cudaStream_t>(Stream::current(device).handle());
   kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
-  CTSR_CUDA_CALL(cudaGetLastError());
+  cudaError_t status = cudaGetLastError();
+  const bool synchronous = sync_launches();
+  if (status == cudaSuccess && synchronous) {
+    status = cudaStreamSynchronize(stream);
+    if (status == cudaSuccess) status = cudaGetLastError();
+  }
+  if (status != cudaSuccess) detail::throw_launch_error(reinterpret_cast<const void*>(kernel), grid, block, status, synchronous);
 #else
   CTSR_CHECK(device.kind == DeviceKind::cuda_on_cpu, "launch_kernel: a CUDA-on-CPU kernel was given a tensor on ",
              device.str());

@@ -1,6 +1,9 @@
 #include "runtime/stream.h"
 
+#include <atomic>
+#include <cstdlib>
 #include <mutex>
+#include <string_view>
 #include <vector>
 
 #include "runtime/error.h"
@@ -12,6 +15,22 @@
 #endif
 
 namespace ctsr {
+
+namespace {
+std::atomic<bool>& sync_launches_flag() {
+  static std::atomic<bool> on{parse_sync_launches(std::getenv("CTSR_SYNC_LAUNCHES"))};
+  return on;
+}
+}  // namespace
+
+bool parse_sync_launches(const char* value) {
+  const std::string_view v = value ? value : "";
+  if (v.empty() || v == "0") return false;
+  CTSR_CHECK(v == "1", "CTSR_SYNC_LAUNCHES='", v, "': expected 1 (wait for every kernel launch) or 0");
+  return true;
+}
+bool sync_launches() { return sync_launches_flag().load(std::memory_order_relaxed); }
+void set_sync_launches(bool on) { sync_launches_flag() = on; }
 
 Stream Stream::current(Device d) {
   if (d.kind != DeviceKind::cuda) return Stream(d, nullptr);

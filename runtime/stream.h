@@ -25,6 +25,14 @@ class Stream {
   void* handle_;
 };
 
+// CTSR_SYNC_LAUNCHES=1: every GPU kernel launch waits for its kernel and checks for errors, so that
+// a fault is reported by the launch that caused it, naming the kernel, grid and block (slow; for
+// debugging). The variable is read once, on first use; unset, empty or 0 is off, 1 is on, anything
+// else an error. On the CUDA-on-CPU executor launches are always synchronous.
+bool sync_launches();
+void set_sync_launches(bool on);  // overrides the variable (tests)
+bool parse_sync_launches(const char* value);  // the variable's value (nullptr: unset) -> on
+
 class Event {
  public:
   explicit Event(Device device);

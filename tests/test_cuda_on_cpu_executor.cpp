@@ -5,6 +5,7 @@
 #include <string>
 
 #include "runtime/cuda_on_cpu/executor.h"
+#include "runtime/stream.h"
 #include "tests/executor_kernels.h"
 #include "tests/harness.h"
 
@@ -237,6 +238,35 @@ TEST_F(ExecutorOnly, TrapNamesTheKernelBlockAndThread) {
     EXPECT_NE(what.find("trap_in_one_thread_kernel("), std::string::npos) << what;
     EXPECT_NE(what.find("block (2, 0, 0): thread (5, 0, 0): __trap() called"), std::string::npos) << what;
   }
+}
+
+// CTSR_SYNC_LAUNCHES=1 (here through its setter): on the executor launches are synchronous
+// anyway; the mode changes nothing there, and a fault is still reported by its own launch,
+// naming the kernel, block and thread.
+TEST_F(ExecutorOnly, SyncLaunchesReportsAFaultAtItsLaunch) {
+  struct SyncLaunches {
+    const bool before = sync_launches();
+    SyncLaunches() { set_sync_launches(true); }
+    ~SyncLaunches() { set_sync_launches(before); }
+  } on;
+  ASSERT_TRUE(sync_launches());
+  Tensor out = Tensor::zeros({3 * 64}, DType::int32, d);
+  const std::string what = error_message([&] { CTSR_LAUNCH(d, trap_in_one_thread, out, 1u, 7u); });
+  EXPECT_NE(what.find("kernel ctsr::kernels::cuda_on_cpu::(anonymous namespace)::trap_in_one_thread_kernel("),
+            std::string::npos)
+      << what;
+  EXPECT_NE(what.find("grid (3, 1, 1), block (64, 1, 1): block (1, 0, 0): thread (7, 0, 0): __trap() called"),
+            std::string::npos)
+      << what;
+}
+
+TEST(SyncLaunches, VariableIsOneOrZero) {
+  EXPECT_FALSE(parse_sync_launches(nullptr));
+  EXPECT_FALSE(parse_sync_launches(""));
+  EXPECT_FALSE(parse_sync_launches("0"));
+  EXPECT_TRUE(parse_sync_launches("1"));
+  const std::string e = error_message([] { parse_sync_launches("yes"); });
+  EXPECT_NE(e.find("CTSR_SYNC_LAUNCHES='yes': expected 1"), std::string::npos) << e;
 }
 
 TEST_F(ExecutorOnly, ShuffleFromMissingLaneIsPoisoned) {

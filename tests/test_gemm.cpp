@@ -1,11 +1,12 @@
 // runtime/gemm.h against a triple loop in double (tests/oracle/gemm.h): all four transpose combinations, padded
 // leading dimensions, batched strided calls (a zero batch stride included), alpha and beta,
-// beta = 0 ignoring what C held, k = 0, empty sizes, and the argument errors. On cpu (OpenBLAS
+// beta = 0 ignoring what C held, k = 0, empty sizes, and the argument errors (sizes past int included). On cpu (OpenBLAS
 // row-major), cuda_on_cpu (OpenBLAS called exactly as cuBLAS is) and the GPU when present.
 #include <cmath>
 #include <functional>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/gemm.h"
@@ -169,6 +170,24 @@ void check_bad_arguments(Device device) {
   g.dtype = DType::int32;
   m = error_message([&] { gemm(device, g); });
   EXPECT_NE(m.find("int32 not supported"), std::string::npos) << m;
+
+  // Sizes past int, what BLAS and cuBLAS take, are refused on every device before a buffer is
+  // read (the buffers here are far too small for them).
+  const int64_t past_int = int64_t(std::numeric_limits<int>::max()) + 1;
+  const std::vector<std::pair<std::string, std::function<void(GemmArgs&)>>> oversized = {
+      {"m", [&](GemmArgs& o) { o.m = past_int; }},
+      {"n", [&](GemmArgs& o) { o.n = o.ldb = o.ldc = past_int; }},
+      {"k", [&](GemmArgs& o) { o.k = o.lda = past_int; }},
+      {"lda", [&](GemmArgs& o) { o.lda = past_int; }},
+      {"ldb", [&](GemmArgs& o) { o.ldb = past_int; }},
+      {"ldc", [&](GemmArgs& o) { o.ldc = past_int; }},
+      {"batch", [&](GemmArgs& o) { o.batch = past_int; }}};
+  for (const auto& [field, oversize] : oversized) {
+    g = args();
+    oversize(g);
+    m = error_message([&] { gemm(device, g); });
+    EXPECT_NE(m.find("gemm: " + field + "=2147483648 is larger than 2147483647"), std::string::npos) << m;
+  }
 }
 
 TEST(Gemm, AllTransposesMatchNaiveLoopOnCpu) {

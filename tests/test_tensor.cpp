@@ -1,11 +1,13 @@
 // Tensor runtime: creation, views along dim 0, reshape, copies between devices, to_string,
-// and the errors for shape, dtype and device mismatches.
+// the errors for shape, dtype and device mismatches, and the CUDA device queries behind --device auto.
 #include <cmath>
 #include <limits>
 
+#include "runtime/cuda_runtime_bridge.h"
 #include "runtime/stream.h"
 #include "runtime/tensor.h"
 #include "tests/harness.h"
+#include "tools/common/cli.h"
 
 namespace ctsr::test {
 namespace {
@@ -118,6 +120,84 @@ TEST(Device, CudaQueriesNeverThrow) {
     EXPECT_FALSE(e.empty()) << "a tensor on cuda:0 without a GPU must fail";
     std::printf("no GPU: %s\n", cuda_device_description(0).c_str());
   }
+}
+
+// cudaGetDeviceCount's answers: no GPU and no NVIDIA driver at all are 0 devices and no problem;
+// a driver older than the runtime, and any other failure, are a problem naming CUDA's error.
+TEST(Device, OnlyNoGpuOrNoDriverCountsAsZeroDevicesWithoutAProblem) {
+  using bridge::DeviceCountAnswer;
+  auto answer = [](int status, int driver_version, const char* name, const char* text) {
+    DeviceCountAnswer a;
+    a.status = status, a.driver_version = driver_version, a.runtime_version = 13000;
+    a.error_name = name, a.error_text = text;
+    return a;
+  };
+  DeviceCountAnswer ok;
+  ok.count = 2;
+  EXPECT_EQ(bridge::classify_device_count(ok).count, 2);
+  EXPECT_EQ(bridge::classify_device_count(ok).problem, "");
+
+  const CudaDeviceCount no_gpu = bridge::classify_device_count(
+      answer(bridge::kCudaErrorNoDevice, 13000, "cudaErrorNoDevice", "no CUDA-capable device is detected"));
+  EXPECT_EQ(no_gpu.count, 0);
+  EXPECT_EQ(no_gpu.problem, "");
+  const char* insufficient = "CUDA driver version is insufficient for CUDA runtime version";
+  const CudaDeviceCount no_driver = bridge::classify_device_count(
+      answer(bridge::kCudaErrorInsufficientDriver, 0, "cudaErrorInsufficientDriver", insufficient));
+  EXPECT_EQ(no_driver.count, 0);
+  EXPECT_EQ(no_driver.problem, "");
+
+  const CudaDeviceCount old_driver = bridge::classify_device_count(
+      answer(bridge::kCudaErrorInsufficientDriver, 12040, "cudaErrorInsufficientDriver", insufficient));
+  EXPECT_EQ(old_driver.count, 0);
+  for (const std::string& part : {"cudaGetDeviceCount failed with cudaErrorInsufficientDriver (35): " +
+                                     std::string(insufficient),
+                                 std::string("the NVIDIA driver supports CUDA up to 12.4, older than the CUDA runtime "
+                                             "13.0"),
+                                 std::string("update the driver")})
+    EXPECT_NE(old_driver.problem.find(part), std::string::npos) << "'" << part << "' not in: " << old_driver.problem;
+
+  const CudaDeviceCount unknown =
+      bridge::classify_device_count(answer(999, -1, "cudaErrorUnknown", "unknown error"));
+  EXPECT_EQ(unknown.count, 0);
+  EXPECT_NE(unknown.problem.find("cudaErrorUnknown (999): unknown error"), std::string::npos) << unknown.problem;
+  EXPECT_NE(unknown.problem.find("nvidia-smi"), std::string::npos) << unknown.problem;
+}
+
+// A fake answer of CUDA's device count for one test; CUDA's own again afterwards.
+struct FakeCudaDevices {
+  explicit FakeCudaDevices(CudaDeviceCount fake) { set_cuda_device_count_for_testing(std::move(fake)); }
+  ~FakeCudaDevices() { set_cuda_device_count_for_testing(std::nullopt); }
+  FakeCudaDevices(const FakeCudaDevices&) = delete;
+  FakeCudaDevices& operator=(const FakeCudaDevices&) = delete;
+};
+
+TEST(Device, AutoFailsNamingTheCudaErrorWhenCudaCannotCountGpus) {
+  bridge::DeviceCountAnswer old_driver;
+  old_driver.status = bridge::kCudaErrorInsufficientDriver;
+  old_driver.driver_version = 12080, old_driver.runtime_version = 13000;
+  old_driver.error_name = "cudaErrorInsufficientDriver";
+  old_driver.error_text = "CUDA driver version is insufficient for CUDA runtime version";
+  FakeCudaDevices fake(bridge::classify_device_count(old_driver));
+  EXPECT_FALSE(cuda_available());
+  EXPECT_NE(cuda_device_description(0).find("cudaErrorInsufficientDriver"), std::string::npos);
+  for (const char* flag_text : {"auto", "cuda"}) {
+    const std::string flag = flag_text;
+    const std::string e = error_message([&] { tools::device_from_flag(flag); });
+    for (const std::string& part : {"--device " + flag + ": ", std::string("cudaErrorInsufficientDriver (35): CUDA "
+                                                                          "driver version is insufficient"),
+                                   std::string("supports CUDA up to 12.8"), std::string("cpu")})
+      EXPECT_NE(e.find(part), std::string::npos) << "'" << part << "' not in: " << e;
+  }
+  EXPECT_EQ(tools::device_from_flag("cpu"), Device::cpu());  // an explicit choice is not affected
+}
+
+TEST(Device, AutoFallsBackToTheCpuWithoutAGpu) {
+  FakeCudaDevices fake(CudaDeviceCount{0, ""});
+  EXPECT_EQ(tools::resolve_device("auto"), Device::cpu());
+  EXPECT_EQ(tools::device_from_flag("auto"), Device::cpu());
+  const std::string e = error_message([] { tools::device_from_flag("cuda"); });
+  EXPECT_NE(e.find("--device cuda: no CUDA GPU is available"), std::string::npos) << e;
 }
 
 TEST(Event, HostEventsMeasureElapsedTime) {

@@ -1,7 +1,7 @@
 // ctsr_metrics: SSIM and PSNR of a predicted volume against a target, as kernels/metrics.h
 // computes them (scikit-image's definitions; axial slices along D).
 //
-//   ctsr_metrics --pred A --target B [--data-range 2.0] [--window -200,200] [--device cpu|cuda|cuda_on_cpu]
+//   ctsr_metrics --pred A --target B [--data-range 2.0] [--window -200,200] [--device auto|cpu|cuda|cuda:N|cuda_on_cpu]
 //
 // NIfTI inputs (.nii, .nii.gz) are read as HU and windowed to [-1, 1]; .npy inputs are taken as
 // already on [-1, 1] (DESIGN.md, Conventions), so the default data range is 2. Prints one JSON
@@ -23,14 +23,14 @@
 int main(int argc, char** argv) {
   CLI::App app{"SSIM and PSNR of a predicted CT volume against a target; prints one JSON object", "ctsr_metrics"};
   std::string pred_path, target_path, window_text = "-200,200";
-  std::string device_text = ctsr::cuda_available() ? "cuda" : "cpu";
+  std::string device_text = "auto";
   double data_range = 2.0;
   app.add_option("--pred", pred_path, "predicted volume (.nii, .nii.gz as HU; .npy on [-1, 1])")->required();
   app.add_option("--target", target_path, "reference volume, same shape")->required();
   app.add_option("--data-range", data_range, "intensity range of the [-1, 1] scale")->capture_default_str();
   app.add_option("--window", window_text, "HU window lo,hi mapped to [-1, 1] for NIfTI inputs")
       ->capture_default_str();
-  app.add_option("--device", device_text, "cpu, cuda, cuda:N or cuda_on_cpu (default: cuda when a GPU is present)")
+  app.add_option("--device", device_text, "auto (the GPU when there is one), cpu, cuda, cuda:N or cuda_on_cpu")
       ->capture_default_str();
 
   return ctsr::tools::run_program(app, argc, argv, [&] {

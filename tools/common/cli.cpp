@@ -28,17 +28,24 @@ int run_program(CLI::App& app, int argc, char** argv, const std::function<void()
 }
 
 Device resolve_device(const std::string& text) {
-  if (text == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
-  return Device::parse(text);
+  if (text != "auto") return Device::parse(text);
+  if (cuda_available()) return Device::cuda(0);
+  // Only a machine without a GPU (or without any NVIDIA driver) falls back; a GPU that CUDA cannot
+  // reach must not quietly become a CPU run.
+  const std::string problem = cuda_problem();
+  CTSR_CHECK(problem.empty(), "--device auto: ", problem, "; or choose --device cpu to run on the CPU");
+  return Device::cpu();
 }
 
 Device device_from_flag(const std::string& text) {
   const Device device = resolve_device(text);
   const int gpus = cuda_device_count();
+  const std::string problem = cuda_problem();
   CTSR_CHECK(device.kind != DeviceKind::cuda || device.index < gpus, "--device ", text, ": ",
-             gpus == 0 ? std::string("no CUDA GPU is available; expected cpu or cuda_on_cpu")
-                       : "this machine has " + std::to_string(gpus) + " GPU(s); expected cuda:0 to cuda:" +
-                             std::to_string(gpus - 1) + ", cpu or cuda_on_cpu");
+             gpus > 0 ? "this machine has " + std::to_string(gpus) + " GPU(s); expected cuda:0 to cuda:" +
+                            std::to_string(gpus - 1) + ", cpu or cuda_on_cpu"
+             : problem.empty() ? std::string("no CUDA GPU is available; expected cpu or cuda_on_cpu")
+                               : problem + "; or choose cpu or cuda_on_cpu");
   if (device.kind == DeviceKind::cuda) set_cuda_device(device.index);
   return device;
 }

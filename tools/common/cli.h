@@ -11,7 +11,9 @@
 
 namespace ctsr::tools {
 
-// "auto": the first GPU when there is one, else the CPU reference path; otherwise Device::parse.
+// "auto": the first GPU when there is one, else the CPU reference path when there is no GPU or no
+// NVIDIA driver; an error naming CUDA's error when CUDA fails otherwise (cuda_problem(), e.g. a
+// driver older than the CUDA runtime). Any other text: Device::parse.
 Device resolve_device(const std::string& text);
 // resolve_device for a --device flag, checked against the GPUs this machine has (an error names
 // the flag, the value and the choices), and made the calling thread's CUDA device.
