@@ -111,11 +111,13 @@ std::string kernel_name(const void* fn) {
   // The main program's dli_fname is argv[0], which may be relative: read it through /proc.
   std::string path = info.dli_fname ? info.dli_fname : "";
   if (info.dli_fbase == main_program_base() || path.empty()) path = "/proc/self/exe";
-  static std::mutex mutex;
-  static std::map<std::string, std::vector<FunctionSymbol>> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(path);
-  if (it == cache.end()) it = cache.emplace(path, read_function_symbols(path)).first;
+  // Never destroyed: error reports and the executor's launch log (written by an atexit handler)
+  // may name kernels while static objects are being torn down.
+  static auto* mutex = new std::mutex;
+  static auto* cache = new std::map<std::string, std::vector<FunctionSymbol>>;
+  std::lock_guard<std::mutex> lock(*mutex);
+  auto it = cache->find(path);
+  if (it == cache->end()) it = cache->emplace(path, read_function_symbols(path)).first;
   const auto& symbols = it->second;
   // A position-independent object's symbols are relative to its load base; a fixed-address
   // executable's are absolute (its base is where its first segment is mapped, and e_type says which).
