@@ -19,6 +19,38 @@ Shape::Shape(const std::vector<int64_t>& dims) {
     CTSR_CHECK(dims[i] >= 0 || dims[i] == -1, "shape dimension ", i, " is ", dims[i], ": expected >= 0");
     dims_[i] = dims[i];
   }
+  numel();  // a shape whose element count does not fit in int64 is refused here, where it is made
+}
+
+std::string dims_text(const int64_t* dims, size_t n) {
+  std::string s = "[";
+  for (size_t i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+int64_t checked_numel(const int64_t* dims, size_t ndim, std::string_view what) {
+  bool negative = false, empty = false;
+  for (size_t i = 0; i < ndim; ++i) {
+    CTSR_CHECK(dims[i] >= -1, what, " ", dims_text(dims, ndim), ": dimension ", i, " is ", dims[i], "; expected >= 0");
+    negative = negative || dims[i] == -1;  // the inferred dimension of a reshape: the others' product, negated
+    empty = empty || dims[i] == 0;
+  }
+  if (empty) return 0;
+  int64_t n = 1;
+  for (size_t i = 0; i < ndim; ++i)
+    if (dims[i] != -1)
+      CTSR_CHECK(!__builtin_mul_overflow(n, dims[i], &n), what, " ", dims_text(dims, ndim),
+                 " has more than 2^63 - 1 elements (a corrupt or hostile size)");
+  return negative ? -n : n;
+}
+
+uint64_t checked_bytes(int64_t numel, size_t element_size, std::string_view what) {
+  CTSR_CHECK(numel >= 0, what, ": ", numel, " elements; expected >= 0");
+  uint64_t bytes = 0;
+  CTSR_CHECK(!__builtin_mul_overflow(static_cast<uint64_t>(numel), static_cast<uint64_t>(element_size), &bytes) &&
+                 bytes <= static_cast<uint64_t>(INT64_MAX),
+             what, ": ", numel, " elements of ", element_size, " bytes are more than 2^63 - 1 bytes");
+  return bytes;
 }
 
 int64_t Shape::operator[](int i) const {
@@ -33,17 +65,9 @@ int64_t& Shape::operator[](int i) {
   return dims_[j];
 }
 
-int64_t Shape::numel() const {
-  int64_t n = 1;
-  for (int i = 0; i < ndim_; ++i) n *= dims_[i];
-  return n;
-}
+int64_t Shape::numel() const { return checked_numel(dims_.data(), static_cast<size_t>(ndim_), "shape"); }
 
-std::string Shape::str() const {
-  std::string s = "[";
-  for (int i = 0; i < ndim_; ++i) s += (i ? ", " : "") + std::to_string(dims_[i]);
-  return s + "]";
-}
+std::string Shape::str() const { return dims_text(dims_.data(), static_cast<size_t>(ndim_)); }
 
 bool Shape::operator==(const Shape& o) const {
   if (ndim_ != o.ndim_) return false;
@@ -63,7 +87,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   Tensor t;
   t.shape_ = shape;
   t.dtype_ = dtype;
-  t.storage_ = std::make_shared<Storage>(device, t.nbytes());
+  t.storage_ = std::make_shared<Storage>(
+      device, static_cast<size_t>(checked_bytes(shape.numel(), dtype_size(dtype), "Tensor::empty")));
   return t;
 }
 

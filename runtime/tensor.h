@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runtime/device.h"
@@ -19,6 +20,20 @@ namespace ctsr {
 
 constexpr int kMaxDims = 6;
 
+// The element count of dims[0..ndim) (each >= 0; a -1, reshape's inferred dimension, makes the
+// result the negated product of the others), or an error naming `what` and the shape when the
+// product does not fit in int64: every size read from a file reaches Shape, and so this, before
+// anything is allocated.
+int64_t checked_numel(const int64_t* dims, size_t ndim, std::string_view what);
+inline int64_t checked_numel(const std::vector<int64_t>& dims, std::string_view what) {
+  return checked_numel(dims.data(), dims.size(), what);
+}
+// "[2, 25, 16]": dims as Shape::str() writes them, for sizes that may not make a valid Shape.
+std::string dims_text(const int64_t* dims, size_t ndim);
+inline std::string dims_text(const std::vector<int64_t>& dims) { return dims_text(dims.data(), dims.size()); }
+// numel * element_size, or an error naming `what` when it does not fit in int64.
+uint64_t checked_bytes(int64_t numel, size_t element_size, std::string_view what);
+
 class Shape {
  public:
   Shape() = default;
@@ -27,7 +42,7 @@ class Shape {
   int ndim() const { return ndim_; }
   int64_t operator[](int i) const;   // negative i counts from the end
   int64_t& operator[](int i);
-  int64_t numel() const;
+  int64_t numel() const;            // overflow-checked (checked_numel)
   std::vector<int64_t> vec() const { return {dims_.begin(), dims_.begin() + ndim_}; }
   std::string str() const;           // "[2, 25, 16, 16, 8]"
   bool operator==(const Shape& o) const;

@@ -163,6 +163,14 @@ TEST(Npy, RefusesWhatItCannotRead) {
                  {"7 dimensions", "at most 6"});
   expect_refused(with_header("negative.npy", "{'descr': '|u1', 'fortran_order': False, 'shape': (-1,), }", 1),
                  {"'shape'", "non-negative integers"});
+  // Issue 22: a shape whose product wraps past 2^64 (here to 32 elements, 128 bytes of float32)
+  // passed the size check and crashed the tools; a product past 2^63 in bytes likewise.
+  expect_refused(with_header("wraps.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 32, 576460752303423489), }",
+                             128),
+                 {".npy shape", "[1, 32, 576460752303423489]", "more than 2^63 - 1 elements"});
+  expect_refused(with_header("bytes_wrap.npy", "{'descr': '<i8', 'fortran_order': False, 'shape': (2, 576460752303423489), }",
+                             16),
+                 {".npy shape", "1152921504606846978 elements of 8 bytes", "more than 2^63 - 1 bytes"});
   // A shape tuple with Python 2 longs, as old NumPy wrote it, is still read.
   EXPECT_EQ(io::read_npy(with_header("longs.npy", "{'descr': '|u1', 'fortran_order': False, 'shape': (2L, 3L), }", 6))
                 .shape(),

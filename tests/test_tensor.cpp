@@ -23,6 +23,26 @@ TEST(Tensor, ShapeBasics) {
   EXPECT_NE(error_message([&] { (void)s[5]; }).find("out of range"), std::string::npos);
 }
 
+// Issue 22: element counts multiplied unchecked, so a file's shape could wrap to a small
+// count (and a small allocation) that the readers then overran.
+TEST(Tensor, ElementCountsThatDoNotFitAreRefused) {
+  const int64_t big = int64_t{1} << 32;
+  expect_error_mentions([&] { Shape s{big, big}; }, {"[4294967296, 4294967296]", "more than 2^63 - 1 elements"});
+  expect_error_mentions([&] { Shape s{1, 32, 576460752303423489}; }, {"more than 2^63 - 1 elements"});
+  EXPECT_EQ((Shape{int64_t{1} << 31, int64_t{1} << 31}).numel(), int64_t{1} << 62);
+  expect_error_mentions([&] { Shape s{int64_t{1} << 31, int64_t{1} << 31, 2}; }, {"more than 2^63 - 1 elements"});
+  EXPECT_EQ(checked_numel({3, 0, int64_t{1} << 62, 5}, "x"), 0);
+  EXPECT_EQ(checked_numel({int64_t{1} << 62, 4, 0}, "x"), 0);
+  EXPECT_EQ(checked_numel({-1, 4, 5}, "x"), -20);  // reshape's inferred dimension
+  expect_error_mentions([&] { checked_numel({2, -3}, "the test shape"); }, {"the test shape [2, -3]", "dimension 1 is -3"});
+  EXPECT_EQ(checked_bytes(int64_t{1} << 60, 4, "x"), uint64_t{1} << 62);
+  expect_error_mentions([&] { checked_bytes(int64_t{1} << 61, 4, "the test tensor"); },
+                        {"the test tensor", "2305843009213693952 elements of 4 bytes", "more than 2^63 - 1 bytes"});
+  // A Tensor whose bytes would not fit is refused before anything is allocated.
+  expect_error_mentions([&] { Tensor::empty({int64_t{1} << 31, int64_t{1} << 31}, DType::float64); },
+                        {"Tensor::empty", "more than 2^63 - 1 bytes"});
+}
+
 TEST(Tensor, EveryDtypeRoundTripsThroughEveryHostDevice) {
   for (Device d : {Device::cpu(), Device::cuda_on_cpu()}) {
     Tensor f = Tensor::from_vector<float>({1.5f, -2.25f, 3.0f}, {3}, d);

@@ -219,9 +219,11 @@ Tensor read_npy(const std::filesystem::path& path) {
              "': .npy fortran_order is True; expected C order (numpy: np.save(f, np.ascontiguousarray(a)))");
   CTSR_CHECK(shape_value.items.size() <= size_t(kMaxDims), "'", path.string(), "': .npy shape has ",
              shape_value.items.size(), " dimensions; ctsr tensors have at most ", kMaxDims);
+  std::string where = "'";  // appended, not "'" + ...: GCC 12 warns (-Wrestrict) on that form here
+  where.append(path.string()).append("': .npy shape");
+  const uintmax_t expected = checked_bytes(checked_numel(shape_value.items, where), dtype_size(dtype), where);
   const Shape shape(shape_value.items);
 
-  const uintmax_t expected = uintmax_t(shape.numel()) * dtype_size(dtype);
   const uintmax_t actual = file_size - data_offset;
   CTSR_CHECK(actual == expected, "'", path.string(), "': .npy shape ", shape_tuple(shape), " '", descr.text,
              "' needs ", expected, " data bytes but the file has ", actual,
