@@ -191,5 +191,37 @@ TEST(Safetensors, MalformedHeadersNameTheFileAndTheField) {
   expect_error_mentions([&] { SafetensorsReader r(path); }, {"bad.safetensors", "reach beyond", "truncated?"});
 }
 
+// Regressions of issue 22 (found by hand and by fuzzing on 1867c3e): a header of 200,000 nested
+// brackets overflowed the stack in the JSON parser, and a tensor or metadata key given twice
+// silently took the last value.
+TEST(Safetensors, DeepNestingAndRepeatedKeysAreRefused) {
+  TempDir dir("st");
+  const auto path = dir / "hostile.safetensors";
+  auto refuse = [&](const std::string& header, const std::vector<std::string>& parts) {
+    write_bytes(path, safetensors_bytes(header, {}));
+    std::vector<std::string> all = parts;
+    all.push_back("hostile.safetensors");
+    expect_error_mentions([&] { SafetensorsReader r(path); }, all);
+  };
+  refuse(std::string(200000, '[') + std::string(200000, ']'), {"nests deeper than 16 levels"});
+  std::string objects;
+  for (int i = 0; i < 100000; ++i) objects += "{\"a\":";
+  refuse(objects + "1" + std::string(100000, '}'), {"nests deeper than 16 levels"});
+  const std::string f32_1 = R"("dtype":"F32","shape":[1])";
+  refuse(R"({"w":{)" + f32_1 + R"(,"data_offsets":[0,4]},"b":{)" + f32_1 + R"(,"data_offsets":[4,8]},"w":{)" + f32_1 +
+             R"(,"data_offsets":[8,12]}})",
+         {"key 'w' appears twice in the header (entries 1 and 3)"});
+  refuse(R"({"__metadata__":{"step":"1","kind":"vqae","step":"2"}})",
+         {"key 'step' appears twice in '__metadata__' (entries 1 and 3)"});
+  refuse(R"({"w":{"dtype":"F32","shape":[1],"dtype":"F64","data_offsets":[0,4]}})",
+         {"key 'dtype' appears twice in 'w'"});
+  // Legal depth (shape arrays inside entries) still reads.
+  write_bytes(path, safetensors_bytes(R"({"__metadata__":{"k":"v"},"w":{)" + f32_1 + R"(,"data_offsets":[0,4]}})",
+                                      std::vector<uint8_t>(4, 0)));
+  SafetensorsReader reader(path);
+  EXPECT_EQ(reader.metadata().at("k"), "v");
+  EXPECT_EQ(reader.record("w").shape, (std::vector<int64_t>{1}));
+}
+
 }  // namespace
 }  // namespace ctsr::test

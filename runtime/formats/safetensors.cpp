@@ -5,6 +5,8 @@
 #include <cstring>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <unordered_map>
+#include <vector>
 
 #include "runtime/error.h"
 #include "runtime/formats/atomic_file.h"
@@ -47,6 +49,55 @@ uint64_t read_u64_le(const uint8_t* p) {
   return v;
 }
 
+// A safetensors header nests three deep ({"name": {"shape": [..]}}); anything much deeper is not
+// one, and is refused as it is parsed, before nesting can cost stack or memory.
+constexpr int kMaxHeaderDepth = 16;
+
+// Parses the header, refusing nesting deeper than kMaxHeaderDepth and a key given twice in one
+// object (JSON parsers keep the last of two silently; here a tensor or metadata key named twice
+// is an error naming both of its places).
+Json parse_header(const std::string& text, const std::string& file) {
+  struct Object {
+    std::unordered_map<std::string, size_t> keys;  // key -> its entry number in this object
+    std::string name;                              // the key this object is the value of
+  };
+  std::vector<Object> open;  // innermost last; arrays push an entry too, with no keys
+  std::string last_key;
+  auto callback = [&](int depth, nlohmann::json::parse_event_t event, Json& parsed) {
+    using Event = nlohmann::json::parse_event_t;
+    switch (event) {
+      case Event::object_start:
+      case Event::array_start:
+        CTSR_CHECK(depth < kMaxHeaderDepth, file, ": safetensors header nests deeper than ", kMaxHeaderDepth,
+                   " levels; a header is an object of tensor entries and is never this deep");
+        open.push_back({{}, depth == 0 ? std::string("the header") : "'" + last_key + "'"});
+        break;
+      case Event::object_end:
+      case Event::array_end:
+        if (!open.empty()) open.pop_back();
+        break;
+      case Event::key: {
+        last_key = parsed.get<std::string>();
+        if (open.empty()) break;
+        auto& keys = open.back().keys;
+        const size_t entry = keys.size() + 1;
+        auto [it, fresh] = keys.emplace(last_key, entry);
+        CTSR_CHECK(fresh, file, ": safetensors header: key '", last_key, "' appears twice in ", open.back().name,
+                   " (entries ", it->second, " and ", entry, ")");
+        break;
+      }
+      case Event::value:
+        break;
+    }
+    return true;
+  };
+  try {
+    return Json::parse(text, callback);
+  } catch (const Json::exception& e) {
+    CTSR_FAIL(file, ": safetensors header is not valid JSON: ", e.what());
+  }
+}
+
 }  // namespace
 
 const char* safetensors_dtype_code(DType dtype) {
@@ -86,12 +137,7 @@ SafetensorsReader::SafetensorsReader(std::filesystem::path path) : file_(std::mo
   const uint64_t data_start = 8 + header_size;
   const uint64_t data_size = size - data_start;
 
-  Json header;
-  try {
-    header = Json::parse(text);
-  } catch (const Json::exception& e) {
-    CTSR_FAIL(file, ": safetensors header is not valid JSON: ", e.what());
-  }
+  const Json header = parse_header(text, file);
   CTSR_CHECK(header.is_object(), file, ": safetensors header is a JSON ", header.type_name(), ", expected an object");
 
   struct Span {
@@ -143,7 +189,7 @@ SafetensorsReader::SafetensorsReader(std::filesystem::path path) : file_(std::mo
     CTSR_CHECK(end <= data_size, where, ": data_offsets [", begin, ", ", end, "] reach beyond the ", data_size,
                "-byte data section (file is ", size, " bytes; truncated?)");
     CTSR_CHECK(!overflow && end - begin == expected_bytes, where, ": data_offsets [", begin, ", ", end, "] hold ",
-               end - begin, " bytes, but shape ", Shape(shape).str(), " of ", dtype_json.get<std::string>(),
+               end - begin, " bytes, but shape ", dims_text(shape), " of ", dtype_json.get<std::string>(),
                " needs ", overflow ? std::string("more than 2^64") : std::to_string(expected_bytes));
 
     CTSR_CHECK(index_.emplace(name, records_.size()).second, file, ": tensor '", name, "' appears twice");
