@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -127,7 +128,7 @@ TEST(Volume, RefusesWhatIsNotAVolume) {
   write_bytes(dir / "text.nii", std::string(400, 'x'));
   expect_refused(dir / "text.nii", {"cannot read NIfTI", "sizeof_hdr", "expected a NIfTI-1 (348) or NIfTI-2 (540)"});
   write_bytes(dir / "tiny.nii.gz", "ab");
-  expect_refused(dir / "tiny.nii.gz", {"shorter than 4 bytes", "expected a NIfTI-1 (348) or NIfTI-2 (540)"});
+  expect_refused(dir / "tiny.nii.gz", {"holds only 2 bytes", "expected a NIfTI-1 (348) or NIfTI-2 (540)"});
   // A header of the right size that libnifti still refuses (datatype 0): its diagnostics go to
   // stderr, the error names the file.
   std::string no_type = read_bytes(kDir + "int16_oblique.nii");
@@ -136,9 +137,77 @@ TEST(Volume, RefusesWhatIsNotAVolume) {
   expect_refused(dir / "no_type.nii", {"cannot read NIfTI", "libnifti could not parse its header"});
   const std::string good = read_bytes(kDir + "int16_oblique.nii");
   write_bytes(dir / "short.nii", good.substr(0, good.size() - 20));
-  expect_refused(dir / "short.nii", {"cannot read the voxels", "dims [7, 5, 3]", "INT16"});
+  expect_refused(dir / "short.nii", {"is truncated", "dims [7, 5, 3]", "INT16", "need 210 bytes from vox_offset 352",
+                                     "has 542 bytes"});
   std::filesystem::create_directory(dir / "dir.nii");
   expect_refused(dir / "dir.nii", {"not a regular file"});
+}
+
+// Regressions of issue 22 (on 1867c3e): dims whose product wraps aborted the tools, a
+// vox_offset inside the header was read from the wrong bytes with exit 0, and a .nii.gz corrupt
+// mid-stream was reported as "shorter than 4 bytes".
+TEST(Volume, HostileNiftiHeadersAndStreamsAreRefusedExactly) {
+  TempDir dir("volume");
+  auto put_le = [](std::string& bytes, size_t at, uint64_t value, int n) {
+    for (int i = 0; i < n; ++i) bytes[at + size_t(i)] = char((value >> (8 * i)) & 0xff);
+  };
+  // NIfTI-2: dim[1..3] are int64 at bytes 24, 32, 40.
+  std::string wraps = read_bytes(kDir + "nifti2_qform.nii");
+  put_le(wraps, 24, 16, 8);
+  put_le(wraps, 32, (uint64_t{1} << 62) + 1, 8);
+  put_le(wraps, 40, 64, 8);
+  write_bytes(dir / "wraps.nii", wraps);
+  expect_refused(dir / "wraps.nii", {"dims [16, 4611686018427387905, 64]", "more than 2^63 - 1 elements"});
+  // Dims that fit but claim far more data than the file holds: refused before allocating it.
+  put_le(wraps, 32, uint64_t{1} << 40, 8);
+  write_bytes(dir / "claims.nii", wraps);
+  expect_refused(dir / "claims.nii", {"is truncated", "1099511627776", "need "});
+
+  // NIfTI-1: vox_offset is a float32 at byte 108; the data must start after the header and the
+  // 4-byte extension flag.
+  std::string inside = read_bytes(kDir + "int16_oblique.nii");
+  const float offset = 100.0f;
+  std::memcpy(inside.data() + 108, &offset, 4);
+  write_bytes(dir / "inside.nii", inside);
+  expect_refused(dir / "inside.nii", {"vox_offset is 100", "expected a whole number at least 352"});
+
+  // Found by fuzzing: libnifti trusts dim[0] and overflowed its stack on a huge one.
+  std::string many = read_bytes(kDir + "nifti2_qform.nii");
+  put_le(many, 16, 0x0200020003000000ull, 8);
+  write_bytes(dir / "many.nii", many);
+  expect_refused(dir / "many.nii", {"dim[0] (the number of dimensions) is 144117387149443072", "expected 1 to 7"});
+  std::string many1 = read_bytes(kDir + "int16_oblique.nii");
+  put_le(many1, 40, 9, 2);
+  write_bytes(dir / "many1.nii", many1);
+  expect_refused(dir / "many1.nii", {"dim[0] (the number of dimensions) is 9", "expected 1 to 7"});
+
+  // NaN, infinite and out-of-float-range voxels are refused (libnifti's loader zeroed them).
+  {
+    std::vector<float> values(7 * 5 * 3, 1.0f);
+    values[7 * 5 + 2] = std::numeric_limits<float>::quiet_NaN();
+    values[7 * 5 * 2] = std::numeric_limits<float>::infinity();
+    io::Volume bad;
+    bad.data = Tensor::from_vector(values, Shape{3, 5, 7});
+    io::write_volume(dir / "nan.nii", bad);
+    expect_refused(dir / "nan.nii", {"has 2 voxels that are not finite", "first at x = 2, y = 0, z = 1"});
+    io::write_volume(dir / "nan.npy", bad);
+    expect_refused(dir / "nan.npy", {"has 2 voxels that are not finite"});
+  }
+
+  // A gzip stream corrupted in the middle: zlib's finding, not a wrong size.
+  std::string gz = read_bytes(kDir + "int16_oblique.nii.gz");
+  for (size_t i = gz.size() / 2; i < gz.size() / 2 + 8; ++i) gz[i] = char(gz[i] ^ 0x5a);
+  write_bytes(dir / "corrupt.nii.gz", gz);
+  const std::string corrupt = error_message([&] { io::read_volume(dir / "corrupt.nii.gz"); });
+  expect_contains(corrupt, "corrupt.nii.gz");
+  expect_contains(corrupt, "corrupt gzip stream");
+  EXPECT_EQ(corrupt.find("shorter"), std::string::npos) << corrupt;
+  // Cut short inside the deflate data: the stream ends early.
+  const std::string whole = read_bytes(kDir + "int16_oblique.nii.gz");
+  write_bytes(dir / "cut.nii.gz", whole.substr(0, whole.size() - 40));
+  const std::string cut = error_message([&] { io::read_volume(dir / "cut.nii.gz"); });
+  expect_contains(cut, "cut.nii.gz");
+  EXPECT_TRUE(cut.find("truncated") != std::string::npos || cut.find("ends early") != std::string::npos) << cut;
 }
 
 // ---- writing ------------------------------------------------------------------------------------

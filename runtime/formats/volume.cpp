@@ -7,7 +7,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -43,39 +46,165 @@ void check_file_exists(const std::filesystem::path& path) {
              std::filesystem::exists(path, ec) ? "not a regular file" : "no such file");
 }
 
+// A double as float32; values beyond float's range become NaN (a plain conversion of those is
+// undefined), so that refuse_non_finite reports them with NaN and infinities.
+float to_float_or_nan(double v) {
+  constexpr double kFloatMax = 3.4028234663852886e38;
+  return std::fabs(v) <= kFloatMax ? static_cast<float>(v) : std::numeric_limits<float>::quiet_NaN();
+}
+
 // Stored values to float32 with the NIfTI scaling y = scl_slope * x + scl_inter, computed in
 // double (int32 / int64 values and slopes like 0.1 would lose digits in float); slope 0 (which
 // libnifti also reports for a NaN or infinite slope) means the data is not scaled.
 template <class T>
 void convert_scaled(const void* src, float* dst, int64_t n, double slope, double inter) {
   const T* s = static_cast<const T*>(src);
-  if (slope == 0.0) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
-  } else {
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(slope * static_cast<double>(s[i]) + inter);
+  for (int64_t i = 0; i < n; ++i)
+    dst[i] = to_float_or_nan(slope == 0.0 ? static_cast<double>(s[i]) : slope * static_cast<double>(s[i]) + inter);
+}
+
+// A CT value that is NaN or infinite is damage, not data: refused rather than passed on (to
+// training, where it would poison the loss) or zeroed silently (as libnifti's own loader does).
+void refuse_non_finite(const std::filesystem::path& path, const Tensor& volume) {
+  const float* v = volume.data<float>();
+  const int64_t n = volume.numel(), nx = volume.dim(2), ny = volume.dim(1);
+  int64_t bad = 0, first = -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(v[i]) && bad++ == 0) first = i;
+  CTSR_CHECK(bad == 0, "volume '", path.string(), "' has ", bad, " voxel", bad == 1 ? "" : "s",
+             " that are not finite float32 values (NaN, infinite or beyond +-3.4e38; the first at x = ", first % nx,
+             ", y = ", first / nx % ny, ", z = ", first / nx / ny, "); expected finite values (HU)");
+}
+
+// zlib's own words for what went wrong with a gzip stream (a corrupt or truncated .nii.gz), or
+// the system's for an I/O error: errors name the cause, not a symptom like "too short".
+std::string gz_error_text(gzFile gz) {
+  int code = Z_OK;
+  const char* text = gzerror(gz, &code);
+  if (code == Z_ERRNO) return std::string("I/O error: ") + std::strerror(errno);
+  if (code == Z_DATA_ERROR) return std::string("corrupt gzip stream (") + (text ? text : "") + ")";
+  if (code == Z_BUF_ERROR) return "the gzip stream ends early (a truncated .gz)";
+  return text && *text ? text : "unknown zlib error";
+}
+
+struct GzCloser {
+  void operator()(gzFile_s* gz) const { gzclose(gz); }
+};
+using GzPtr = std::unique_ptr<gzFile_s, GzCloser>;
+
+GzPtr open_gz(const std::filesystem::path& path) {
+  GzPtr gz(gzopen(path.c_str(), "rb"));
+  CTSR_CHECK(gz != nullptr, "cannot open NIfTI '", path.string(), "' for reading: ", std::strerror(errno));
+  return gz;
+}
+
+// Reads up to n bytes; returns how many were read (fewer only at the end of the data). A zlib
+// or I/O error is an error naming the file and `what`. gzread reads plain files too.
+uint64_t gz_read(gzFile gz, void* dst, uint64_t n, const std::filesystem::path& path, const char* what) {
+  uint64_t done = 0;
+  while (done < n) {
+    const unsigned chunk = static_cast<unsigned>(std::min<uint64_t>(n - done, uint64_t{1} << 30));
+    const int got = gzread(gz, static_cast<char*>(dst) + done, chunk);
+    CTSR_CHECK(got >= 0, "cannot read NIfTI '", path.string(), "' (", what, "): ", gz_error_text(gz));
+    if (got == 0) break;
+    done += static_cast<uint64_t>(got);
   }
+  return done;
 }
 
 // The first field of a NIfTI header is its size: 348 (NIfTI-1) or 540 (NIfTI-2), in either
 // byte order. Checked here so that the commonest wrong file gets a message of ours alone, not
-// libnifti's diagnostics on stderr as well. gzread reads plain files too.
-void check_nifti_header_size(const std::filesystem::path& path) {
-  gzFile gz = gzopen(path.c_str(), "rb");
-  CTSR_CHECK(gz != nullptr, "cannot open NIfTI '", path.string(), "' for reading");
-  unsigned char b[4] = {};
-  const int got = gzread(gz, b, 4);
-  gzclose(gz);
+// libnifti's diagnostics on stderr as well. Returns the header's vox_offset as written (libnifti
+// raises a value inside the header to the header's size, hiding what the file says).
+double check_nifti_header(const std::filesystem::path& path) {
+  GzPtr gz = open_gz(path);
+  unsigned char b[540] = {};
+  const uint64_t got = gz_read(gz.get(), b, sizeof b, path, "the header");
   const uint32_t little = b[0] | b[1] << 8 | b[2] << 16 | uint32_t(b[3]) << 24;
   const uint32_t big = b[3] | b[2] << 8 | b[1] << 16 | uint32_t(b[0]) << 24;
-  CTSR_CHECK(got == 4 && (little == 348 || little == 540 || big == 348 || big == 540), "cannot read NIfTI '",
-             path.string(), "': ", got == 4 ? "its first field (sizeof_hdr) is " + std::to_string(little)
-                                            : std::string("it is shorter than 4 bytes"),
+  CTSR_CHECK(got >= 4 && (little == 348 || little == 540 || big == 348 || big == 540), "cannot read NIfTI '",
+             path.string(), "': ", got >= 4 ? "its first field (sizeof_hdr) is " + std::to_string(little)
+                                            : "it holds only " + std::to_string(got) + " bytes",
              "; expected a NIfTI-1 (348) or NIfTI-2 (540) header");
+  const bool swapped = little != 348 && little != 540;
+  const uint32_t size = swapped ? big : little;
+  CTSR_CHECK(got >= size, "cannot read NIfTI '", path.string(), "': it holds only ", got, " bytes of its ", size,
+             "-byte header");
+  auto field = [&](size_t at, int bytes) {
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v |= uint64_t(b[at + size_t(swapped ? bytes - 1 - i : i)]) << (8 * i);
+    return v;
+  };
+  // libnifti copies dim[1..dim[0]] into fixed arrays of 8 without bounding dim[0] (a fuzzed
+  // header with a huge dim[0] overflowed its stack): checked here first.
+  const int64_t ndim = size == 540 ? static_cast<int64_t>(field(16, 8)) : static_cast<int16_t>(field(40, 2));
+  CTSR_CHECK(ndim >= 1 && ndim <= 7, "cannot read NIfTI '", path.string(), "': dim[0] (the number of dimensions) is ",
+             ndim, "; expected 1 to 7");
+  if (size == 540) return static_cast<double>(static_cast<int64_t>(field(168, 8)));
+  const uint32_t bits = static_cast<uint32_t>(field(108, 4));
+  float offset;
+  std::memcpy(&offset, &bits, 4);
+  return offset;
+}
+
+bool is_gzip_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  unsigned char magic[2] = {};
+  in.read(reinterpret_cast<char*>(magic), 2);
+  return in.gcount() == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+}
+
+// The voxel bytes of a NIfTI image whose header libnifti has read: `bytes` from the image file
+// (nim.iname: the .nii itself, or the .img of a pair) at its data offset, in the file's byte
+// order. Checked before any allocation: the offset must lie past the header and, for a plain file,
+// the data must fit in the file; a gzip stream is inflated piece by piece, so memory grows only
+// with the data the file really holds. (libnifti's nifti_image_load allocates what the header
+// claims first, and reads a single-file image from any offset the header gives, even one inside
+// the header itself.)
+std::vector<unsigned char> read_voxel_bytes(const nifti_image& nim, const std::filesystem::path& path,
+                                            double vox_offset, uint64_t bytes) {
+  const bool single_file = nim.nifti_type == NIFTI_FTYPE_NIFTI1_1 || nim.nifti_type == NIFTI_FTYPE_NIFTI2_1;
+  const double header_end = nim.nifti_type == NIFTI_FTYPE_NIFTI2_1 ? 544 : 352;  // header + extension flag
+  CTSR_CHECK(std::isfinite(vox_offset) && vox_offset == std::floor(vox_offset) && vox_offset < 0x1p62 &&
+                 vox_offset >= (single_file ? header_end : 0.0),
+             "NIfTI '", path.string(), "': vox_offset is ", vox_offset, "; expected a whole number at least ",
+             single_file ? header_end : 0.0,
+             single_file ? " (the voxel data of a single-file NIfTI starts after its header and extension flag)" : "");
+  const int64_t offset = nim.iname_offset;
+  CTSR_CHECK(offset == static_cast<int64_t>(vox_offset), "NIfTI '", path.string(), "': libnifti reads vox_offset ",
+             vox_offset, " as ", offset);
+  const std::filesystem::path image = nim.iname != nullptr ? std::filesystem::path(nim.iname) : path;
+  std::error_code ec;
+  const uintmax_t file_size = std::filesystem::file_size(image, ec);
+  CTSR_CHECK(!ec, "cannot read the voxels of NIfTI '", path.string(), "' from '", image.string(), "': ",
+             ec.message());
+  const bool compressed = is_gzip_file(image);
+  if (!compressed)
+    CTSR_CHECK(uint64_t(offset) <= file_size && bytes <= file_size - uint64_t(offset), "NIfTI '", path.string(),
+               "' is truncated: dims ", dims_string(nim), " of ", nifti_datatype_to_string(nim.datatype), " need ",
+               bytes, " bytes from vox_offset ", offset, " but '", image.string(), "' has ", file_size, " bytes");
+  GzPtr gz = open_gz(image);
+  CTSR_CHECK(gzseek(gz.get(), offset, SEEK_SET) == offset, "NIfTI '", path.string(), "': cannot reach vox_offset ",
+             offset, " of '", image.string(), "': ", compressed ? gz_error_text(gz.get()) : "the file is shorter");
+  std::vector<unsigned char> data;
+  constexpr uint64_t kPiece = uint64_t{64} << 20;
+  while (data.size() < bytes) {
+    const uint64_t before = data.size();
+    const uint64_t want = compressed ? std::min(kPiece, bytes - before) : bytes - before;
+    data.resize(before + want);
+    const uint64_t got = gz_read(gz.get(), data.data() + before, want, path, "the voxel data");
+    CTSR_CHECK(got == want, "NIfTI '", path.string(), "' is truncated: dims ", dims_string(nim), " of ",
+               nifti_datatype_to_string(nim.datatype), " need ", bytes, " bytes of voxel data but ",
+               compressed ? "its gzip stream ends after " : "the file holds ", before + got);
+  }
+  if (nim.byteorder != nifti_short_order() && nim.nbyper > 1)
+    nifti_swap_Nbytes(static_cast<int64_t>(bytes / uint64_t(nim.nbyper)), nim.nbyper, data.data());
+  return data;
 }
 
 Volume read_nifti(const std::filesystem::path& path) {
   check_file_exists(path);
-  check_nifti_header_size(path);
+  const double vox_offset = check_nifti_header(path);
   // Header first (read_data 0), so a wrong file is refused before its voxels are read. libnifti
   // prints its own diagnostics to stderr and returns NULL; the error here names the file.
   NiftiPtr nim(nifti_image_read(path.c_str(), 0));
@@ -101,29 +230,32 @@ Volume read_nifti(const std::filesystem::path& path) {
       CTSR_FAIL("NIfTI '", path.string(), "' stores datatype ", nifti_datatype_to_string(datatype), " (", datatype,
                 "); expected a real integer or float type (uint8, int16, int32, float32, float64, ...)");
   }
-  CTSR_CHECK(nifti_image_load(nim.get()) == 0 && nim->data != nullptr, "cannot read the voxels of NIfTI '",
-             path.string(), "' (dims ", dims_string(*nim), ", ", nifti_datatype_to_string(datatype),
-             "): libnifti failed (see its message above; a truncated file?)");
+  const int64_t dims[3] = {nx, ny, nz};
+  const std::string where = "NIfTI '" + path.string() + "' dims";
+  const uint64_t bytes = checked_bytes(checked_numel(dims, 3, where), size_t(nim->nbyper), where);
+  const std::vector<unsigned char> raw = read_voxel_bytes(*nim, path, vox_offset, bytes);
 
   // x fastest in the file is W fastest in [D, H, W]: the same order, no transpose.
   Volume v;
   v.data = Tensor::empty({nz, ny, nx}, DType::float32, Device::cpu());
   float* dst = v.data.data<float>();
-  const int64_t n = nx * ny * nz;
+  const int64_t n = v.data.numel();
+  const void* src = raw.data();
   const double slope = std::isfinite(nim->scl_slope) ? nim->scl_slope : 0.0;
   const double inter = std::isfinite(nim->scl_inter) ? nim->scl_inter : 0.0;
   switch (datatype) {
-    case DT_UINT8: convert_scaled<uint8_t>(nim->data, dst, n, slope, inter); break;
-    case DT_INT8: convert_scaled<int8_t>(nim->data, dst, n, slope, inter); break;
-    case DT_INT16: convert_scaled<int16_t>(nim->data, dst, n, slope, inter); break;
-    case DT_UINT16: convert_scaled<uint16_t>(nim->data, dst, n, slope, inter); break;
-    case DT_INT32: convert_scaled<int32_t>(nim->data, dst, n, slope, inter); break;
-    case DT_UINT32: convert_scaled<uint32_t>(nim->data, dst, n, slope, inter); break;
-    case DT_INT64: convert_scaled<int64_t>(nim->data, dst, n, slope, inter); break;
-    case DT_UINT64: convert_scaled<uint64_t>(nim->data, dst, n, slope, inter); break;
-    case DT_FLOAT32: convert_scaled<float>(nim->data, dst, n, slope, inter); break;
-    case DT_FLOAT64: convert_scaled<double>(nim->data, dst, n, slope, inter); break;
+    case DT_UINT8: convert_scaled<uint8_t>(src, dst, n, slope, inter); break;
+    case DT_INT8: convert_scaled<int8_t>(src, dst, n, slope, inter); break;
+    case DT_INT16: convert_scaled<int16_t>(src, dst, n, slope, inter); break;
+    case DT_UINT16: convert_scaled<uint16_t>(src, dst, n, slope, inter); break;
+    case DT_INT32: convert_scaled<int32_t>(src, dst, n, slope, inter); break;
+    case DT_UINT32: convert_scaled<uint32_t>(src, dst, n, slope, inter); break;
+    case DT_INT64: convert_scaled<int64_t>(src, dst, n, slope, inter); break;
+    case DT_UINT64: convert_scaled<uint64_t>(src, dst, n, slope, inter); break;
+    case DT_FLOAT32: convert_scaled<float>(src, dst, n, slope, inter); break;
+    case DT_FLOAT64: convert_scaled<double>(src, dst, n, slope, inter); break;
   }
+  refuse_non_finite(path, v.data);
 
   VolumeGeometry& g = v.geometry;
   g.spacing_xyz = {std::fabs(nim->dx), std::fabs(nim->dy), std::fabs(nim->dz)};
@@ -298,9 +430,10 @@ Volume read_volume(const std::filesystem::path& path) {
     visit_dtype(raw.dtype(), [&](auto tag) {
       using T = decltype(tag);
       const T* src = static_cast<const T*>(raw.raw_data());
-      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+      for (int64_t i = 0; i < n; ++i) dst[i] = to_float_or_nan(static_cast<double>(src[i]));
     });
   }
+  refuse_non_finite(path, v.data);
   return v;  // .npy carries no geometry: unit spacing, identity affine
 }
 
