@@ -9,6 +9,8 @@
 #include <set>
 #include <string>
 
+#include <zlib.h>
+
 #include "runtime/formats/safetensors.h"
 #include "runtime/formats/zip_archive.h"
 #include "tests/checkpoint_fixtures.h"
@@ -143,6 +145,41 @@ TEST(TorchCheckpoint, TruncatedAndCorruptCopies) {
   write_bytes(dir / "model.ckpt", copy);
   expect_error_mentions([&] { TorchCheckpoint c(dir / "model.ckpt"); },
                         {"model.ckpt", "entry 'archive/data.pkl'", "CRC-32 mismatch"});
+}
+
+// Issue 22 (on 1867c3e): a small checkpoint whose data.pkl inflates far beyond what a state
+// dict needs (there: 1 MB to 1 GiB) made the reader inflate all of it before looking at the
+// first opcode. The cap comes from the archive (16 MiB + 64 KiB per entry) and is applied to the
+// size the zip directory declares, before anything is inflated.
+TEST(TorchCheckpoint, APickleLargerThanAStateDictNeedsIsRefusedBeforeInflating) {
+  TempDir dir("ckpt");
+  const uint64_t inflated = uint64_t{20} << 20;
+  std::vector<uint8_t> zeros(inflated, 0), deflated(compressBound(uLong(inflated)));
+  for (size_t i = 0; i < zeros.size(); i += 997) zeros[i] = 1;  // well within deflate's maximum ratio
+  z_stream z{};
+  ASSERT_EQ(deflateInit2(&z, 9, Z_DEFLATED, -MAX_WBITS, 9, Z_DEFAULT_STRATEGY), Z_OK);
+  z.next_in = zeros.data();
+  z.avail_in = uInt(zeros.size());
+  z.next_out = deflated.data();
+  z.avail_out = uInt(deflated.size());
+  ASSERT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  deflated.resize(z.total_out);
+  deflateEnd(&z);
+  // A stored zip of one entry, then its method, sizes and CRC patched to a deflated one.
+  std::vector<uint8_t> zip = make_stored_zip({{"archive/data.pkl", deflated}});
+  const uint32_t crc = uint32_t(crc32(0, zeros.data(), uInt(zeros.size())));
+  const size_t central = zip.size() - 22 - (46 + 16);
+  for (size_t header : {size_t{0}, central}) {
+    const size_t shift = header == 0 ? 0 : 2;  // the central header has "version made by" first
+    put_le(zip, header + 8 + shift, 8, 2);      // method: deflate
+    put_le(zip, header + 14 + shift, crc, 4);
+    put_le(zip, header + 22 + shift, inflated, 4);  // uncompressed size
+  }
+  write_bytes(dir / "bomb.ckpt", zip);
+  EXPECT_LT(zip.size(), size_t{64} << 10);
+  expect_error_mentions([&] { TorchCheckpoint c(dir / "bomb.ckpt"); },
+                        {"bomb.ckpt", "archive/data.pkl inflates to 20971520 bytes", "more than the 16842752",
+                         "1 archive entries"});
 }
 
 // ---- hand-made checkpoints ----

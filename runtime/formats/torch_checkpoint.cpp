@@ -16,8 +16,13 @@ namespace {
 using pickle::Kind;
 using pickle::Value;
 
-// data.pkl of a real checkpoint is at most a few MB (it holds structure, not tensor data).
-constexpr uint64_t kMaxPickleBytes = uint64_t{1} << 31;
+// data.pkl holds a checkpoint's structure, not its tensor data: the names, the rebuild calls of
+// its tensors (each a storage of its own in the archive) and small values such as Lightning's
+// hyperparameters. A pickle may take a fixed allowance plus a generous one per storage the
+// archive holds; anything larger (a small file whose pickle inflates to a gigabyte) is refused
+// from the sizes in the zip directory, before anything is inflated.
+constexpr uint64_t kPickleBaseBytes = uint64_t{16} << 20;
+constexpr uint64_t kPickleBytesPerEntry = uint64_t{64} << 10;
 
 struct StorageRef {
   std::string class_name;  // "torch.FloatStorage"
@@ -197,14 +202,17 @@ TorchCheckpoint::TorchCheckpoint(std::filesystem::path path) : path_(std::move(p
 
   // Recent torch records the byte order of the storages; older files are little-endian.
   if (const ZipEntry* order = archive_.find(prefix + "byteorder")) {
-    std::vector<uint8_t> bytes = archive_.read(*order);
+    std::vector<uint8_t> bytes = archive_.read(*order, 64);  // "little" or "big"
     std::string text(bytes.begin(), bytes.end());
     CTSR_CHECK(text == "little", file, ": ", order->name, " is '", text,
                "', expected 'little' (big-endian checkpoints are not supported)");
   }
 
-  CTSR_CHECK(pickle_entry->uncompressed_size <= kMaxPickleBytes, file, ": ", pickle_entry->name, " is ",
-             pickle_entry->uncompressed_size, " bytes, more than the 2 GiB a checkpoint's pickle can plausibly need");
+  const uint64_t entries = archive_.entries().size();
+  const uint64_t pickle_cap = kPickleBaseBytes + kPickleBytesPerEntry * entries;
+  CTSR_CHECK(pickle_entry->uncompressed_size <= pickle_cap, file, ": ", pickle_entry->name, " inflates to ",
+             pickle_entry->uncompressed_size, " bytes, more than the ", pickle_cap, " a checkpoint of ", entries,
+             " archive entries can need (16 MiB + 64 KiB per entry); not a state dict ctsr can import");
   const std::vector<uint8_t> pickled = archive_.read(*pickle_entry);
   const std::string source = file + ": " + pickle_entry->name;
 
@@ -298,7 +306,7 @@ TorchCheckpoint::TorchCheckpoint(std::filesystem::path path) : path_(std::move(p
     uint64_t out_bytes = dtype_size(dtype);
     bool too_big = false;
     for (int64_t d : shape) too_big = too_big || __builtin_mul_overflow(out_bytes, static_cast<uint64_t>(d), &out_bytes);
-    CTSR_CHECK(!too_big && out_bytes <= static_cast<uint64_t>(INT64_MAX), where, ": size ", Shape(shape).str(),
+    CTSR_CHECK(!too_big && out_bytes <= static_cast<uint64_t>(INT64_MAX), where, ": size ", dims_text(shape),
                " of ", dtype_name(dtype), " is too large to load");
     const int64_t offset = args->offset->integer;
     if (!empty) {
@@ -313,7 +321,7 @@ TorchCheckpoint::TorchCheckpoint(std::filesystem::path path) : path_(std::move(p
         overflow = overflow || __builtin_add_overflow(last, step, &last);
       }
       CTSR_CHECK(!overflow && last < ref.numel, where, ": its elements (offset ", offset, ", size ",
-                 Shape(shape).str(), ", stride ", Shape(strides).str(), ") reach beyond its storage '", ref.key,
+                 dims_text(shape), ", stride ", dims_text(strides), ") reach beyond its storage '", ref.key,
                  "' of ", ref.numel, " elements");
     }
     const std::string entry_name = prefix + "data/" + ref.key;

@@ -258,7 +258,21 @@ uint64_t ZipArchive::data_offset(const ZipEntry& entry) const {
   return start;
 }
 
-std::vector<uint8_t> ZipArchive::read(const ZipEntry& entry) const {
+void ZipArchive::check_readable(const ZipEntry& entry) const {
+  CTSR_CHECK((entry.flags & 1u) == 0, where(entry), ": is encrypted, which is not supported");
+  CTSR_CHECK(entry.method == 0 || entry.method == 8, where(entry), ": compression method ", entry.method,
+             " is not supported (expected 0, stored, or 8, deflate)");
+  CTSR_CHECK(entry.method != 0 || entry.compressed_size == entry.uncompressed_size, where(entry),
+             ": stored (method 0) but its sizes differ: ", entry.compressed_size, " bytes compressed, ",
+             entry.uncompressed_size, " uncompressed");
+}
+
+std::vector<uint8_t> ZipArchive::read(const ZipEntry& entry, uint64_t max_bytes) const {
+  // Checked before the allocation: with them, a stored entry's size is bounded by the file's and
+  // a deflated one's by deflate's maximum ratio (checked with the directory).
+  check_readable(entry);
+  CTSR_CHECK(entry.uncompressed_size <= max_bytes, where(entry), ": declares ", entry.uncompressed_size,
+             " bytes, more than the ", max_bytes, " it can need");
   std::vector<uint8_t> out(entry.uncompressed_size);
   read_into(entry, out.data(), out.size());
   return out;
@@ -267,14 +281,12 @@ std::vector<uint8_t> ZipArchive::read(const ZipEntry& entry) const {
 void ZipArchive::read_into(const ZipEntry& entry, void* dst, uint64_t bytes) const {
   CTSR_CHECK(bytes == entry.uncompressed_size, where(entry), ": has ", entry.uncompressed_size,
              " bytes, but the destination holds ", bytes);
-  CTSR_CHECK((entry.flags & 1u) == 0, where(entry), ": is encrypted, which is not supported");
+  check_readable(entry);
   auto* out = static_cast<uint8_t*>(dst);
   const uint64_t start = data_offset(entry);
   if (entry.method == 0) {
-    CTSR_CHECK(entry.compressed_size == entry.uncompressed_size, where(entry), ": stored (method 0) but its sizes differ: ",
-               entry.compressed_size, " bytes compressed, ", entry.uncompressed_size, " uncompressed");
     file_.read(start, out, bytes, "data of entry '" + entry.name + "'");
-  } else if (entry.method == 8) {
+  } else {  // 8, deflate (check_readable)
     // Inflate in chunks so that only the output has to fit in memory.
     z_stream z{};
     CTSR_CHECK(inflateInit2(&z, -MAX_WBITS) == Z_OK, where(entry), ": zlib inflateInit2 failed");
@@ -315,9 +327,6 @@ void ZipArchive::read_into(const ZipEntry& entry, void* dst, uint64_t bytes) con
       throw;
     }
     inflateEnd(&z);
-  } else {
-    CTSR_FAIL(where(entry), ": compression method ", entry.method,
-              " is not supported (expected 0, stored, or 8, deflate)");
   }
   uint32_t crc = 0;
   for (uint64_t done = 0; done < bytes; done += kChunk) crc = crc32_update(crc, out + done, std::min(kChunk, bytes - done));

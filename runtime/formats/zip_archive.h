@@ -45,7 +45,8 @@ class ZipArchive {
   // Offset in the file of the entry's first data byte (reads and checks its local header).
   uint64_t data_offset(const ZipEntry& entry) const;
   // The whole entry, inflated if need be; its CRC-32 is checked.
-  std::vector<uint8_t> read(const ZipEntry& entry) const;
+  // Refused before anything is allocated when the entry declares more than max_bytes.
+  std::vector<uint8_t> read(const ZipEntry& entry, uint64_t max_bytes = UINT64_MAX) const;
   // Same, into dst, which holds exactly entry.uncompressed_size bytes (`bytes` must equal it).
   void read_into(const ZipEntry& entry, void* dst, uint64_t bytes) const;
   // Bytes [offset, offset + bytes) of a stored entry, without reading the rest of it; no CRC check
@@ -58,6 +59,8 @@ class ZipArchive {
  private:
   void read_central_directory();
   std::string where(const ZipEntry& entry) const;  // "<file>: entry '<name>'"
+  // Encryption, method and (for stored entries) equal sizes: what read() checks before allocating.
+  void check_readable(const ZipEntry& entry) const;
 
   RandomAccessFile file_;
   std::vector<ZipEntry> entries_;
