@@ -4,6 +4,7 @@
 
 #include <set>
 
+#include "model/yaml_load.h"
 #include "runtime/error.h"
 
 namespace ctsr {
@@ -35,12 +36,7 @@ void only_keys(const YAML::Node& map, const std::set<std::string>& allowed, cons
 VqaeCodecConfig read_vqae_codec_config(const std::filesystem::path& path) {
   const std::string file = path.string();
   CTSR_CHECK(std::filesystem::exists(path), file, ": no such settings file");
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(file);
-  } catch (const YAML::Exception& e) {
-    CTSR_FAIL(file, ": not valid YAML: ", e.what());
-  }
+  const YAML::Node root = load_yaml_file_strict(path);
   VqaeCodecConfig s;
   if (root.IsNull()) return s;
   std::set<std::string> sections{"model", "encode", "decode"};

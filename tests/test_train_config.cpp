@@ -105,6 +105,33 @@ TEST(DiffusionTrainConfig, ErrorsNameTheFileTheKeyAndTheValue) {
   expect_error_mentions([&] { apply_override(c, "ema.warmup=maybe"); }, {"'ema.warmup' is 'maybe'", "true or false"});
 }
 
+// Regressions of issue 22 (on 1867c3e): a key given twice silently took the last value, and a
+// file nested too deeply was reported as "bad file".
+TEST(DiffusionTrainConfig, RepeatedKeysAndDeepNestingAreRefusedNamingThePlaces) {
+  TempDir dir("train-config");
+  expect_error_mentions(
+      [&] { load_train_config(write_file(dir, "twice.yaml", "training:\n  max_steps: 10\n  batch_size: 2\n  max_steps: 20\n")); },
+      {"twice.yaml", "key 'max_steps' appears twice in one mapping", "line 2, column 3", "line 4, column 3"});
+  expect_error_mentions(
+      [&] { load_train_config(write_file(dir, "sections.yaml", "model:\n  dropout: 0.1\nema:\n  decay: 0.9\nmodel:\n  dropout: 0.2\n")); },
+      {"sections.yaml", "key 'model' appears twice", "line 1, column 1", "line 5, column 1"});
+  expect_error_mentions(
+      [&] { load_train_config(write_file(dir, "dotted.yaml", "training:\n  max_steps: 10\ntraining.max_steps: 20\n")); },
+      {"dotted.yaml", "'training.max_steps' is given twice", "line 2, column 3", "line 3, column 1"});
+  expect_error_mentions([&] { load_train_config(write_file(dir, "key.yaml", "[a, b]: 1\n")); },
+                        {"key.yaml", "a mapping key at line 1, column 1 is a sequence", "expected a name"});
+  std::string deep = "model:\n  dropout: ";
+  deep += std::string(5000, '[') + std::string(5000, ']') + "\n";
+  const std::string message = test::error_message([&] { load_train_config(write_file(dir, "deep.yaml", deep)); });
+  test::expect_contains(message, "deep.yaml");
+  test::expect_contains(message, "nests deeper than");
+  EXPECT_EQ(message.find("bad file"), std::string::npos) << message;
+  // Overrides go through the same loader.
+  DiffusionTrainConfig c;
+  expect_error_mentions([&] { apply_override(c, "model.channel_mult={a: 1, a: 2}"); },
+                        {"--set model.channel_mult={a: 1, a: 2}", "key 'a' appears twice"});
+}
+
 TEST(DiffusionTrainConfig, OverridesSetValuesOfEveryType) {
   DiffusionTrainConfig c;
   apply_override(c, "training.batch_size=12");

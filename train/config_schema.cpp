@@ -1,8 +1,10 @@
 #include "train/config_schema.h"
 
 #include <algorithm>
+#include <map>
 #include <sstream>
 
+#include "model/yaml_load.h"
 #include "runtime/error.h"
 
 namespace ctsr::config {
@@ -98,39 +100,40 @@ void set_value(const std::string& source, const std::string& key, const YAML::No
   unknown_key(source, key, schema);
 }
 
-// Walks a mapping; leaves (scalars, sequences, nulls) are values of dotted keys.
-void read_node(const std::string& source, const YAML::Node& node, const std::string& prefix, const Schema& schema) {
+// Walks a mapping; leaves (scalars, sequences, nulls) are values of dotted keys. One dotted key
+// reached twice (a section's key and the same key written dotted at the top) is an error naming
+// both places, like a key given twice in one mapping (which the strict loader refuses).
+void read_node(const std::string& source, const YAML::Node& node, const std::string& prefix, const Schema& schema,
+               std::map<std::string, std::string>& places) {
   for (const auto& kv : node) {
-    const std::string key = prefix + kv.first.as<std::string>();
-    if (kv.second.IsMap()) read_node(source, kv.second, key + ".", schema);
-    else set_value(source, key, kv.second, schema);
+    const std::string key = prefix + kv.first.Scalar();
+    if (kv.second.IsMap()) {
+      read_node(source, kv.second, key + ".", schema, places);
+      continue;
+    }
+    auto [it, fresh] = places.emplace(key, yaml_position(kv.first));
+    CTSR_CHECK(fresh, source, ": '", key, "' is given twice (at ", it->second, " and at ", yaml_position(kv.first),
+               "); keep one of them");
+    set_value(source, key, kv.second, schema);
   }
 }
 
 }  // namespace
 
 YAML::Node load_yaml_file(const std::filesystem::path& path) {
-  const std::string source = path.string();
-  CTSR_CHECK(std::filesystem::is_regular_file(path), source, ": no such configuration file");
-  try {
-    return YAML::LoadFile(source);
-  } catch (const YAML::Exception& e) {
-    CTSR_FAIL(source, ": not valid YAML: ", e.what());
-  }
+  CTSR_CHECK(std::filesystem::is_regular_file(path), path.string(), ": no such configuration file");
+  return load_yaml_file_strict(path);
 }
 
 YAML::Node load_yaml_text(const std::string& text, const std::string& source) {
-  try {
-    return YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    CTSR_FAIL(source, ": the stored configuration is not valid YAML: ", e.what());
-  }
+  return load_yaml_text_strict(text, source, "the stored configuration is not valid YAML");
 }
 
 void read_yaml(const YAML::Node& root, const std::string& source, const Schema& schema) {
   if (root.IsNull()) return;
   CTSR_CHECK(root.IsMap(), source, ": the configuration must be a YAML mapping of sections (model:, training:, ...)");
-  read_node(source, root, "", schema);
+  std::map<std::string, std::string> places;
+  read_node(source, root, "", schema, places);
 }
 
 void read_config_file(const std::filesystem::path& path, const Schema& schema, const std::function<void()>& check) {
@@ -148,12 +151,7 @@ void apply_assignment(const std::string& assignment, const Schema& schema) {
   const std::string source = "--set " + assignment;
   CTSR_CHECK(eq != std::string::npos && eq > 0, source, ": expected key=value (for example training.max_steps=200)");
   const std::string key = assignment.substr(0, eq), text = assignment.substr(eq + 1);
-  YAML::Node value;
-  try {
-    value = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    CTSR_FAIL(source, ": the value '", text, "' is not valid YAML: ", e.what());
-  }
+  const YAML::Node value = load_yaml_text_strict(text, source, "the value '" + text + "' is not valid YAML");
   set_value(source, key, value, schema);
 }
 
