@@ -75,7 +75,11 @@ std::vector<PairRow> read_pairs_csv(const std::filesystem::path& path) {
   CTSR_CHECK(static_cast<bool>(std::getline(in, line)), file, ": empty; expected a header line with columns ld,hd");
   const std::vector<std::string> header = split_csv_line(line);
   std::map<std::string, size_t> column;
-  for (size_t i = 0; i < header.size(); ++i) column[header[i]] = i;
+  for (size_t i = 0; i < header.size(); ++i) {
+    auto [it, fresh] = column.emplace(header[i], i);
+    CTSR_CHECK(fresh, file, ": the header '", line, "' names column '", header[i], "' twice (columns ", it->second + 1,
+               " and ", i + 1, ")");
+  }
   for (const char* required : {"ld", "hd"})
     CTSR_CHECK(column.count(required), file, ": the header '", line, "' has no column '", required,
                "' (expected ld,hd and optionally id,split)");
@@ -98,6 +102,10 @@ std::vector<PairRow> read_pairs_csv(const std::filesystem::path& path) {
     row.split = cell("split");
     CTSR_CHECK(row.split.empty() || row.split == "train" || row.split == "val", file, ": line ", number, " has split '",
                row.split, "', expected train or val");
+    CTSR_CHECK(!row.id.empty(), file, ": line ", number, " has no id and its hd path '", cell("hd"),
+               "' names no file to take one from; add an id column");
+    CTSR_CHECK(row.id.find('\0') == std::string::npos, file, ": line ", number,
+               " has an id with a NUL byte, which cannot name a file");
     CTSR_CHECK(row.id.find('/') == std::string::npos && row.id != "." && row.id != "..", file, ": line ", number,
                " has id '", row.id, "', which cannot name a file");
     CTSR_CHECK(ids.insert(row.id).second, file, ": line ", number, " repeats the id '", row.id, "'");
