@@ -78,7 +78,7 @@ fuzz_one() {
 # whose status lines start "#<execs>:").
 summary() {
   local log=$1 line execs
-  line=$(grep -E '^#[0-9]+:? .*cov: ' "$log" | tail -1 || true)
+  line=$(grep -E '^#[0-9]+:?[[:space:]].*cov: ' "$log" | tail -1 || true)
   execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{s += $2} END {print s + 0}')
   [ "$execs" = 0 ] && execs=$(echo "$line" | sed -nE 's/^#([0-9]+).*/\1/p')
   echo "execs ${execs:-0}; ${line:-no coverage line}"
@@ -119,7 +119,12 @@ extra=()
 [ "$fork" -gt 0 ] && extra=("-fork=$fork" -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1)
 echo "fuzz.sh: fuzzing $name for $seconds s (log $log, corpus $out/corpus/$name, findings $out/findings/$name)"
 status=0
+mkdir -p "$out/findings/$name"
+before=$(ls "$out/findings/$name" | wc -l)
 fuzz_one "$name" "$seconds" "$out/corpus/$name" "$out/findings/$name" "$log" "${extra[@]}" || status=$?
+findings=$(( $(ls "$out/findings/$name" | wc -l) - before ))
 echo "fuzz.sh run: $name: exit $status; $(summary "$log"); corpus $(ls "$out/corpus/$name" | wc -l) files;" \
-  "findings $(ls "$out/findings/$name" | wc -l) files in $out/findings/$name"
+  "findings $findings new files in $out/findings/$name"
+# -fork exits 0 after the crashes it ignored: a new finding fails the run all the same.
+[ "$status" = 0 ] && [ "$findings" -gt 0 ] && status=1
 exit $status
