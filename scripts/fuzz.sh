@@ -102,7 +102,7 @@ if [ "$mode" = smoke ]; then
     echo "fuzz.sh smoke: $h: $status; $(summary "$logs/$h.log")"
     if [ "$status" != ok ]; then
       failed=1
-      grep -E 'FINDING|ERROR: |SUMMARY: |runtime error|Test unit written' "$logs/$h.log" | head -20 >&2 || true
+      grep -E 'FINDING|^==[0-9]+== ?ERROR|SUMMARY: |runtime error|Test unit written' "$logs/$h.log" | head -20 >&2 || true
       echo "fuzz.sh smoke: $h: full log $logs/$h.log; inputs $logs/findings/$h/" >&2
     fi
   done
