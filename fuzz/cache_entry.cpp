@@ -18,16 +18,16 @@ void entry_round_trip(const Metadata& metadata) {
   using ctsr::train::CacheEntryInfo;
   const CacheEntryInfo info = CacheEntryInfo::from_metadata(metadata, "entry.safetensors");
   const Metadata written = info.to_metadata();
-  const Metadata again = ctsr::fuzz::must_succeed(kName, "metadata that parsed is written so that it does not parse", [&] {
-    return CacheEntryInfo::from_metadata(written, "entry.safetensors (written)").to_metadata();
-  });
+  auto reparse = [&] { return CacheEntryInfo::from_metadata(written, "written").to_metadata(); };
+  const Metadata again =
+      ctsr::fuzz::must_succeed(kName, "metadata that parsed is written so that it does not parse", reparse);
   ctsr::fuzz::expect(again == written, kName, "metadata that parsed does not read back to itself");
   // What a diffusion checkpoint records of this entry reads back too.
   const ctsr::Shape latent_shape{8, 16, 16, 16};
   const Metadata extras = ctsr::train::TrainedCacheInfo::to_extras(info, latent_shape);
   const ctsr::train::TrainedCacheInfo trained =
       ctsr::fuzz::must_succeed(kName, "the checkpoint extras of an entry that parsed do not parse",
-                               [&] { return ctsr::train::TrainedCacheInfo::from_extras(extras, "checkpoint.safetensors"); });
+                               [&] { return ctsr::train::TrainedCacheInfo::from_extras(extras, "checkpoint"); });
   ctsr::fuzz::expect(trained.patch_size == info.patch_size && trained.latent_min == info.latent_min &&
                          trained.latent_max == info.latent_max && trained.weights == info.weights &&
                          trained.window && trained.window->lo == info.window.lo && trained.window->hi == info.window.hi,

@@ -27,9 +27,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const std::string& assignment : fuzz::lines_of(overrides)) train::apply_override(config, assignment);
     train::validate(config);
     const std::string written = train::to_yaml(config);
-    const std::string again = fuzz::must_succeed(kName, "the resolved configuration does not read back:\n" + written, [&] {
-      return train::to_yaml(train::train_config_from_yaml(written, "config.yaml (written)"));
-    });
+    auto reread = [&] { return train::to_yaml(train::train_config_from_yaml(written, "written")); };
+    const std::string again =
+        fuzz::must_succeed(kName, "the resolved configuration does not read back:\n" + written, reread);
     fuzz::expect(again == written, kName, "the resolved configuration reads back to another:\n" + written);
   });
 }

@@ -13,7 +13,7 @@
 #                                                     after findings; prints execs and coverage
 # Every run: -rss_limit_mb=2048 -malloc_limit_mb=1024 (a small file must not cost much memory),
 # -timeout=10, -max_len per harness, the harness's dictionary. Environment: BUILD_DIR, JOBS,
-# FUZZ_OUT (default fuzz-out), CXX (default clang++-14).
+# FUZZ_OUT (default fuzz-out), FUZZ_CXX (default clang++-14).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +34,7 @@ done
 harnesses=$(tr '\n' ' ' < fuzz/harnesses.cmake | sed -E 's/.*set\(CTSR_FUZZ_HARNESSES ([^)]*)\).*/\1/')
 build=${BUILD_DIR:-build-fuzz}
 out=${FUZZ_OUT:-fuzz-out}
-cxx=${CXX:-clang++-14}
+cxx=${FUZZ_CXX:-clang++-14}
 
 # The largest input each harness is given: a few times its largest seed.
 max_len() {
@@ -102,7 +102,8 @@ if [ "$mode" = smoke ]; then
     echo "fuzz.sh smoke: $h: $status; $(summary "$logs/$h.log")"
     if [ "$status" != ok ]; then
       failed=1
-      grep -E 'FINDING|^==[0-9]+== ?ERROR|SUMMARY: |runtime error|Test unit written' "$logs/$h.log" | head -20 >&2 || true
+      grep -E 'FINDING|^==[0-9]+== ?ERROR|SUMMARY: |runtime error|Test unit written' "$logs/$h.log" |
+        head -20 >&2 || true
       echo "fuzz.sh smoke: $h: full log $logs/$h.log; inputs $logs/findings/$h/" >&2
     fi
   done
