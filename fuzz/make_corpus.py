@@ -245,7 +245,11 @@ def make_torch():
     put(h, "zip64", rezip(torch_bytes({"x": torch.arange(4.0)}), lambda n, c: c, zipfile.ZIP_STORED,
                           allowZip64=True))
     # Near misses.
-    put(h, "legacy", torch_bytes({"x": torch.zeros(2)}, _use_new_zipfile_serialization=False))
+    # The start of a legacy (pre-1.6) torch.save file: its pickled magic number, protocol version and
+    # system info (what torch writes; the rest names storages by object id, so it differs per run).
+    put(h, "legacy", b"".join(pickle.dumps(x, protocol=2) for x in [
+        0x1950a86a20f9469cfc6c, 1001, {"protocol_version": 1001, "little_endian": True,
+                                       "type_sizes": {"short": 2, "int": 4, "long": 4}}]))
     put(h, "no_pickle", rezip(torch_bytes({"x": torch.zeros(2)}),
                               lambda n, c: c, zipfile.ZIP_STORED).replace(b"data.pkl", b"data.pkx"))
     put(h, "little_endian", rezip(torch_bytes({"x": torch.zeros(2)}), lambda n, c: c, zipfile.ZIP_STORED,
