@@ -2,7 +2,8 @@
 // cache entry and weight file. As ctsr_train --resume and the weight loaders do: open (the whole
 // header is checked), read the metadata, load every tensor. A file that opens must then hold to
 // what the reader promises: each tensor loads with the dtype and shape of its record and bytes
-// within the file, and writing the tensors and metadata back gives a file that reads the same.
+// within the file, open_tensor_source would recognise it, and writing the tensors and metadata back
+// gives a file that reads the same.
 #include <map>
 #include <string>
 #include <utility>
@@ -29,6 +30,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       total_bytes += t.nbytes();
       tensors.emplace_back(name, t);
     }
+    // open_tensor_source picks this reader for such a file (a header starting with '{').
+    fuzz::expect(size < 9 || data[8] != '{' || io::looks_like_safetensors(data, size, size), kName,
+                 "a file the reader opens is not recognised by looks_like_safetensors");
     fuzz::expect(total_bytes <= size, kName,
                  "the tensors hold " + std::to_string(total_bytes) + " bytes, more than the file's " +
                      std::to_string(size));
