@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ctsr needs to build and test, from Debian 12 packages only.
 # Idempotent: packages already present are left alone. Needs root (or sudo).
+#   bash scripts/install_deps.sh          the build and the test suite
+#   bash scripts/install_deps.sh --fuzz   also clang, libFuzzer and lld (scripts/fuzz.sh)
 set -euo pipefail
 
 packages=(
@@ -14,6 +16,11 @@ packages=(
   libopenmpi-dev openmpi-bin
   patchelf  # scripts/gpu_bundle.sh: $ORIGIN-relative run paths in the GPU bundle
 )
+if [ "${1:-}" = "--fuzz" ]; then
+  # libFuzzer (libclang_rt.fuzzer) is in libclang-rt-14-dev, which clang-14 only recommends;
+  # fuzz/CMakeLists.txt links with lld.
+  packages+=(clang-14 libclang-rt-14-dev lld-14)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
