@@ -115,6 +115,8 @@ TEST(CacheEntry, AMalformedOrMissingFieldNamesFileKeyValueAndExpectation) {
   refused("hu_window", "200,-200", {"'200,-200'", "lo < hi"});
   refused("hu_window", "-200,2x", {"'-200,2x'", "'lo,hi' numbers"});
   refused("hu_window", std::nullopt, {"no hu_window", "'lo,hi'"});
+  // Found by fuzzing: a finite double beyond float's range read as -inf and did not read back.
+  refused("hu_window", "-2001e39,200", {"'-2001e39,200'", "'lo,hi' numbers"});
   refused("patch_size", "sixty", {"'sixty'", "an integer >= 0"});
   refused("patch_size", "-4", {"'-4'", "an integer >= 0"});
   refused("latent_min", "low", {"'low'", "a number"});

@@ -37,6 +37,19 @@ int64_t read_int(const std::map<std::string, std::string>& meta, const std::stri
   CTSR_FAIL(file, ": checkpoint metadata '", key, "' is '", it->second, "', expected an integer");
 }
 
+// rng.seed: a decimal uint64 (std::stoull alone would take a sign, "-1", and throw its own
+// exceptions for a missing or malformed value).
+uint64_t read_seed(const std::map<std::string, std::string>& meta, const std::string& file) {
+  auto it = meta.find("rng.seed");
+  CTSR_CHECK(it != meta.end(), file, ": checkpoint metadata has no 'rng.seed'");
+  const std::string& text = it->second;
+  bool ok = !text.empty() && text.size() <= 20 && text.find_first_not_of("0123456789") == std::string::npos;
+  uint64_t v = 0;
+  for (char c : text) ok = ok && !__builtin_mul_overflow(v, uint64_t{10}, &v) && !__builtin_add_overflow(v, uint64_t(c - '0'), &v);
+  CTSR_CHECK(ok, file, ": checkpoint metadata 'rng.seed' is '", text, "', expected an integer from 0 to 2^64 - 1");
+  return v;
+}
+
 double read_double(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& file) {
   auto it = meta.find(key);
   CTSR_CHECK(it != meta.end(), file, ": checkpoint metadata has no '", key, "'");
@@ -78,7 +91,7 @@ CheckpointInfo info_from(const std::map<std::string, std::string>& meta, const s
   s.consecutive_skips = read_int(meta, "state.consecutive_skips", file);
   s.best_ssim = read_double(meta, "state.best_ssim", file);
   s.best_step = read_int(meta, "state.best_step", file);
-  info.seed = static_cast<uint64_t>(std::stoull(meta.at("rng.seed")));
+  info.seed = read_seed(meta, file);
   auto config = meta.find("config");
   CTSR_CHECK(config != meta.end(), file, ": checkpoint metadata has no 'config'");
   info.config_yaml = config->second;
@@ -123,7 +136,7 @@ std::filesystem::path checkpoint_path(const std::filesystem::path& dir, int64_t 
 std::vector<std::pair<int64_t, std::filesystem::path>> list_checkpoints(const std::filesystem::path& dir) {
   std::vector<std::pair<int64_t, std::filesystem::path>> out;
   if (!std::filesystem::is_directory(dir)) return out;
-  static const std::regex pattern("step_([0-9]+)\\.safetensors");
+  static const std::regex pattern("step_([0-9]{1,18})\\.safetensors");  // 18 digits: always an int64
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     std::smatch m;
     const std::string name = entry.path().filename().string();

@@ -464,6 +464,8 @@ HuWindow parse_hu_window(const std::string& text) {
     while (used < part.size() && std::isspace(static_cast<unsigned char>(part[used]))) ++used;
     CTSR_CHECK(used > 0 && used == part.size() && std::isfinite(v), "HU window '", text, "': ", which, " '", part,
                "' is not a number", expectation);
+    CTSR_CHECK(std::fabs(v) <= std::numeric_limits<float>::max(), "HU window '", text, "': ", which, " ", part,
+               " is beyond float32's range", expectation);
     return v;
   };
   const double lo = number(text.substr(0, comma), "lo");

@@ -90,6 +90,9 @@ class Fields {
   io::HuWindow window(const std::string& key, const std::string& value) const {
     const char* expected = "'lo,hi' numbers with lo < hi (the HU window)";
     const auto w = numbers(key, value, 2, expected);
+    // Stored as float: a value beyond float's range would not convert (nor read back).
+    constexpr double kFloatMax = 3.4028234663852886e38;
+    if (std::fabs(w[0]) > kFloatMax || std::fabs(w[1]) > kFloatMax) bad(key, value, expected);
     const io::HuWindow out{float(w[0]), float(w[1])};
     if (!(out.lo < out.hi)) bad(key, value, expected);
     return out;
