@@ -116,7 +116,7 @@ void init_default(Parameter& weight, Parameter& bias, int64_t fan_in, const Laye
 }
 
 Parameter optional_bias(bool with_bias, int64_t n, const LayerOptions& o) {
-  if (with_bias) return Parameter{"bias", Tensor::zeros({n}, o.dtype, o.device), Tensor::zeros({n}, o.dtype, o.device)};
+  if (with_bias) return Module::make_parameter("bias", {n}, o.dtype, o.device);
   return Parameter{"bias", Tensor(), Tensor()};
 }
 }  // namespace

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels/copy.h"
+#include "runtime/allocator.h"
 #include "runtime/philox.h"
 
 namespace ctsr {
@@ -35,9 +36,34 @@ int64_t Module::parameter_count() {
   return n;
 }
 
+namespace {
+thread_local ParameterMemoryLimit* memory_limit = nullptr;
+}  // namespace
+
+ParameterMemoryLimit::ParameterMemoryLimit(uint64_t limit_bytes, int extra_copies, std::string what)
+    : limit_(limit_bytes), copies_(2 + extra_copies), what_(std::move(what)), previous_(memory_limit) {
+  memory_limit = this;
+}
+
+ParameterMemoryLimit::~ParameterMemoryLimit() { memory_limit = previous_; }
+
+void ParameterMemoryLimit::add(const Shape& shape, size_t element_size) {
+  const uint64_t bytes = checked_bytes(shape.numel(), element_size * size_t(copies_), "a parameter of shape " + shape.str());
+  uint64_t total = 0;
+  const bool fits = !__builtin_add_overflow(estimate_, bytes, &total) && total <= limit_;
+  CTSR_CHECK(fits, what_, ": the model's parameters need more than ",
+             format_bytes(size_t(std::min<uint64_t>(total ? total : UINT64_MAX, SIZE_MAX))), " (", copies_,
+             " copies of ", element_size, " bytes for each of more than ", parameters_ + shape.numel(),
+             " parameters; refused at one of shape ", shape.str(), " before allocating it), more than the ",
+             format_bytes(size_t(limit_)), " this device has; choose a smaller model");
+  estimate_ = total;
+  parameters_ += shape.numel();
+}
+
 Parameter Module::make_parameter(const std::string& name, const Shape& shape, DType dtype, Device device) {
   CTSR_CHECK(dtype == DType::float32 || dtype == DType::float64, "parameter ", name, ": dtype ", dtype_name(dtype),
              " (float32 or float64 expected)");
+  if (memory_limit != nullptr) memory_limit->add(shape, dtype_size(dtype));
   return Parameter{name, Tensor::zeros(shape, dtype, device), Tensor::zeros(shape, dtype, device)};
 }
 

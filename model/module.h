@@ -8,6 +8,7 @@
 // gradient checks on the reference path).
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -36,6 +37,10 @@ class Module {
   // Frees what forward saved (for a forward without backward, e.g. validation).
   virtual void clear_saved() {}
 
+  // A parameter of `shape`, with a zero gradient, named `name` (checked against a
+  // ParameterMemoryLimit of this thread first, when there is one).
+  static Parameter make_parameter(const std::string& name, const Shape& shape, DType dtype, Device device);
+
  protected:
   // Modules list their own parameters and children here.
   virtual void collect(const std::string& prefix, std::vector<Parameter*>& out) = 0;
@@ -43,8 +48,6 @@ class Module {
                             std::vector<Parameter*>& out) {
     child.collect(prefix + name + ".", out);
   }
-  // A parameter of `shape`, with a zero gradient, named `name`.
-  static Parameter make_parameter(const std::string& name, const Shape& shape, DType dtype, Device device);
 };
 
 // Called by a network's backward each time the gradients of `params` are complete for this
@@ -64,6 +67,32 @@ class NoGradGuard {
 
  private:
   bool previous_;
+};
+
+// A ceiling on what a model's parameters may take, checked before each one is allocated. While
+// a ParameterMemoryLimit lives on a thread, every parameter made there adds its footprint (value
+// and gradient, plus `extra_copies` more of its size: AdamW's two moments and the EMA in
+// training) to a running estimate, and the parameter that would take the estimate past the limit
+// is refused with an error giving the estimate, the limit and `what` (the settings to change). A
+// model made a hundred times too large by a typo in its configuration then fails at once with a
+// message instead of being killed by the system when memory runs out.
+class ParameterMemoryLimit {
+ public:
+  ParameterMemoryLimit(uint64_t limit_bytes, int extra_copies, std::string what);
+  ~ParameterMemoryLimit();
+  ParameterMemoryLimit(const ParameterMemoryLimit&) = delete;
+  ParameterMemoryLimit& operator=(const ParameterMemoryLimit&) = delete;
+  uint64_t estimate_bytes() const { return estimate_; }
+  // Adds a parameter of `shape` with elements of `element_size` bytes, or throws; called by
+  // make_parameter.
+  void add(const Shape& shape, size_t element_size);
+
+ private:
+  uint64_t limit_, estimate_ = 0;
+  int64_t parameters_ = 0;
+  int copies_;
+  std::string what_;
+  ParameterMemoryLimit* previous_;
 };
 
 // Fills a parameter uniformly in [-bound, bound) from Philox(seed, stream) on any device

@@ -1,5 +1,7 @@
 #include "runtime/allocator.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <memory>
@@ -306,6 +308,20 @@ void device_deallocate(Device d, void* p) {
       return;
     case DeviceKind::cuda: cuda_allocator(d.index).deallocate(p); return;
   }
+}
+
+size_t device_memory_capacity(Device d) {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  const size_t ram = pages > 0 && page > 0 ? size_t(pages) * size_t(page) : SIZE_MAX;
+  switch (d.kind) {
+    case DeviceKind::cpu: return ram;
+    case DeviceKind::cuda_on_cpu: {
+      const size_t cap = g_cuda_on_cpu_capacity.load();
+      return cap ? std::min(cap, ram) : ram;
+    }
+    case DeviceKind::cuda: return bridge::cuda_mem_info(d.index).second;
+  }
+  return ram;
 }
 
 AllocatorStats allocator_stats(Device d) {

@@ -79,6 +79,11 @@ void set_cuda_on_cpu_capacity(size_t bytes);
 void set_cuda_on_cpu_caching(bool on);
 bool cuda_on_cpu_caching();
 
+// The memory a device has in all: a GPU's total memory; for host memory (cpu, cuda_on_cpu) the
+// machine's physical RAM (and a cuda_on_cpu capacity when one is set). For estimates checked
+// before a large allocation (a model's parameters), not for accounting.
+size_t device_memory_capacity(Device device);
+
 std::string format_bytes(size_t bytes);
 
 }  // namespace ctsr

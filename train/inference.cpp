@@ -1,4 +1,5 @@
 #include "train/inference.h"
+#include "runtime/allocator.h"
 
 #include <cmath>
 
@@ -44,7 +45,10 @@ SuperResolver::SuperResolver(const std::filesystem::path& checkpoint, const std:
                           "use the VQ-AE its cache was made with (" + cache.weights + ")");
   LayerOptions layer;
   layer.device = options.device;
-  net_ = std::make_unique<UNet3D>(config_.model, layer);
+  {
+    ParameterMemoryLimit limit(device_memory_capacity(options.device), 0, file + ": model " + config_.model.str());
+    net_ = std::make_unique<UNet3D>(config_.model, layer);
+  }
   net_->train(false);
   load_weights(checkpoint, options.weights, net_->parameters());
   schedule_ = std::make_unique<NoiseSchedule>(diffusion_);

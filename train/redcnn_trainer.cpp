@@ -1,4 +1,5 @@
 #include "train/redcnn_trainer.h"
+#include "runtime/allocator.h"
 
 #include <cmath>
 #include <cstdio>
@@ -128,7 +129,10 @@ RedCnnTrainer::RedCnnTrainer(const RedCnnTrainConfig& config, const RedCnnTraine
   LayerOptions layer;
   layer.device = device;
   layer.seed = c.seed;
-  model_ = std::make_unique<RedCnn>(c.model, layer);
+  {
+    ParameterMemoryLimit limit(device_memory_capacity(device), 2, "RED-CNN " + c.model.str());
+    model_ = std::make_unique<RedCnn>(c.model, layer);
+  }
   if (!c.training.init_weights.empty() && !resume_from) {
     LoadedRedCnn start = load_redcnn_weights(c.training.init_weights);
     CTSR_CHECK(start.window.lo == c.data.hu_window.lo && start.window.hi == c.data.hu_window.hi,

@@ -1,4 +1,5 @@
 #include "train/trainer.h"
+#include "runtime/allocator.h"
 
 #include <cmath>
 #include <cstdio>
@@ -166,7 +167,11 @@ Trainer::Trainer(const DiffusionTrainConfig& config, const TrainerOptions& optio
   LayerOptions layer;
   layer.device = device;
   layer.seed = c.seed;
-  model_ = std::make_unique<UNet3D>(c.model, layer);
+  {
+    // Value, gradient, AdamW's two moments and the EMA's copy: checked as the model is made.
+    ParameterMemoryLimit limit(device_memory_capacity(device), 3, "model " + c.model.str());
+    model_ = std::make_unique<UNet3D>(c.model, layer);
+  }
   ema_ = std::make_unique<UNet3D>(c.model, layer);
   ema_->train(false);
   ema_->set_checkpointing(false);

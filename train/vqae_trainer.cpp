@@ -1,4 +1,5 @@
 #include "train/vqae_trainer.h"
+#include "runtime/allocator.h"
 
 #include <cmath>
 #include <cstdio>
@@ -134,7 +135,10 @@ VqaeTrainer::VqaeTrainer(const VqaeTrainConfig& config, const VqaeTrainerOptions
   LayerOptions layer;
   layer.device = device;
   layer.seed = c.seed;
-  model_ = std::make_unique<Vqae>(architecture, layer);
+  {
+    ParameterMemoryLimit limit(device_memory_capacity(device), 2, "the VQ-AE " + architecture.str());
+    model_ = std::make_unique<Vqae>(architecture, layer);
+  }
   codebook_ = std::make_unique<CodebookEma>(architecture.n_codes, architecture.embedding_dim, device, DType::float32,
                                             c.codebook.ema);
   if (initial) {
