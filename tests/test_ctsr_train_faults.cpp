@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <random>
 
@@ -52,10 +53,6 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
-// The programs of these tests run one thread each: their models are tiny, and the tests then take
-// a half to a quarter of the time on a busy machine (OpenMP threads wait for each other).
-ScopedEnv one_thread_per_program() { return ScopedEnv("OMP_NUM_THREADS", "1"); }
-
 std::string write_config(const TempDir& dir, const DiffusionTrainConfig& c) {
   std::ofstream(dir / "config.yaml") << to_yaml(c);
   return (dir / "config.yaml").string();
@@ -70,6 +67,39 @@ DiffusionTrainConfig saving_config(const TempDir& dir, int64_t steps) {
   c.validation.light_every = 0;
   return c;
 }
+
+// A folder with a latent cache (write_cache) and a saving_config of `steps` steps, and ctsr_train
+// run on it as a user would, with one OpenMP thread: the models are tiny, and on a busy machine
+// the runs take a half to a quarter of the time (OpenMP threads wait for each other).
+class TrainFolder {
+ public:
+  TrainFolder(const std::string& tag, int64_t steps, const FakeCacheOptions& cache = {},
+              const std::function<void(DiffusionTrainConfig&)>& adjust = {})
+      : dir_(tag) {
+    write_cache(dir_ / "cache", cache);
+    DiffusionTrainConfig c = saving_config(dir_, steps);
+    if (adjust) adjust(c);
+    config_ = write_config(dir_, c);
+  }
+  std::filesystem::path operator/(const std::string& name) const { return dir_ / name; }
+  // ctsr_train --config C --device cpu --quiet ARGS
+  std::vector<std::string> command(const std::vector<std::string>& args = {}) const {
+    std::vector<std::string> out{"--config", config_, "--device", "cpu", "--quiet"};
+    out.insert(out.end(), args.begin(), args.end());
+    return out;
+  }
+  test::ToolResult train(const std::vector<std::string>& args = {}) const { return run_tool("ctsr_train", command(args)); }
+  test::Spawned spawn(const std::vector<std::string>& args, const std::string& log) const {
+    std::vector<std::string> argv{std::string(CTSR_TOOLS_BIN_DIR) + "/ctsr_train"};
+    for (const std::string& a : command(args)) argv.push_back(a);
+    return test::spawn_program(argv, dir_ / log);
+  }
+
+ private:
+  ScopedEnv threads_{"OMP_NUM_THREADS", "1"};
+  TempDir dir_;
+  std::string config_;
+};
 
 std::vector<std::string> temporaries_under(const std::filesystem::path& dir) {
   std::vector<std::string> out;
@@ -129,13 +159,9 @@ constexpr int kKillPoints = 4;
 constexpr int kKillPoints = 20;
 #endif
 TEST(CtsrTrainFaults, KilledWhileWritingACheckpointResumesTwentyTimes) {
-  const ScopedEnv threads = one_thread_per_program();
-  TempDir dir("faults-kill");
-  write_cache(dir / "cache", {});
-  const std::string config = write_config(dir, saving_config(dir, 2));
+  const TrainFolder dir("faults-kill", 2);
   // A checkpoint's size, from a run without faults.
-  auto r = run_tool("ctsr_train", {"--config", config, "--device", "cpu", "--quiet", "--set",
-                                   "output.dir=" + (dir / "reference").string()});
+  auto r = dir.train({"--set", "output.dir=" + (dir / "reference").string()});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto reference = checkpoint_path(dir / "reference" / "checkpoints", 1);
   const uint64_t size = std::filesystem::file_size(reference), header = data_start(reference);
@@ -150,9 +176,7 @@ TEST(CtsrTrainFaults, KilledWhileWritingACheckpointResumesTwentyTimes) {
     killed_mid_file += bytes < size;
     {
       ScopedEnv kill("CTSR_KILL_AT_WRITE", std::to_string(write) + "," + std::to_string(bytes));
-      const test::Spawned p = test::spawn_program({std::string(CTSR_TOOLS_BIN_DIR) + "/ctsr_train", "--config", config,
-                                                   "--device", "cpu", "--quiet", "--set", "output.dir=" + out.string()},
-                                                  dir / "killed.log");
+      const test::Spawned p = dir.spawn({"--set", "output.dir=" + out.string()}, "killed.log");
       ASSERT_EQ(test::wait_for(p, 120), 128 + SIGKILL) << "write " << write << " byte " << bytes << ": "
                                                         << test::read_text(dir / "killed.log");
     }
@@ -161,8 +185,7 @@ TEST(CtsrTrainFaults, KilledWhileWritingACheckpointResumesTwentyTimes) {
     }
     const bool had_checkpoint = latest_checkpoint(out / "checkpoints").has_value();
     resumed_from_a_checkpoint += had_checkpoint;
-    r = run_tool("ctsr_train", {"--config", config, "--device", "cpu", "--quiet", "--resume", "auto", "--set",
-                                "output.dir=" + out.string(), "--set", "training.max_steps=3"});
+    r = dir.train({"--resume", "auto", "--set", "output.dir=" + out.string(), "--set", "training.max_steps=3"});
     ASSERT_EQ(r.exit_code, 0) << "write " << write << " byte " << bytes << ": " << r.output;
     EXPECT_EQ(r.output.find("resuming from") != std::string::npos, had_checkpoint) << r.output;
     EXPECT_EQ(temporaries_under(out), std::vector<std::string>{}) << "write " << write << " byte " << bytes;
@@ -179,14 +202,8 @@ TEST(CtsrTrainFaults, KilledWhileWritingACheckpointResumesTwentyTimes) {
 // SIGTERM from outside (the run loop's own tests raise it inside a process): the step's checkpoint,
 // exit status 0, the lock released, and --resume auto continues.
 TEST(CtsrTrainFaults, SigtermSavesAndExitsZero) {
-  const ScopedEnv threads = one_thread_per_program();
-  TempDir dir("faults-term");
-  write_cache(dir / "cache", {});
-  DiffusionTrainConfig c = saving_config(dir, 100000);
-  c.training.checkpoint_every = 0;
-  const std::string config = write_config(dir, c);
-  const test::Spawned p = test::spawn_program(
-      {std::string(CTSR_TOOLS_BIN_DIR) + "/ctsr_train", "--config", config, "--device", "cpu", "--quiet"}, dir / "log");
+  const TrainFolder dir("faults-term", 100000, {}, [](DiffusionTrainConfig& c) { c.training.checkpoint_every = 0; });
+  const test::Spawned p = dir.spawn({}, "log");
   const auto metrics = dir / "run" / "metrics.jsonl";
   for (int waited = 0; waited < 600 && (!std::filesystem::exists(metrics) || std::filesystem::file_size(metrics) == 0);
        ++waited)
@@ -199,8 +216,8 @@ TEST(CtsrTrainFaults, SigtermSavesAndExitsZero) {
   ASSERT_TRUE(last.has_value());
   expect_checkpoint_loads(*last);
   EXPECT_EQ(temporaries_under(dir / "run"), std::vector<std::string>{});
-  auto r = run_tool("ctsr_train", {"--config", config, "--device", "cpu", "--quiet", "--resume", "auto", "--set",
-                                   "training.max_steps=" + std::to_string(read_checkpoint_info(*last).state.step + 1)});
+  auto r = dir.train(
+      {"--resume", "auto", "--set", "training.max_steps=" + std::to_string(read_checkpoint_info(*last).state.step + 1)});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("resuming from"), std::string::npos) << r.output;
 }
@@ -208,14 +225,11 @@ TEST(CtsrTrainFaults, SigtermSavesAndExitsZero) {
 // The 3rd write (step 2's checkpoint) fails as on a full disk: one clear error naming the file and
 // the reason, step 1's checkpoint intact, no temporary left.
 TEST(CtsrTrainFaults, AFailedCheckpointWriteKeepsThePreviousOne) {
-  const ScopedEnv threads = one_thread_per_program();
-  TempDir dir("faults-enospc");
-  write_cache(dir / "cache", {});
-  const std::string config = write_config(dir, saving_config(dir, 3));
+  const TrainFolder dir("faults-enospc", 3);
   test::ToolResult r;
   {
     ScopedEnv fail("CTSR_FAIL_WRITE_AT", "3");
-    r = run_tool("ctsr_train", {"--config", config, "--device", "cpu", "--quiet"});
+    r = dir.train();
   }
   EXPECT_EQ(r.exit_code, 1) << r.output;
   const auto checkpoints = dir / "run" / "checkpoints";
@@ -226,7 +240,7 @@ TEST(CtsrTrainFaults, AFailedCheckpointWriteKeepsThePreviousOne) {
   EXPECT_EQ(list_checkpoints(checkpoints).size(), 1u);
   expect_checkpoint_loads(checkpoint_path(checkpoints, 1));
   EXPECT_EQ(temporaries_under(dir / "run"), std::vector<std::string>{});
-  r = run_tool("ctsr_train", {"--config", config, "--device", "cpu", "--quiet", "--resume", "auto"});
+  r = dir.train({"--resume", "auto"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("at step 1"), std::string::npos) << r.output;
 }
@@ -234,11 +248,8 @@ TEST(CtsrTrainFaults, AFailedCheckpointWriteKeepsThePreviousOne) {
 // A second process on an output folder is refused before it reads or writes anything there: the
 // first process here is the test itself, holding the folder's lock, so the case is deterministic.
 TEST(CtsrTrainFaults, ASecondProcessOnTheFolderIsRefusedAndChangesNothing) {
-  const ScopedEnv threads = one_thread_per_program();
-  TempDir dir("faults-lock");
-  write_cache(dir / "cache", {});
-  const std::string config = write_config(dir, saving_config(dir, 2));
-  ASSERT_EQ(run_tool("ctsr_train", {"--config", config, "--device", "cpu", "--quiet"}).exit_code, 0);
+  const TrainFolder dir("faults-lock", 2);
+  ASSERT_EQ(dir.train().exit_code, 0);
   std::ofstream(dir / "run" / "checkpoints" / ".tmp-1-0-step_00000003.safetensors") << "a killed run's";
   const auto before = snapshot(dir / "run");
   {
@@ -246,9 +257,7 @@ TEST(CtsrTrainFaults, ASecondProcessOnTheFolderIsRefusedAndChangesNothing) {
     const std::string holder = "in use by process " + std::to_string(::getpid());
     const std::string lock = (dir / "run" / ".ctsr.lock").string();
     for (const std::vector<std::string>& extra : {std::vector<std::string>{"--resume", "auto"}, std::vector<std::string>{}}) {
-      std::vector<std::string> args{"--config", config, "--device", "cpu", "--quiet"};
-      args.insert(args.end(), extra.begin(), extra.end());
-      const test::ToolResult r = run_tool("ctsr_train", args);
+      const test::ToolResult r = dir.train(extra);
       EXPECT_EQ(r.exit_code, 1) << r.output;
       EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
       for (const std::string& part : {std::string("ctsr_train: error: output.dir ") + (dir / "run").string(), holder, lock})
@@ -257,15 +266,13 @@ TEST(CtsrTrainFaults, ASecondProcessOnTheFolderIsRefusedAndChangesNothing) {
     EXPECT_EQ(snapshot(dir / "run"), before) << "a refused process changed the folder";
   }
   // Released: the next start cleans up and continues.
-  auto r = run_tool("ctsr_train", {"--config", config, "--device", "cpu", "--quiet", "--resume", "auto", "--set",
-                                   "training.max_steps=3"});
+  auto r = dir.train({"--resume", "auto", "--set", "training.max_steps=3"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("removed 1 unfinished file"), std::string::npos) << r.output;
   EXPECT_EQ(temporaries_under(dir / "run"), std::vector<std::string>{});
 }
 
 TEST(CtsrTrainFaults, TrainVqaeRefusesAFolderInUse) {
-  const ScopedEnv threads = one_thread_per_program();
   TempDir dir("faults-lock-vqae");
   write_synthetic_pairs(dir / "data", 3);
   std::ofstream(dir / "vqae.yaml") << to_yaml(tiny_vqae_config(dir));
@@ -283,16 +290,12 @@ TEST(CtsrTrainFaults, TrainVqaeRefusesAFolderInUse) {
 // A checkpoint with NaN written over a few of its floats: resuming from it is an error naming the
 // file, the tensor and both checksums (it resumed with exit status 0 before checksums).
 TEST(CtsrTrainFaults, ADamagedCheckpointIsFoundByItsChecksum) {
-  const ScopedEnv threads = one_thread_per_program();
-  TempDir dir("faults-damaged-ckpt");
-  write_cache(dir / "cache", {});
-  const std::string config = write_config(dir, saving_config(dir, 2));
-  ASSERT_EQ(run_tool("ctsr_train", {"--config", config, "--device", "cpu", "--quiet"}).exit_code, 0);
+  const TrainFolder dir("faults-damaged-ckpt", 2);
+  ASSERT_EQ(dir.train().exit_code, 0);
   const auto last = checkpoint_path(dir / "run" / "checkpoints", 2);
   const std::string first_tensor = io::SafetensorsReader(last).names().front();
   overwrite_with_nan(last, 4, 3);
-  const test::ToolResult r = run_tool("ctsr_train", {"--config", config, "--device", "cpu", "--quiet", "--resume",
-                                                     "auto", "--set", "training.max_steps=3"});
+  const test::ToolResult r = dir.train({"--resume", "auto", "--set", "training.max_steps=3"});
   EXPECT_EQ(r.exit_code, 1) << r.output;
   for (const std::string& part : {last.string(), "tensor '" + first_tensor + "' is damaged", std::string("CRC-32")})
     EXPECT_NE(r.output.find(part), std::string::npos) << part << " not in: " << r.output;
@@ -300,13 +303,10 @@ TEST(CtsrTrainFaults, ADamagedCheckpointIsFoundByItsChecksum) {
 
 // A cache entry with NaN written over its latent: training stops at it, naming the file.
 TEST(CtsrTrainFaults, ADamagedCacheEntryIsFoundByItsChecksum) {
-  const ScopedEnv threads = one_thread_per_program();
-  TempDir dir("faults-damaged-cache");
-  write_cache(dir / "cache", {});
-  const std::string config = write_config(dir, saving_config(dir, 2));
+  const TrainFolder dir("faults-damaged-cache", 2);
   const auto entry = dir / "cache" / "train" / "train_3.safetensors";
   overwrite_with_nan(entry, 0, 1);
-  const test::ToolResult r = run_tool("ctsr_train", {"--config", config, "--device", "cpu", "--quiet"});
+  const test::ToolResult r = dir.train();
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find(entry.string() + ": tensor '"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("is damaged"), std::string::npos) << r.output;
@@ -315,17 +315,14 @@ TEST(CtsrTrainFaults, ADamagedCacheEntryIsFoundByItsChecksum) {
 // A cache without its completion marker is refused with one line saying what to do, unless
 // --allow-incomplete-cache (then a warning).
 TEST(CtsrTrainFaults, AnIncompleteCacheIsRefusedUnlessAllowed) {
-  const ScopedEnv threads = one_thread_per_program();
-  TempDir dir("faults-incomplete");
-  write_cache(dir / "cache", {.complete = false});
-  const std::string config = write_config(dir, saving_config(dir, 1));
-  test::ToolResult r = run_tool("ctsr_train", {"--config", config, "--device", "cpu", "--quiet"});
+  const TrainFolder dir("faults-incomplete", 1, {.complete = false});
+  test::ToolResult r = dir.train();
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
   for (const char* part : {"is incomplete", "complete.json", "ctsr_vqae cache", "--allow-incomplete-cache"})
     EXPECT_NE(r.output.find(part), std::string::npos) << part << " not in: " << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir / "run")) << "a refused start left an output folder";
-  r = run_tool("ctsr_train", {"--config", config, "--device", "cpu", "--quiet", "--allow-incomplete-cache"});
+  r = dir.train({"--allow-incomplete-cache"});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("warning: data.cache_dir"), std::string::npos) << r.output;
 }
@@ -335,7 +332,7 @@ TEST(CtsrTrainFaults, AnIncompleteCacheIsRefusedUnlessAllowed) {
 // ctsr_train refuses it until the same command finishes it; an entry damaged in place (NaN over
 // its latent, same size) is encoded again.
 TEST(CtsrVqaeFaults, CacheLockMarkerAndDamagedEntries) {
-  const ScopedEnv threads = one_thread_per_program();
+  const ScopedEnv threads("OMP_NUM_THREADS", "1");
   TempDir dir("faults-cache");
   write_synthetic_pairs(dir / "data", 3, {0}, std::array<int64_t, 3>{16, 16, 16});
   const auto cache = dir / "cache";
