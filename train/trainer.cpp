@@ -131,8 +131,9 @@ Trainer::Trainer(const DiffusionTrainConfig& config, const TrainerOptions& optio
                              kCacheCompleteMarker + ", which ctsr_vqae cache writes once every pair is encoded (that run "
                              "was interrupted, failed, or is still going)";
     CTSR_CHECK(options_.allow_incomplete_cache, what,
-               "; run the same ctsr_vqae cache command again to finish it, or pass --allow-incomplete-cache to train "
-               "on the entries there");
+               "; run the same ctsr_vqae cache command again to finish it (a cache made before the marker existed "
+               "keeps its finished entries and gets the marker), or pass --allow-incomplete-cache to train on the entries "
+               "there");
     log_line("warning: " + what + "; training on the entries there (--allow-incomplete-cache)");
   }
   data_->train = std::make_unique<LatentDataset>(c.data.cache_dir, "train");
