@@ -1,5 +1,5 @@
 // Small latent caches and training configurations for the tests of ctsr_train, the trainer and
-// ctsr_infer: a cache in the layout ctsr_vqae cache writes, with random latents [8, 3, 5, 4] (odd
+// ctsr_infer: a cache in the layout ctsr_vqae cache writes (checksums and completion marker included), with random latents [8, 3, 5, 4] (odd
 // sizes; the VQ-AE's volumes are 8x that per axis), and a UNet small enough to train in seconds.
 #pragma once
 
@@ -16,6 +16,7 @@
 #include "tests/tool_runner.h"
 #include "train/config.h"
 #include "train/data/cache_entry.h"
+#include "train/data/latent_cache.h"
 #include "train/metrics_log.h"
 
 namespace ctsr::train {
@@ -30,6 +31,7 @@ struct FakeCacheOptions {
   bool nan_in_train = false;
   bool hd_volumes = false;  // write the LD and HD volumes and name them in the metadata
   float latent_min = -1.0f, latent_max = 1.0f;
+  bool complete = true;  // write the completion marker, as a finished ctsr_vqae cache run does
 };
 
 // A latent cache in the layout of ctsr_vqae cache: random latents in [-1, 1] (HD a smooth
@@ -67,10 +69,10 @@ inline void write_cache(const std::filesystem::path& dir, const FakeCacheOptions
         entry.hd_path = hd_path.string();
         entry.ld_path = ld_path.string();
       }
-      io::write_safetensors(dir / split / (id + ".safetensors"), {{"ld_latent", ld}, {"hd_latent", hd}},
-                            entry.to_metadata());
+      write_cache_entry(dir / split / (id + ".safetensors"), ld, hd, entry);  // with checksums
     }
   }
+  if (o.complete) write_cache_complete_marker(dir, {.encoded = o.train + o.val, .train = o.train, .val = o.val}, {});
 }
 
 // The training lines of a metrics.jsonl without their timing (samples_per_s), to compare runs.

@@ -1,10 +1,13 @@
 // ctsr_train: conditional latent diffusion training of the 3-D UNet (train/trainer.h).
 //
 //   ctsr_train --config FILE [--set key=value ...] [--resume auto|PATH] [--device auto|cpu|cuda|cuda:N|cuda_on_cpu]
+//              [--allow-incomplete-cache]
 //   mpirun -np N ctsr_train ...      srun ctsr_train ...      (one rank per GPU, data parallel)
 //
 // The configuration is validated, overrides applied and validated again, and the cache, the
-// VQ-AE and the output folder checked, before any work; an error names the key. SIGINT or
+// VQ-AE and the output folder checked, before any work; an error names the key. A latent cache
+// without its completion marker is refused unless --allow-incomplete-cache. The output folder is
+// locked for the run (a second process on it is refused, naming the holder's PID). SIGINT or
 // SIGTERM saves a checkpoint and exits with status 0; --resume auto continues from it. Under
 // mpirun or srun every rank takes the GPU of its local rank (device auto or cuda), CPU ranks on
 // one machine share its cores (unless OMP_NUM_THREADS says otherwise), and an error on any rank
@@ -25,7 +28,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Train the conditional latent diffusion UNet on a latent cache (ctsr_vqae cache)", "ctsr_train"};
   std::string config_path, resume, device_text = "auto";
   std::vector<std::string> overrides;
-  bool quiet = false, print_config = false;
+  bool quiet = false, print_config = false, allow_incomplete_cache = false;
   app.add_option("--config", config_path, "YAML configuration (configs/diffusion.yaml, configs/tiny.yaml); "
                                           "without it, the production defaults");
   app.add_option("--set", overrides, "override one key, e.g. --set training.max_steps=200 (repeatable)");
@@ -36,6 +39,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--quiet", quiet, "no progress line");
   app.add_flag("--print-config", print_config, "print the resolved configuration and exit");
+  app.add_flag("--allow-incomplete-cache", allow_incomplete_cache,
+               "train on a latent cache whose ctsr_vqae cache run did not finish (no complete.json), with a warning; "
+               "refused by default");
 
   std::unique_ptr<ctsr::Communicator> comm;
   return ctsr::tools::run_program(app, argc, argv, [&] {
@@ -53,6 +59,7 @@ int main(int argc, char** argv) {
     options.device = joined.device;
     options.resume = resume;
     options.progress = !quiet;
+    options.allow_incomplete_cache = allow_incomplete_cache;
     if (comm->size() > 1) options.comm = comm.get();
     try {
       train::Trainer trainer(config, options);

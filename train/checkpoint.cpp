@@ -6,7 +6,9 @@
 #include <regex>
 
 #include "runtime/error.h"
+#include "runtime/formats/atomic_file.h"
 #include "runtime/formats/safetensors.h"
+#include "runtime/formats/tensor_checksum.h"
 
 namespace ctsr::train {
 
@@ -97,6 +99,7 @@ CheckpointInfo info_from(const std::map<std::string, std::string>& meta, const s
   info.config_yaml = config->second;
   for (const auto& [k, v] : meta)
     if (k.rfind("extra.", 0) == 0) info.extra[k.substr(6)] = v;
+  info.checksummed = io::has_checksums(meta);
   return info;
 }
 
@@ -119,7 +122,7 @@ void load_into(const io::SafetensorsReader& reader, const std::string& key, Tens
   const io::TensorRecord& r = reader.record(key);
   CTSR_CHECK(Shape(r.shape) == target.shape(), file, ": '", key, "' has shape ", Shape(r.shape).str(),
              " but this model's is ", target.shape().str(), " (a checkpoint of another architecture)");
-  Tensor host = reader.load(key);
+  Tensor host = io::load_verified(reader, key);  // a file without checksums (older) loads unverified
   CTSR_CHECK(host.dtype() == target.dtype(), file, ": '", key, "' is ", dtype_name(host.dtype()), ", expected ",
              dtype_name(target.dtype()));
   target.copy_from(host);
@@ -167,8 +170,11 @@ std::optional<std::filesystem::path> checkpoint_to_resume(const std::string& res
 
 void save_checkpoint(const std::filesystem::path& path, const CheckpointTensors& tensors, const CheckpointInfo& info,
                      const NamedTensors& extra) {
+  // Host copies first: the checksums are of the bytes written.
   std::vector<std::pair<std::string, Tensor>> named;
-  for_each_group(tensors, extra, [&](const std::string& key, const Tensor& t) { named.emplace_back(key, t); });
+  for_each_group(tensors, extra, [&](const std::string& key, const Tensor& t) {
+    named.emplace_back(key, t.device().is_host_memory() ? t : t.to(Device::cpu()));
+  });
   const TrainingState& s = info.state;
   std::map<std::string, std::string> meta{
       {"format", kFormat},
@@ -185,8 +191,10 @@ void save_checkpoint(const std::filesystem::path& path, const CheckpointTensors&
       {"config", info.config_yaml},
   };
   for (const auto& [k, v] : info.extra) meta["extra." + k] = v;
-  std::filesystem::create_directories(path.parent_path());
-  io::write_safetensors(path, named, meta);
+  io::add_checksums(named, meta);
+  const std::filesystem::path dir = path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
+  if (std::filesystem::create_directories(dir)) io::sync_directory(dir.parent_path().empty() ? "." : dir.parent_path());
+  io::write_safetensors(path, named, meta);  // durable once it returns (io::AtomicFile)
   if (written_hook()) written_hook()(path);
 }
 

@@ -13,6 +13,12 @@
 // Readers name the kind they expect: a checkpoint of the other program is refused with a message
 // that says what it is and what to pass instead (ctsr_infer given a VQ-AE checkpoint).
 //
+// Every tensor's CRC-32 is recorded in the metadata ("crc32.<name>", runtime/formats/tensor_checksum.h)
+// and verified when it is loaded: a damaged checkpoint is an error naming the file, the tensor and
+// both checksums. Checkpoints written before checksums were recorded load unverified.
+// A checkpoint is durable when save_checkpoint returns (io::AtomicFile: fsync, rename, fsync of
+// the folder), so the run loop prunes older ones only after that.
+//
 // Retention: the last `keep` checkpoints are kept, plus the best by validation SSIM.
 #pragma once
 
@@ -50,6 +56,7 @@ struct CheckpointInfo {
   uint64_t seed = 0;
   std::string config_yaml;
   std::map<std::string, std::string> extra;  // e.g. "cache.hu_window", "cache.latent_shape"
+  bool checksummed = false;  // read: the file records its tensors' checksums (false: an older file, unverified)
 };
 
 // The tensors of one checkpoint, aligned with the model's parameter list.

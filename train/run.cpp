@@ -7,6 +7,7 @@
 
 #include "runtime/error.h"
 #include "runtime/formats/atomic_file.h"
+#include "runtime/formats/folder_lock.h"
 #include "train/metrics_log.h"
 #include "train/run_support.h"
 #include "train/tensorboard.h"
@@ -27,7 +28,15 @@ Run::Run(Task& task, const std::filesystem::path& out_dir, const RunSchedule& sc
 
 Run::~Run() = default;
 
+void Run::lock_folder() {
+  if (!is_root() || lock_) return;
+  lock_ = std::make_unique<io::FolderLock>(out_dir_, "output.dir");
+}
+
 std::optional<std::filesystem::path> Run::resume_point(const std::string& resume) {
+  // "" and "auto" look into the folder: not while another process writes there. (A folder that
+  // does not exist yet is locked, and made, by start().)
+  if ((resume.empty() || resume == "auto") && std::filesystem::is_directory(out_dir_)) lock_folder();
   // Only "auto" looks at files another rank might not see the same way; the other answers are
   // the same on every rank (or the same error).
   if (resume != "auto") return checkpoint_to_resume(resume, out_dir_);
@@ -50,16 +59,26 @@ void Run::check_seed(uint64_t seed, const std::filesystem::path& checkpoint) con
 }
 
 void Run::start(const std::optional<std::filesystem::path>& from) {
+  if (is_root()) {
+    lock_folder();
+    // What a killed run was writing when it died; nothing else writes here while we hold the lock.
+    int64_t removed = 0;
+    for (const char* sub : {"", "checkpoints", "images"}) removed += io::remove_atomic_temporaries(out_dir_ / sub);
+    if (removed > 0)
+      log("removed " + std::to_string(removed) + " unfinished file(s) (.tmp-*) of an interrupted run from " +
+          out_dir_.string());
+  }
   if (from) {
     const CheckpointInfo info = task_.read_checkpoint(*from);
     check_seed(info.seed, *from);
     task_.training_state() = info.state;
     last_saved_ = info.state.step;  // that checkpoint is this step's
     log("resuming from " + from->string() + " at step " + std::to_string(info.state.step));
+    if (!info.checksummed)
+      log("note: " + from->string() + " records no checksums (written by an older ctsr): its tensors were not verified");
   }
   // metrics.jsonl loses the lines of steps after the checkpoint (they will be redone).
   if (!is_root()) return;
-  std::filesystem::create_directories(out_dir_);
   io::write_file_atomically(out_dir_ / "config.yaml", [&](std::ostream& o) { o << task_.config_yaml(); });
   metrics_ = std::make_unique<MetricsLog>(out_dir_ / "metrics.jsonl", from ? task_.training_state().step : 0);
   tensorboard_ = std::make_unique<TensorBoardWriter>(out_dir_ / "tensorboard");
@@ -91,7 +110,8 @@ std::filesystem::path Run::save_checkpoint() {
   const TrainingState& state = task_.training_state();
   const std::filesystem::path dir = out_dir_ / "checkpoints";
   const std::filesystem::path path = checkpoint_path(dir, state.step);
-  task_.write_checkpoint(path, state);
+  task_.write_checkpoint(path, state);  // durable when it returns (io::AtomicFile)
+  // Only now may older checkpoints go: a crash before this line leaves them all.
   if (is_root()) prune_checkpoints(dir, schedule_.keep_checkpoints, state.best_step);
   last_saved_ = state.step;
   return path;

@@ -11,6 +11,13 @@
 // and latent sums over the ranks and draws restarts from the gathered batch); RED-CNN, the learned
 // baseline, runs in one process.
 //
+// The output folder belongs to one process at a time: rank 0 holds its lock (io::FolderLock on
+// OUTPUT/.ctsr.lock) from resume_point (when the folder exists) or start() (creating it) until the
+// Run ends, so a second run on the folder is refused before it reads or writes anything there. At
+// start(), under the lock, the temporaries a killed run left (.tmp-*, io::AtomicFile) are removed
+// from OUTPUT, OUTPUT/checkpoints and OUTPUT/images, and metrics.jsonl is truncated in place to
+// the resumed step.
+//
 // One step of run(), after task.step():
 //   every log_every steps, a training line: the mean of each of the task's metric_names() over the
 //     interval's finite steps, lr, grad_norm and samples_per_s (metrics.jsonl and train/<name>);
@@ -42,6 +49,11 @@ namespace ctsr::train {
 
 class MetricsLog;
 class TensorBoardWriter;
+}  // namespace ctsr::train
+namespace ctsr::io {
+class FolderLock;
+}  // namespace ctsr::io
+namespace ctsr::train {
 
 // The cadence, from the task's configuration (0: never).
 struct RunSchedule {
@@ -112,13 +124,15 @@ class Run {
   Run& operator=(const Run&) = delete;
 
   // The checkpoint a --resume value names (checkpoint_to_resume: "", "auto" or a path); rank 0
-  // looks and every rank takes its answer.
+  // looks and every rank takes its answer. For "" and "auto", rank 0 first takes the folder's
+  // lock when the folder exists (a folder in use is an error naming the holder's PID).
   std::optional<std::filesystem::path> resume_point(const std::string& resume);
   // The same, and the checkpoint found must be of `kind` and the task's seed: checked from its
   // metadata alone, so that a task can refuse it before reading its data.
   std::optional<std::filesystem::path> resume_point(const std::string& resume, const std::string& kind);
-  // Loads `from` into the task (its seed must be the task's), then opens the outputs:
-  // config.yaml, metrics.jsonl without the lines of steps after the checkpoint, tensorboard/.
+  // Takes the folder's lock (rank 0; creating the folder), removes stale temporaries, loads `from`
+  // into the task (its seed must be the task's), then opens the outputs: config.yaml,
+  // metrics.jsonl without the lines of steps after the checkpoint, tensorboard/.
   void start(const std::optional<std::filesystem::path>& from);
   // Trains to max_steps, or until SIGINT/SIGTERM.
   RunSummary run();
@@ -139,6 +153,7 @@ class Run {
 
  private:
   void validate(int64_t step);
+  void lock_folder();  // rank 0; once
   void check_seed(uint64_t seed, const std::filesystem::path& checkpoint) const;
 
   Task& task_;
@@ -147,6 +162,7 @@ class Run {
   RunOptions options_;
   std::unique_ptr<Communicator> own_comm_;
   Communicator* comm_ = nullptr;
+  std::unique_ptr<io::FolderLock> lock_;
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<TensorBoardWriter> tensorboard_;
   int64_t last_saved_ = -1;  // the step of the last checkpoint written

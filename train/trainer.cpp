@@ -22,6 +22,7 @@
 #include "train/data/cache_entry.h"
 #include "train/baselines.h"
 #include "train/data_parallel.h"
+#include "train/data/latent_cache.h"
 #include "train/data/latent_data.h"
 #include "train/panels.h"
 #include "train/png.h"
@@ -126,6 +127,16 @@ Trainer::Trainer(const DiffusionTrainConfig& config, const TrainerOptions& optio
   micro_ = per_rank_ / accumulation;
 
   // The data, checked before anything is built or written.
+  if (std::filesystem::is_directory(c.data.cache_dir) && !cache_is_complete(c.data.cache_dir)) {
+    const std::string what = "data.cache_dir " + c.data.cache_dir + " is incomplete: it has no " +
+                             kCacheCompleteMarker + ", which ctsr_vqae cache writes once every pair is encoded (that run "
+                             "was interrupted, failed, or is still going)";
+    CTSR_CHECK(options_.allow_incomplete_cache, what,
+               "; run the same ctsr_vqae cache command again to finish it (a cache made before the marker existed "
+               "keeps its finished entries and gets the marker), or pass --allow-incomplete-cache to train on the entries "
+               "there");
+    log_line("warning: " + what + "; training on the entries there (--allow-incomplete-cache)");
+  }
   data_->train = std::make_unique<LatentDataset>(c.data.cache_dir, "train");
   const Shape& latent = data_->train->latent_shape();
   CTSR_CHECK(latent[0] == c.model.out_channels, "model.out_channels is ", c.model.out_channels, " but the latents of ",

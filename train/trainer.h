@@ -42,7 +42,12 @@
 
 namespace ctsr::train {
 
-using TrainerOptions = DataParallelTaskOptions;
+struct TrainerOptions : DataParallelTaskOptions {
+  // Train on a latent cache without its completion marker (train/data/latent_cache.h: a
+  // ctsr_vqae cache run that was interrupted, failed, or is still going), with a warning; by
+  // default such a cache is refused (ctsr_train --allow-incomplete-cache).
+  bool allow_incomplete_cache = false;
+};
 
 struct FullValidation {
   double ssim = 0, psnr = 0;                                  // SR against the target

@@ -6,6 +6,7 @@
 
 #include "runtime/error.h"
 #include "runtime/formats/safetensors.h"
+#include "runtime/formats/tensor_checksum.h"
 
 namespace ctsr::train {
 
@@ -132,6 +133,7 @@ std::map<std::string, std::string> CacheEntryInfo::to_metadata() const {
   if (affine) m["affine"] = join_numbers(affine->data(), 16);
   if (normalized) m["normalized"] = *normalized ? "true" : "false";
   if (n_codes) m["n_codes"] = std::to_string(*n_codes);
+  for (const auto& [tensor, crc] : crc32) m[io::kChecksumPrefix + tensor] = io::format_crc32(crc);
   return m;
 }
 
@@ -181,11 +183,25 @@ CacheEntryInfo CacheEntryInfo::from_metadata(const std::map<std::string, std::st
   }
   if (const std::string* v = f.find("n_codes"))
     e.n_codes = f.integers("n_codes", *v, 1, 1, "a positive integer (the codebook size)")[0];
+  const std::string prefix = io::kChecksumPrefix;
+  for (auto it = metadata.lower_bound(prefix); it != metadata.end() && it->first.rfind(prefix, 0) == 0; ++it) {
+    const std::optional<uint32_t> crc = io::parse_crc32(it->second);
+    if (!crc) f.bad(it->first, it->second, "8 lowercase hex digits (a CRC-32)");
+    e.crc32[it->first.substr(prefix.size())] = *crc;
+  }
   return e;
 }
 
 CacheEntryInfo CacheEntryInfo::read(const std::filesystem::path& path) {
   return from_metadata(io::SafetensorsReader(path).metadata(), path.string());
+}
+
+void write_cache_entry(const std::filesystem::path& path, const Tensor& ld_latent, const Tensor& hd_latent,
+                       CacheEntryInfo info) {
+  const Tensor ld = ld_latent.device().is_host_memory() ? ld_latent : ld_latent.to(Device::cpu());
+  const Tensor hd = hd_latent.device().is_host_memory() ? hd_latent : hd_latent.to(Device::cpu());
+  info.crc32 = {{"ld_latent", io::tensor_crc32(ld)}, {"hd_latent", io::tensor_crc32(hd)}};
+  io::write_safetensors(path, {{"ld_latent", ld}, {"hd_latent", hd}}, info.to_metadata());
 }
 
 std::map<std::string, std::string> TrainedCacheInfo::to_extras(const CacheEntryInfo& entry, const Shape& latent_shape) {

@@ -36,6 +36,9 @@ struct CacheEntryInfo {
   std::optional<std::array<double, 16>> affine;        // "affine": 4 x 4, row-major
   std::optional<bool> normalized;                      // "normalized" "true" | "false"
   std::optional<int64_t> n_codes;                      // "n_codes": the VQ-AE's codebook size (newer caches)
+  // "crc32.<tensor>" (runtime/formats/tensor_checksum.h): the CRC-32 of ld_latent's and hd_latent's
+  // bytes, by tensor name; empty in entries written before checksums were recorded.
+  std::map<std::string, uint32_t> crc32;
 
   // The metadata map written to the file ("format" included); absent optional fields are left out.
   std::map<std::string, std::string> to_metadata() const;
@@ -44,6 +47,12 @@ struct CacheEntryInfo {
   // Reads the metadata of a cache entry file.
   static CacheEntryInfo read(const std::filesystem::path& path);
 };
+
+// Writes a cache entry durably (io::AtomicFile): ld_latent and hd_latent ([C, d, h, w] float32)
+// and info's metadata, with info.crc32 set to the two tensors' checksums (verified by the readers:
+// LatentDataset::load, read_latent, cache_entry_valid).
+void write_cache_entry(const std::filesystem::path& path, const Tensor& ld_latent, const Tensor& hd_latent,
+                       CacheEntryInfo info);
 
 // What a diffusion checkpoint records of the cache its run trained on: the "cache.*" extras
 // (cache.latent_shape, cache.hu_window, cache.patch_size, cache.latent_min, cache.latent_max,

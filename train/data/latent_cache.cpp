@@ -11,9 +11,13 @@
 #include <set>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "runtime/error.h"
 #include "runtime/formats/atomic_file.h"
+#include "runtime/formats/folder_lock.h"
 #include "runtime/formats/safetensors.h"
+#include "runtime/formats/tensor_checksum.h"
 #include "train/run_support.h"
 #include "train/data/cache_entry.h"
 #include "train/data/latent_io.h"
@@ -141,18 +145,44 @@ bool cache_entry_valid(const std::filesystem::path& path, const PairRow& row, co
     const auto& hd = reader.record("hd_latent");
     if (ld.shape != hd.shape || ld.shape.size() != 4 || ld.shape[0] != channels) return false;
     const CacheEntryInfo info = CacheEntryInfo::from_metadata(reader.metadata(), path.string());
-    return info.ld_path == row.ld.string() && info.hd_path == row.hd.string() && info.weights == weights;
+    if (info.ld_path != row.ld.string() || info.hd_path != row.hd.string() || info.weights != weights) return false;
+    // Damaged bytes (a checksum that does not match) are encoded again; an entry written before
+    // checksums were recorded is taken as it is.
+    for (const char* key : {"ld_latent", "hd_latent"}) io::load_verified(reader, key);
+    return true;
   } catch (const std::exception&) {
     return false;  // unreadable: encode it again
   }
 }
 
+bool cache_is_complete(const std::filesystem::path& dir) {
+  return std::filesystem::is_regular_file(dir / kCacheCompleteMarker);
+}
+
+void write_cache_complete_marker(const std::filesystem::path& dir, const CacheReport& report,
+                                 const CacheOptions& options) {
+  const nlohmann::json marker{{"format", kCacheCompleteFormat},
+                              {"pairs", report.train + report.val},
+                              {"train", report.train},
+                              {"val", report.val},
+                              {"weights", options.weights},
+                              {"weights_digest", options.weights_digest}};
+  io::write_file_atomically(dir / kCacheCompleteMarker, [&](std::ostream& o) { o << marker.dump(2) << "\n"; });
+}
+
 CacheReport build_latent_cache(Vqae& model, const std::vector<PairRow>& rows, const std::filesystem::path& out_dir,
                                const CacheOptions& options) {
+  // One process per cache, before anything in it is touched.
+  const io::FolderLock lock(out_dir, "cache folder");
+  // From here until every pair is done the cache is incomplete: training refuses it.
+  if (std::filesystem::exists(out_dir / kCacheCompleteMarker)) {
+    std::filesystem::remove(out_dir / kCacheCompleteMarker);
+    io::sync_directory(out_dir);
+  }
+  io::remove_atomic_temporaries(out_dir);
   for (const char* split : {"train", "val"}) {
     std::filesystem::create_directories(out_dir / split);
-    for (const auto& e : std::filesystem::directory_iterator(out_dir / split))
-      if (io::is_atomic_temp_name(e.path())) std::filesystem::remove(e.path());
+    io::remove_atomic_temporaries(out_dir / split);  // left by an interrupted run
   }
   CacheReport report;
   const int64_t channels = model.config().embedding_dim;
@@ -202,8 +232,7 @@ CacheReport build_latent_cache(Vqae& model, const std::vector<PairRow>& rows, co
     info.weights = options.weights;
     info.weights_digest = options.weights_digest;
     info.split = row.split;
-    const std::map<std::string, std::string> meta = info.to_metadata();
-    io::write_safetensors(target, {{"ld_latent", ld_latent}, {"hd_latent", hd_latent}}, meta);
+    write_cache_entry(target, ld_latent, hd_latent, info);  // with the latents' checksums
     ++report.encoded;
     if (options.progress) {
       const auto now = std::chrono::steady_clock::now();
@@ -214,6 +243,7 @@ CacheReport build_latent_cache(Vqae& model, const std::vector<PairRow>& rows, co
                 << format_seconds(pair_s) << ", about " << format_seconds(eta) << " left" << std::endl;
     }
   }
+  write_cache_complete_marker(out_dir, report, options);
   return report;
 }
 

@@ -43,13 +43,24 @@ struct CacheReport {
 // whatever their names (not a defence against a crafted file).
 std::string file_digest(const std::filesystem::path& path);
 
+// The completion marker: written (durably) when build_latent_cache has every pair, removed when a
+// build starts; {"format": "ctsr-latent-cache-complete/1", "pairs", "train", "val", "weights",
+// "weights_digest"}.
+inline constexpr const char* kCacheCompleteMarker = "complete.json";
+inline constexpr const char* kCacheCompleteFormat = "ctsr-latent-cache-complete/1";
+bool cache_is_complete(const std::filesystem::path& dir);
+void write_cache_complete_marker(const std::filesystem::path& dir, const CacheReport& report,
+                                 const CacheOptions& options);
+
 // Encodes every pair not already in `out_dir`; a file that exists and is a valid cache entry for
-// the same sources and weights is skipped, so an interrupted run resumes. Temporary files left by
-// an interrupted run are removed.
+// the same sources and weights (and whose latents match their checksums) is skipped, so an
+// interrupted run resumes. Holds the folder's lock (io::FolderLock, out_dir/.ctsr.lock) from
+// before it touches anything: a second process on the folder is refused. Removes the completion
+// marker first, then the temporaries an interrupted run left, and writes the marker at the end.
 CacheReport build_latent_cache(Vqae& model, const std::vector<PairRow>& rows, const std::filesystem::path& out_dir,
                                const CacheOptions& options);
 
-// True when `path` is a finished cache entry for `row` made with `weights`.
+// True when `path` is a finished cache entry for `row` made with `weights`, undamaged.
 bool cache_entry_valid(const std::filesystem::path& path, const PairRow& row, const std::string& weights,
                        int64_t channels);
 

@@ -6,6 +6,7 @@
 #include "runtime/error.h"
 #include "runtime/formats/atomic_file.h"
 #include "runtime/formats/safetensors.h"
+#include "runtime/formats/tensor_checksum.h"
 #include "runtime/philox.h"
 #include "train/data/latent_io.h"
 
@@ -66,7 +67,8 @@ LatentBatch LatentDataset::load(const std::vector<int64_t>& indices) const {
     const std::filesystem::path& file = path(indices[size_t(k)]);
     io::SafetensorsReader reader(file);
     for (auto [key, out] : {std::pair<const char*, Tensor*>{"ld_latent", &batch.ld}, {"hd_latent", &batch.hd}}) {
-      Tensor dhwc = train::latent_from_file_layout(reader.load(key), file.string());
+      // Checked against the entry's checksum (entries of older caches have none).
+      Tensor dhwc = train::latent_from_file_layout(io::load_verified(reader, key), file.string());
       std::memcpy(static_cast<char*>(out->raw_data()) + size_t(k) * bytes, dhwc.raw_data(), bytes);
     }
   }

@@ -7,6 +7,7 @@
 #include "runtime/error.h"
 #include "runtime/formats/npy.h"
 #include "runtime/formats/safetensors.h"
+#include "runtime/formats/tensor_checksum.h"
 
 namespace ctsr::train {
 
@@ -51,7 +52,7 @@ LatentFile read_latent(const std::filesystem::path& path, const std::string& key
   } else if (has_extension(path, ".safetensors")) {
     io::SafetensorsReader reader(path);
     CTSR_CHECK(reader.contains(key), file, ": no tensor '", key, "' (", reader.names().size(), " tensors in the file)");
-    out.latent = latent_from_file_layout(reader.load(key), file);
+    out.latent = latent_from_file_layout(io::load_verified(reader, key), file);  // a cache entry's checksum
     out.metadata = reader.metadata();
   } else {
     CTSR_FAIL(file, ": a latent is a .npy or .safetensors file");
