@@ -80,9 +80,12 @@ class Scratch {
   }
   const std::filesystem::path& dir() const { return dir_; }
 
-  // Writes the bytes to <dir>/<name> (replacing what was there) and returns the path.
+  // Writes the bytes to <dir>/<name> (replacing what was there) and returns the path. The folder is
+  // made again if something removed it (a cleaner of the temporary folder during a long run).
   std::filesystem::path write(const std::string& name, const void* data, size_t size) const {
     const std::filesystem::path path = dir_ / name;
+    std::error_code ec;
+    std::filesystem::create_directories(dir_, ec);
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
     out.close();

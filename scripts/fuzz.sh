@@ -53,8 +53,14 @@ if ! command -v "$cxx" >/dev/null || ! ls /usr/lib/llvm-14/lib/clang/*/lib/linux
 fi
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
+# One configure and build at a time in a build folder: two runs started together would both
+# regenerate it.
+mkdir -p "$build"
+exec 9>"$build/.fuzz.sh.lock"
+flock 9
 cmake -S fuzz -B "$build" "${generator[@]}" -DCMAKE_CXX_COMPILER="$cxx" >/dev/null
 cmake --build "$build" -j "$jobs"
+flock -u 9
 echo "fuzz.sh: harnesses built in $(( $(date +%s) - t0 )) s ($build)"
 [ "$mode" = build ] && exit 0
 
