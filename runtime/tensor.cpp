@@ -65,7 +65,15 @@ int64_t& Shape::operator[](int i) {
   return dims_[j];
 }
 
-int64_t Shape::numel() const { return checked_numel(dims_.data(), static_cast<size_t>(ndim_), "shape"); }
+int64_t Shape::numel() const {
+  // The common case in one pass (numel is called in loops and per op): non-negative dims whose
+  // product fits; anything else (-1, overflow) goes to checked_numel for its result or its error.
+  int64_t n = 1;
+  for (int i = 0; i < ndim_; ++i)
+    if (dims_[i] < 0 || __builtin_mul_overflow(n, dims_[i], &n))
+      return checked_numel(dims_.data(), static_cast<size_t>(ndim_), "shape");
+  return n;
+}
 
 std::string Shape::str() const { return dims_text(dims_.data(), static_cast<size_t>(ndim_)); }
 
