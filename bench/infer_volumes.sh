@@ -8,9 +8,12 @@
 # for bench/RESULTS.md: inference, and phantom generation.
 #   bash bench/infer_volumes.sh --bin build/bin --work runs/inferbench \
 #     [--sizes 64x64x64,128x128x128] [--device cpu] [--ext nii.gz] [-- extra ctsr_infer flags]
-# A size is N (N^3) or DxHxW. Volumes are written as .nii.gz (--ext nii or npy for other formats;
-# gzip is part of the measured time). The sampling steps are the checkpoint's (20, configs/tiny.yaml)
-# unless the extra flags say --steps. Threads: OpenMP's defaults (OMP_NUM_THREADS to choose), with
+# A size is N (N^3) or DxHxW; each side a multiple of the VQ-AE's encoding patch, 64 (the cache's),
+# or of 8 with `-- --patch-size 0` (the whole volume in one piece). A size that fails (its phantom
+# or its inference) is marked in the table and the others still run; the exit status is then 1.
+# Volumes are written as .nii.gz (--ext nii or npy for other formats; gzip is part of the measured
+# time). The sampling steps are the checkpoint's (20, configs/tiny.yaml) unless the extra flags say
+# --steps. Threads: OpenMP's defaults (OMP_NUM_THREADS to choose), with
 # OMP_WAIT_POLICY=active and scripts/blas_env.sh, as scripts/main.sh runs the programs.
 set -euo pipefail
 
@@ -20,7 +23,10 @@ usage() {
   exit "${1:-1}"
 }
 
-command_line="bash bench/infer_volumes.sh$(printf ' %q' "$@")"
+command_line="bash bench/infer_volumes.sh"
+for a in "$@"; do
+  if [[ "$a" =~ ^[A-Za-z0-9_./,=:+-]+$ ]]; then command_line+=" $a"; else command_line+=" $(printf '%q' "$a")"; fi
+done
 bin="" work="" sizes="64x64x64,128x128x128" device="cpu" ext="nii.gz"
 extra=()
 while [ $# -gt 0 ]; do
@@ -73,14 +79,24 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-active}
 # shellcheck source=/dev/null
 source "$repo/scripts/blas_env.sh"
 
-# Runs a command under GNU time; its output goes to $work/$1.log, "wall_s peak_kib" to $work/$1.time.
+# Runs a command under GNU time; its output goes to $work/$1.log, "wall_s peak_kib" to $work/$1.time
+# (after GNU time's line on how the command ended, when it failed). On failure it says so and
+# returns 1: the other sizes still run.
 timed() {
   local tag=$1
   shift
   if ! "$gnu_time" -f '%e %M' -o "$work/$tag.time" "$@" > "$work/$tag.log" 2>&1; then
-    tail -n 20 "$work/$tag.log" >&2
-    die "'$*' failed (its output: $work/$tag.log)"
+    tail -n 5 "$work/$tag.log" >&2
+    echo "infer_volumes: '$*' failed: $(head -n 1 "$work/$tag.time") (its output: $work/$tag.log)" >&2
+    return 1
   fi
+}
+# A failed run's table cell: how it ended and its last output line, without characters that break a table.
+failure() {
+  local tag=$1
+  local how
+  how=$(head -n 1 "$work/$tag.time" | sed 's/Command exited with non-zero status /exit status /; s/Command terminated by signal /signal /')
+  echo "failed ($how; $(tail -n 1 "$work/$tag.log" | cut -c 1-160 | tr '|' '/'))"
 }
 
 # The checkpoint: 4 phantom pairs of 64^3, their latent cache, 2 training steps.
@@ -108,22 +124,32 @@ if [ ! -f "$model" ]; then
   rm -rf "$m"
 fi
 
-infer_rows=() phantom_rows=()
+infer_rows=() phantom_rows=() failed=0
 for s in "${size_list[@]}"; do
   n=${voxels_of[$s]}
   ph=$work/ph_$s
   rm -rf "$ph"
   echo "infer_volumes: $s: ctsr_phantom" >&2
-  timed "phantom_$s" "$bin/ctsr_phantom" --out "$ph" --count 1 --size "$s" --seed 7
+  if ! timed "phantom_$s" "$bin/ctsr_phantom" --out "$ph" --count 1 --size "$s" --seed 7; then
+    phantom_rows+=("| $s | $n | $(failure "phantom_$s") | | | |")
+    infer_rows+=("| $s | $n | not run: no phantom | | | | |")
+    failed=1
+    continue
+  fi
   read -r ph_wall ph_kib < "$work/phantom_$s.time"
+  phantom_rows+=("$(awk -v s="$s" -v n="$n" -v w="$ph_wall" -v k="$ph_kib" 'BEGIN {
+    printf "| %s | %d | %.1f | %.2f | %.1f | %.1f |", s, n, w, w * 1e6 / n, k / 1024, k * 1024 / n }')")
   lds=("$ph"/ld/*.nii.gz)
   [ -f "${lds[0]}" ] || die "ctsr_phantom wrote no $ph/ld/*.nii.gz ($work/phantom_$s.log)"
-  ld=${lds[0]}
   out=$work/sr_$s.$ext
   rm -f "$out"
   echo "infer_volumes: $s: ctsr_infer" >&2
-  timed "infer_$s" "$bin/ctsr_infer" --model "$model" --vqae "$vqae" --input "$ld" --output "$out" \
-    --device "$device" "${extra[@]}"
+  if ! timed "infer_$s" "$bin/ctsr_infer" --model "$model" --vqae "$vqae" --input "${lds[0]}" --output "$out" \
+       --device "$device" "${extra[@]}"; then
+    infer_rows+=("| $s | $n | $(failure "infer_$s") | | | | |")
+    failed=1
+    continue
+  fi
   [ -f "$out" ] || die "ctsr_infer wrote no $out ($work/infer_$s.log)"
   read -r wall kib < "$work/infer_$s.time"
   row=$(awk -v s="$s" -v n="$n" -v w="$wall" -v k="$kib" 'BEGIN {
@@ -131,8 +157,8 @@ for s in "${size_list[@]}"; do
     printf "| %s | %d | %.1f | %.2f | %.1f | %.1f | %.1f |", s, n, w, w * 1e6 / n, rss, vol, rss - vol }')
   infer_rows+=("$row")
   echo "infer_volumes: $row" >&2
-  phantom_rows+=("$(awk -v s="$s" -v n="$n" -v w="$ph_wall" -v k="$ph_kib" 'BEGIN {
-    printf "| %s | %d | %.1f | %.2f | %.1f | %.1f |", s, n, w, w * 1e6 / n, k / 1024, k * 1024 / n }')")
+  # The phantom pair is only the input: remove it now, so large sizes do not pile up on disk.
+  rm -rf "$ph"
 done
 
 commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -152,3 +178,4 @@ echo
 echo "| size (DxHxW) | voxels | wall s | µs/voxel | peak RSS MiB | RSS bytes/voxel |"
 echo "|---|---|---|---|---|---|"
 printf '%s\n' "${phantom_rows[@]}"
+[ "$failed" = 0 ] || die "some sizes failed (the tables say which)"
