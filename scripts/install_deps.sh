@@ -15,6 +15,7 @@ packages=(
   libpng-dev
   libopenmpi-dev openmpi-bin
   patchelf  # scripts/gpu_bundle.sh: $ORIGIN-relative run paths in the GPU bundle
+  time      # GNU time (/usr/bin/time): bench/infer_volumes.sh's wall time and peak memory
 )
 if [ "${1:-}" = "--fuzz" ]; then
   # libFuzzer (libclang_rt.fuzzer) is in libclang-rt-14-dev, which clang-14 only recommends;
