@@ -1,6 +1,6 @@
 // ctsr_infer as users run it: a NIfTI volume in, a NIfTI volume out with the input's geometry,
-// reproducible per seed, the sliding decode beyond the training depth, and bad inputs that fail
-// with one line naming the file and leave no output.
+// reproducible per seed, tiles beyond the training latent and any shape cropped back, and bad
+// inputs that fail with one line naming the file and leave no output.
 #include <fstream>
 
 #include "kernels/activation.h"
@@ -28,19 +28,7 @@ struct Fixture {
   std::filesystem::path checkpoint, input;
   io::VolumeGeometry geometry;
   Fixture() {
-    auto vqae = Vqae::load(kVqae, 2, Device::cpu());
-    write_cache(dir / "cache", {.train = 3, .val = 2, .hd_volumes = true, .latent_min = vqae->code_min(),
-                                .latent_max = vqae->code_max()});
-    DiffusionTrainConfig c = small_config(dir);
-    c.training.max_steps = 2;
-    c.validation.light_every = 0;
-    c.diffusion.sampling_steps = 3;
-    TrainerOptions o;
-    o.progress = false;
-    std::ostringstream sink;
-    o.log = &sink;
-    Trainer(c, o).run();
-    checkpoint = checkpoint_path(dir / "run" / "checkpoints", 2);
+    checkpoint = train_small_checkpoint(dir.path(), 2);
     // An LD volume in HU with an oblique geometry; 24 x 40 x 32 voxels (a latent of 3 x 5 x 4).
     io::Volume v;
     v.data = test::random_tensor({24, 40, 32}, 5, DType::float32, -300, 300);
@@ -87,16 +75,40 @@ TEST(CtsrInfer, WritesTheResultWithTheInputsGeometry) {
   EXPECT_LT(test::relative_l2(io::unit_to_hu(unit.data, io::HuWindow{}), sr.data), 1e-5);
 }
 
-TEST(CtsrInfer, DeeperVolumesGoThroughTheSlidingDecode) {
+TEST(CtsrInfer, LargerAndOddVolumesRunInTilesAndAreCroppedBack) {
   Fixture f;
   io::Volume deep;
-  deep.data = test::random_tensor({48, 40, 32}, 6, DType::float32, -300, 300);  // latent depth 6 > 3
+  // Latent 6 x 5 x 4 > the training latent 3 x 5 x 4: two tiles along D for sampling and decode.
+  deep.data = test::random_tensor({48, 40, 32}, 6, DType::float32, -300, 300);
   io::write_volume(f.dir / "deep.nii.gz", deep);
   f.input = f.dir / "deep.nii.gz";
   auto r = f.infer(f.dir / "deep_sr.nii.gz");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("sliding decode in slabs of 3"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("sample: 3 x 1 x 1 = 3 tiles of 3 x 5 x 4, overlap 1 x 1 x 1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("decode: 3 x 1 x 1 = 3 tiles of 3 x 5 x 4, overlap 1 x 1 x 1"), std::string::npos) << r.output;
   EXPECT_EQ(io::read_volume(f.dir / "deep_sr.nii.gz").data.shape(), (Shape{48, 40, 32}));
+  // With a budget: the plan says what it measured and chose; the same result (batches of tiles
+  // are independent samples, and the tiles are the same).
+  r = f.infer(f.dir / "budget_sr.nii.gz", {"--max-memory", "0.05", "--max-batch", "4"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("of the budget 51.20 MiB"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("3 per batch"), std::string::npos) << r.output;
+  EXPECT_LT(test::relative_l2(io::read_volume(f.dir / "budget_sr.nii.gz").data,
+                              io::read_volume(f.dir / "deep_sr.nii.gz").data), 1e-5);
+  // Sides that are not multiples of the compression: reflected, run, cropped; the geometry kept.
+  io::Volume odd;
+  odd.data = test::random_tensor({20, 37, 29}, 7, DType::float32, -300, 300);
+  odd.geometry = f.geometry;
+  io::write_volume(f.dir / "odd.nii.gz", odd);
+  f.input = f.dir / "odd.nii.gz";
+  r = f.infer(f.dir / "odd_sr.nii.gz", {"--quiet"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("sample:"), std::string::npos) << r.output;  // --quiet: no plan
+  EXPECT_NE(r.output.find("anisotropic voxels of 0.8 x 0.7 x 2.5 mm"), std::string::npos) << r.output;
+  const io::Volume sr = io::read_volume(f.dir / "odd_sr.nii.gz");
+  EXPECT_EQ(sr.data.shape(), (Shape{20, 37, 29}));
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 4; ++j) EXPECT_NEAR(sr.geometry.affine[size_t(i)][size_t(j)], f.geometry.affine[size_t(i)][size_t(j)], 1e-4);
 }
 
 TEST(CtsrInfer, BadInputsFailWithOneLineAndLeaveNothing) {
@@ -108,13 +120,11 @@ TEST(CtsrInfer, BadInputsFailWithOneLineAndLeaveNothing) {
     EXPECT_FALSE(std::filesystem::exists(f.dir / "out.nii.gz"));
   };
   fails(f.infer(f.dir / "out.mha"), {"out.mha"});
-  io::Volume odd;
-  odd.data = test::random_tensor({20, 40, 32}, 7, DType::float32, -300, 300);
-  io::write_volume(f.dir / "odd.nii.gz", odd);
-  const auto input = f.input;
-  f.input = f.dir / "odd.nii.gz";
-  fails(f.infer(f.dir / "out.nii.gz"), {"odd.nii.gz", "20"});
-  f.input = input;
+  fails(f.infer(f.dir / "out.nii.gz", {"--tile", "0"}), {"--tile 0", "positive"});
+  fails(f.infer(f.dir / "out.nii.gz", {"--decode-overlap", "-1"}), {"--decode-overlap -1", "0 or more"});
+  fails(f.infer(f.dir / "out.nii.gz", {"--max-memory", "-2"}), {"--max-memory -2", "positive"});
+  // A budget that cannot hold one tile: refused before any of the volume's work.
+  fails(f.infer(f.dir / "out.nii.gz", {"--max-memory", "0.0001"}), {"--max-memory", "too small for one", "tile"});
   fails(f.infer(f.dir / "out.nii.gz", {"--weights", "best"}), {"--weights best", "ema or model"});
   auto r = run_tool("ctsr_infer", {"--model", (f.dir / "cache" / "train" / "train_0.safetensors").string(), "--vqae",
                                    kVqae, "--input", f.input.string(), "--output", (f.dir / "out.nii.gz").string()});

@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 
+#include "model/vqae.h"
 #include "runtime/formats/npy.h"
 #include "runtime/formats/safetensors.h"
 #include "runtime/philox.h"
@@ -18,6 +19,7 @@
 #include "train/data/cache_entry.h"
 #include "train/data/latent_cache.h"
 #include "train/metrics_log.h"
+#include "train/trainer.h"
 
 namespace ctsr::train {
 
@@ -116,5 +118,24 @@ inline DiffusionTrainConfig small_config(const std::filesystem::path& dir) {
   return c;
 }
 inline DiffusionTrainConfig small_config(const test::TempDir& dir) { return small_config(dir.path()); }
+
+// A checkpoint of small_config trained `steps` steps on a cache in dir/cache of latents within
+// kVqae's codebook bounds (as ctsr_infer and ctsr_evaluate check), sampling in `sampling_steps`.
+inline std::filesystem::path train_small_checkpoint(const std::filesystem::path& dir, int64_t steps,
+                                                    int64_t sampling_steps = 3) {
+  auto vqae = Vqae::load(kVqae, 2, Device::cpu());
+  write_cache(dir / "cache", {.train = 3, .val = 2, .hd_volumes = true, .latent_min = vqae->code_min(),
+                              .latent_max = vqae->code_max()});
+  DiffusionTrainConfig c = small_config(dir);
+  c.training.max_steps = steps;
+  c.validation.light_every = 0;
+  c.diffusion.sampling_steps = sampling_steps;
+  TrainerOptions o;
+  o.progress = false;
+  std::ostringstream sink;
+  o.log = &sink;
+  Trainer(c, o).run();
+  return checkpoint_path(dir / "run" / "checkpoints", steps);
+}
 
 }  // namespace ctsr::train

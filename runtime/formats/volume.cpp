@@ -402,6 +402,20 @@ Tensor map_values(const Tensor& x, const char* what, F&& f) {
   return x.device() == Device::cpu() ? out : out.to(x.device());
 }
 
+// The same in place when x is a float32 tensor in host memory (no second volume); otherwise x is
+// replaced by map_values' result.
+template <class F>
+void map_values_inplace(Tensor& x, const char* what, F&& f) {
+  x.check_defined(what);
+  if (x.dtype() != DType::float32 || !x.device().is_host_memory()) {
+    x = map_values(x, what, std::forward<F>(f));
+    return;
+  }
+  float* d = x.data<float>();
+  const int64_t n = x.numel();
+  for (int64_t i = 0; i < n; ++i) d[i] = static_cast<float>(f(static_cast<double>(d[i])));
+}
+
 }  // namespace
 
 VolumeFormat volume_format(const std::filesystem::path& path) {
@@ -481,15 +495,27 @@ Tensor hu_to_unit(const Tensor& hu, const HuWindow& window) {
   return map_values(hu, "hu_to_unit", [=](double x) { return 2.0 * (std::clamp(x, lo, hi) - lo) / (hi - lo) - 1.0; });
 }
 
+void hu_to_unit_inplace(Tensor& hu, const HuWindow& window) {
+  check_window(window, "hu_to_unit");
+  const double lo = window.lo, hi = window.hi;
+  map_values_inplace(hu, "hu_to_unit", [=](double x) { return 2.0 * (std::clamp(x, lo, hi) - lo) / (hi - lo) - 1.0; });
+}
+
 Tensor unit_to_hu(const Tensor& unit, const HuWindow& window) {
   check_window(window, "unit_to_hu");
   const double lo = window.lo, half_width = 0.5 * (double(window.hi) - double(window.lo));
   return map_values(unit, "unit_to_hu", [=](double u) { return (u + 1.0) * half_width + lo; });
 }
 
+void unit_to_hu_inplace(Tensor& unit, const HuWindow& window) {
+  check_window(window, "unit_to_hu");
+  const double lo = window.lo, half_width = 0.5 * (double(window.hi) - double(window.lo));
+  map_values_inplace(unit, "unit_to_hu", [=](double u) { return (u + 1.0) * half_width + lo; });
+}
+
 Volume read_volume_unit(const std::filesystem::path& path, const HuWindow& window) {
   Volume v = read_volume(path);
-  if (volume_format(path) != VolumeFormat::npy) v.data = hu_to_unit(v.data, window);
+  if (volume_format(path) != VolumeFormat::npy) hu_to_unit_inplace(v.data, window);
   return v;
 }
 

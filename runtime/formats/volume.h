@@ -45,6 +45,9 @@ struct HuWindow {
 HuWindow parse_hu_window(const std::string& text);  // "-200,200"; lo < hi, else an error naming the text
 Tensor hu_to_unit(const Tensor& hu, const HuWindow& window);
 Tensor unit_to_hu(const Tensor& unit, const HuWindow& window);
+// The same two in place (a float32 host tensor keeps its memory; others are replaced).
+void hu_to_unit_inplace(Tensor& hu, const HuWindow& window);
+void unit_to_hu_inplace(Tensor& unit, const HuWindow& window);
 
 // A volume on the [-1, 1] scale from a file: NIfTI is read as HU and windowed; .npy is taken as
 // already on the [-1, 1] scale (DESIGN.md). The geometry comes along.

@@ -1,5 +1,7 @@
 #include "tools/common/cli.h"
 
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <exception>
 #include <iostream>
@@ -48,6 +50,12 @@ Device device_from_flag(const std::string& text) {
                                : problem + "; or choose cpu or cuda_on_cpu");
   if (device.kind == DeviceKind::cuda) set_cuda_device(device.index);
   return device;
+}
+
+size_t peak_rss_bytes() {
+  struct rusage usage {};
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0;
+  return size_t(usage.ru_maxrss) * 1024;  // kilobytes on Linux
 }
 
 }  // namespace ctsr::tools

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstddef>
 #include <functional>
 #include <string>
 
@@ -20,6 +21,9 @@ Device resolve_device(const std::string& text);
 Device device_from_flag(const std::string& text);
 
 int run_program(CLI::App& app, int argc, char** argv, const std::function<void()>& body);
+
+// This process's peak resident memory so far, in bytes (getrusage's ru_maxrss).
+size_t peak_rss_bytes();
 
 
 }  // namespace ctsr::tools
