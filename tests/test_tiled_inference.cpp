@@ -129,21 +129,24 @@ TEST(TiledNetworks, TheShippedVqaeOnAPhantomLeavesNoSeamInEncodeOrDecode) {
   EXPECT_LT(dec.edge, 0.5 * own);
 }
 
-// Random weights throughout (a fresh UNet's last convolution is zero: every tile would agree),
-// evaluation mode.
-void randomize(UNet3D& net, uint64_t seed) {
-  net.train(false);
-  for (Parameter* p : net.parameters())
-    p->value.copy_from(test::random_tensor(p->value.shape(), seed++, DType::float32, -0.3, 0.3));
-}
+// The small configuration's UNet with random weights throughout (a fresh UNet's last convolution
+// is zero: every tile would agree), in evaluation mode.
+struct RandomUNet {
+  test::TempDir dir{"ctsr-tiled-unet"};
+  DiffusionTrainConfig c = small_config(dir);
+  UNet3D net{c.model};
+  explicit RandomUNet(uint64_t seed) {
+    net.train(false);
+    for (Parameter* p : net.parameters())
+      p->value.copy_from(test::random_tensor(p->value.shape(), seed++, DType::float32, -0.3, 0.3));
+  }
+};
 
 TEST(TiledNetworks, OneUNetStepOnTilesStaysWithinTheBoundAndLeavesNoSeam) {
   NoGradGuard no_grad;
-  test::TempDir dir("ctsr-tiled-unet");
-  const DiffusionTrainConfig c = small_config(dir);
-  UNet3D net(c.model);
-  randomize(net, 60);
-  const Tensor x = test::random_tensor({1, 9, 8, 7, c.model.in_channels}, 53);
+  RandomUNet u(60);
+  UNet3D& net = u.net;
+  const Tensor x = test::random_tensor({1, 9, 8, 7, u.c.model.in_channels}, 53);
   auto step = [&](const Tensor& box) {
     const int64_t b = box.dim(0);
     return net.forward(box, Tensor::from_vector(std::vector<int64_t>(size_t(b), 500), {b}));
@@ -158,12 +161,11 @@ TEST(TiledNetworks, EveryStepOfATiledSamplingRunMeetsTheBoundInTwoTilings) {
   // The per-step bound along whole trajectories: at every step of a tiled DDIM run the blended
   // UNet output is within the convexity bound of the whole-latent output at the same x_t. Over
   // the whole run no useful bound follows (the trajectories part as the network reacts to its
-  // tiles' different context); the final difference is printed, and its seam measured.
+  // tiles' different context); the final difference is printed.
   NoGradGuard no_grad;
-  test::TempDir dir("ctsr-tiled-run");
-  const DiffusionTrainConfig c = small_config(dir);
-  UNet3D net(c.model);
-  randomize(net, 70);
+  RandomUNet u(70);
+  UNet3D& net = u.net;
+  const DiffusionTrainConfig& c = u.c;
   DiffusionConfig dc = c.diffusion;
   dc.sampling_steps = 4;
   const NoiseSchedule schedule(dc);
