@@ -8,9 +8,9 @@
 # for bench/RESULTS.md: inference, and phantom generation.
 #   bash bench/infer_volumes.sh --bin build/bin --work runs/inferbench \
 #     [--sizes 64x64x64,128x128x128] [--device cpu] [--ext nii.gz] [-- extra ctsr_infer flags]
-# A size is N (N^3) or DxHxW; each side a multiple of the VQ-AE's encoding patch, 64 (the cache's),
-# or of 8 with `-- --patch-size 0` (the whole volume in one piece). A size that fails (its phantom
-# or its inference) is marked in the table and the others still run; the exit status is then 1.
+# A size is N (N^3) or DxHxW, any sides ctsr_phantom takes (16 to 1024; ctsr_infer runs any shape
+# in tiles). A size that fails (its phantom or its inference) is marked in the table and the
+# others still run; the exit status is then 1.
 # Volumes are written as .nii.gz (--ext nii or npy for other formats; gzip is part of the measured
 # time). The sampling steps are the checkpoint's (20, configs/tiny.yaml) unless the extra flags say
 # --steps. Threads: OpenMP's defaults (OMP_NUM_THREADS to choose), with
