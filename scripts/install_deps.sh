@@ -12,6 +12,7 @@ packages=(
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libomp-dev
   zlib1g-dev libnifti2-dev libniftiio-dev
+  libgdcm-dev  # DICOM series (runtime/formats/dicom.cpp)
   libpng-dev
   libopenmpi-dev openmpi-bin
   patchelf  # scripts/gpu_bundle.sh: $ORIGIN-relative run paths in the GPU bundle

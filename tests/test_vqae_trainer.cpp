@@ -425,6 +425,12 @@ TEST(VqaeTrainer, DataComesFromPairsOrAFolderWithTheCachesSplit) {
   data.val_fraction = 0;
   const auto folder = list_training_volumes(data);
   EXPECT_EQ(ids(folder, false), (std::vector<std::string>{"case0", "case1", "case2", "case3"}));
+  // A subfolder is a DICOM series, its id its name; hidden folders (and temporaries) are not.
+  std::filesystem::create_directories(dir / "data" / "ld" / "series4");
+  std::filesystem::create_directories(dir / "data" / "ld" / ".tmp-1-d1-series5");
+  EXPECT_EQ(ids(list_training_volumes(data), false),
+            (std::vector<std::string>{"case0", "case1", "case2", "case3", "series4"}));
+  std::filesystem::remove_all(dir / "data" / "ld" / "series4");
   std::ofstream(dir / "data" / "ld" / "case1.nii") << "";  // a second case1
   expect_error_mentions([&] { list_training_volumes(data); }, {"data.folder", "case1.nii", "case1.npy", "same name"});
   data.folder = (dir / "data" / "none").string();

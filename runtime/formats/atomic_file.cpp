@@ -209,7 +209,7 @@ int64_t remove_atomic_temporaries(const std::filesystem::path& dir) {
   int64_t removed = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     if (!is_atomic_temp_name(entry.path())) continue;
-    std::filesystem::remove(entry.path(), ec);
+    std::filesystem::remove_all(entry.path(), ec);  // a folder: a DICOM series being written
     CTSR_CHECK(!ec, "cannot remove the stale temporary '", entry.path().string(), "': ", ec.message());
     ++removed;
   }

@@ -60,7 +60,8 @@ void write_file_atomically(const std::filesystem::path& target, const std::funct
 // True for names that AtomicFile uses for temporaries (".tmp-..."): resumable jobs skip them.
 bool is_atomic_temp_name(const std::filesystem::path& path);
 
-// Removes the temporaries (is_atomic_temp_name) directly in `dir` (not below it), left by a
+// Removes the temporaries (is_atomic_temp_name, files and the folders of DICOM series being
+// written, runtime/formats/dicom.h) directly in `dir` (not below it), left by a
 // process that was killed while writing; returns how many. Only for a folder whose owner holds its
 // lock: another process's temporaries would be in use. A missing folder has none.
 int64_t remove_atomic_temporaries(const std::filesystem::path& dir);

@@ -423,11 +423,21 @@ VolumeFormat volume_format(const std::filesystem::path& path) {
   if (ends_with(name, ".nii.gz") && name.size() > 7) return VolumeFormat::nifti_gz;
   if (ends_with(name, ".nii") && name.size() > 4) return VolumeFormat::nifti;
   if (ends_with(name, ".npy") && name.size() > 4) return VolumeFormat::npy;
-  CTSR_FAIL("volume '", path.string(), "': unknown file type; expected a name ending in .nii, .nii.gz or .npy");
+  // A folder (existing, or named with a trailing separator or without an extension) is a series.
+  if (name.empty() || path.extension().empty() || is_dicom_path(path)) return VolumeFormat::dicom;
+  CTSR_FAIL("volume '", path.string(), "': unknown file type; expected a name ending in .nii, .nii.gz or .npy, ",
+            "a DICOM file (.dcm) or a DICOM series folder");
 }
 
-Volume read_volume(const std::filesystem::path& path) {
+Volume read_volume(const std::filesystem::path& path, const VolumeReadOptions& options) {
   const VolumeFormat format = volume_format(path);
+  if (format == VolumeFormat::dicom) {
+    DicomReadOptions dicom;
+    dicom.series_uid = options.series_uid;
+    return read_dicom(path, dicom);
+  }
+  CTSR_CHECK(options.series_uid.empty(), "volume '", path.string(), "': a series UID (", options.series_uid,
+             ") was given, but the file is not DICOM");
   if (format != VolumeFormat::npy) return read_nifti(path);
 
   check_file_exists(path);
@@ -458,6 +468,7 @@ void write_volume(const std::filesystem::path& path, const Volume& volume) {
     case VolumeFormat::npy: write_npy(path, data); return;
     case VolumeFormat::nifti: write_nifti(path, data, volume.geometry, false); return;
     case VolumeFormat::nifti_gz: write_nifti(path, data, volume.geometry, true); return;
+    case VolumeFormat::dicom: write_dicom_series(path, data, volume.geometry); return;
   }
 }
 
@@ -513,8 +524,9 @@ void unit_to_hu_inplace(Tensor& unit, const HuWindow& window) {
   map_values_inplace(unit, "unit_to_hu", [=](double u) { return (u + 1.0) * half_width + lo; });
 }
 
-Volume read_volume_unit(const std::filesystem::path& path, const HuWindow& window) {
-  Volume v = read_volume(path);
+Volume read_volume_unit(const std::filesystem::path& path, const HuWindow& window,
+                        const VolumeReadOptions& options) {
+  Volume v = read_volume(path, options);
   if (volume_format(path) != VolumeFormat::npy) hu_to_unit_inplace(v.data, window);
   return v;
 }

@@ -5,8 +5,10 @@
 
 #include <array>
 #include <filesystem>
+#include <memory>
 #include <string>
 
+#include "runtime/formats/dicom.h"
 #include "runtime/tensor.h"
 
 namespace ctsr::io {
@@ -17,6 +19,9 @@ struct VolumeGeometry {
   // Voxel (i = x, j = y, k = z, 1) -> world mm. From the sform when set, else the qform, else
   // diag(spacing). Written back as both sform and qform.
   std::array<std::array<double, 4>, 4> affine{{{1, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}}};
+  // Set when the volume was read from a DICOM series: its patient, study and stored format, which
+  // a DICOM write of anything with this geometry (a result) copies (runtime/formats/dicom.h).
+  std::shared_ptr<const DicomSource> dicom;
 };
 
 struct Volume {
@@ -24,17 +29,24 @@ struct Volume {
   VolumeGeometry geometry;
 };
 
-enum class VolumeFormat { nifti, nifti_gz, npy };
-// From the extension (.nii, .nii.gz, .npy); anything else is an error naming the path.
+enum class VolumeFormat { nifti, nifti_gz, npy, dicom };
+// From the name: .nii, .nii.gz, .npy; a DICOM series for an existing folder, a name ending in a
+// separator or without an extension, and for .dcm (or any file with the DICOM magic) a DICOM
+// file. Anything else is an error naming the path.
 VolumeFormat volume_format(const std::filesystem::path& path);
 
+struct VolumeReadOptions {
+  std::string series_uid;  // DICOM: the series to take from a folder holding several
+};
+
 // .nii / .nii.gz through libnifti2 (NIfTI-1 and NIfTI-2), .npy (any float or integer dtype,
-// converted to float32; must be 3-D). Errors name the file and the expectation (a 4-D NIfTI, a
-// 2-D .npy, a missing file).
-Volume read_volume(const std::filesystem::path& path);
-// Writes float32 NIfTI-1 (or .npy, geometry dropped) through an AtomicFile. The data may be of
-// any dtype and on any device (a float32 host copy is written); it must be [D, H, W], the spacing
-// positive and the affine finite with last row [0, 0, 0, 1], else nothing is written.
+// converted to float32; must be 3-D), DICOM series and files (runtime/formats/dicom.h, in HU).
+// Errors name the file and the expectation (a 4-D NIfTI, a 2-D .npy, a missing file).
+Volume read_volume(const std::filesystem::path& path, const VolumeReadOptions& options = {});
+// Writes float32 NIfTI-1 (or .npy, geometry dropped) through an AtomicFile, or a DICOM series
+// folder (write_dicom_series). The data may be of any dtype and on any device (a float32 host
+// copy is written); it must be [D, H, W], the spacing positive and the affine finite with last
+// row [0, 0, 0, 1], else nothing is written.
 void write_volume(const std::filesystem::path& path, const Volume& volume);
 
 // HU windowing: clip to [lo, hi] and map linearly to [-1, 1]; the inverse maps back (no clipping).
@@ -49,8 +61,9 @@ Tensor unit_to_hu(const Tensor& unit, const HuWindow& window);
 void hu_to_unit_inplace(Tensor& hu, const HuWindow& window);
 void unit_to_hu_inplace(Tensor& unit, const HuWindow& window);
 
-// A volume on the [-1, 1] scale from a file: NIfTI is read as HU and windowed; .npy is taken as
-// already on the [-1, 1] scale (DESIGN.md). The geometry comes along.
-Volume read_volume_unit(const std::filesystem::path& path, const HuWindow& window);
+// A volume on the [-1, 1] scale from a file: NIfTI and DICOM are read as HU and windowed; .npy is
+// taken as already on the [-1, 1] scale (DESIGN.md). The geometry comes along.
+Volume read_volume_unit(const std::filesystem::path& path, const HuWindow& window,
+                        const VolumeReadOptions& options = {});
 
 }  // namespace ctsr::io

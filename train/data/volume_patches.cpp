@@ -11,9 +11,16 @@ namespace ctsr::train {
 
 namespace {
 
-// The file's name without .nii.gz, .nii or .npy (false when it has none of them).
-bool volume_stem(const std::filesystem::path& path, std::string& stem) {
-  const std::string name = path.filename().string();
+// The file's name without .nii.gz, .nii or .npy (false when it has none of them); a folder (a
+// DICOM series) by its name, hidden and temporary folders aside.
+bool volume_stem(const std::filesystem::directory_entry& entry, std::string& stem) {
+  const std::string name = entry.path().filename().string();
+  if (entry.is_directory()) {
+    if (name.empty() || name[0] == '.') return false;
+    stem = name;
+    return true;
+  }
+  if (!entry.is_regular_file()) return false;
   for (const char* ext : {".nii.gz", ".nii", ".npy"}) {
     const size_t n = std::strlen(ext);
     if (name.size() > n && name.compare(name.size() - n, n, ext) == 0) {
@@ -51,12 +58,13 @@ std::vector<TrainingVolume> list_training_volumes(const VqaeTrainConfig::Data& d
     std::map<std::string, std::filesystem::path> files;
     for (const auto& entry : std::filesystem::directory_iterator(data.folder)) {
       std::string stem;
-      if (!entry.is_regular_file() || !volume_stem(entry.path(), stem)) continue;
+      if (!volume_stem(entry, stem)) continue;
       auto [at, added] = files.emplace(stem, entry.path());
       CTSR_CHECK(added, "data.folder: ", data.folder, ": ", at->second.filename().string(), " and ",
                  entry.path().filename().string(), " have the same name (one id per volume)");
     }
-    CTSR_CHECK(!files.empty(), "data.folder: ", data.folder, ": no .nii, .nii.gz or .npy volumes in it");
+    CTSR_CHECK(!files.empty(), "data.folder: ", data.folder,
+               ": no .nii, .nii.gz or .npy volumes or DICOM series folders in it");
     for (const auto& [stem, path] : files) rows.push_back({stem, path, path, ""});
   }
   train::assign_splits(rows, data.val_fraction, data.split_seed);
