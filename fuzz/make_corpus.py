@@ -6,6 +6,8 @@ and near misses (one thing wrong) that reach the readers' checks. Deterministic:
 rewrites the same bytes (torch.save's serialization id aside, which it replaces).
 
     python3 fuzz/make_corpus.py            # needs numpy, nibabel and torch
+
+The DICOM seeds are copies and byte patches of tests/data/dicom/ (tools/pytorch/make_dicom_fixtures.py).
 """
 import gzip
 import io
@@ -373,6 +375,55 @@ def make_metadata():
     put(h, "config_bad_yaml", lines([kv for kv in checkpoint if kv[0] != "config"] + [("config", "a: [")]))
 
 
+# ---- DICOM -------------------------------------------------------------------------------------
+DICOM_FIXTURES = os.path.join(HERE, "..", "tests", "data", "dicom")
+
+
+def dicom_fixture(name):
+    with open(os.path.join(DICOM_FIXTURES, name), "rb") as f:
+        return f.read()
+
+
+def dicom_patch(data, group, element, vr, old, new):
+    """The file with one explicit-VR element's value `old` replaced by `new` (the same length)."""
+    assert len(old) == len(new)
+    head = struct.pack("<HH", group, element) + vr.encode() + struct.pack("<H", len(old))
+    at = data.find(head + old)
+    assert at >= 0 and data.find(head + old, at + 1) < 0, (group, element, old)
+    return data[:at + len(head)] + new + data[at + len(head) + len(old):]
+
+
+def make_dicom():
+    """Single files from tests/data/dicom (tools/pytorch/make_dicom_fixtures.py, pydicom and
+    gdcmconv), as read_volume reads one .dcm: valid slices and the Enhanced CT file, the refused
+    ones, and same-length byte patches of them that reach the header checks."""
+    h = "dicom"
+    axial = dicom_fixture("axial_ascending/IM0000")
+    multiframe = dicom_fixture("multiframe.dcm")
+    put(h, "axial_slice.dcm", axial)
+    put(h, "multiframe.dcm", multiframe)
+    put(h, "unsigned_rescale_slice.dcm", dicom_fixture("unsigned_rescale/IM0000"))
+    put(h, "oblique_slice.dcm", dicom_fixture("oblique/IM0000"))
+    put(h, "jpegls_slice.dcm", dicom_fixture("axial_jpegls/IM0000"))
+    put(h, "j2k_slice.dcm", dicom_fixture("axial_j2k/IM0000"))
+    put(h, "jpeg_lossy_slice.dcm", dicom_fixture("jpeg_lossy/IM0000"))
+    put(h, "truncated_slice.dcm", dicom_fixture("truncated/IM0005"))
+    put(h, "non_orthogonal_slice.dcm", dicom_fixture("non_orthogonal/IM0000"))
+    put(h, "mr_slice.dcm", dicom_fixture("mr_modality/IM0000"))
+    # Near misses: one value changed, the length kept.
+    put(h, "rows_zero.dcm", dicom_patch(axial, 0x0028, 0x0010, "US", b"\x0b\x00", b"\x00\x00"))
+    put(h, "bits_allocated_8.dcm", dicom_patch(axial, 0x0028, 0x0100, "US", b"\x10\x00", b"\x08\x00"))
+    put(h, "high_bit_14.dcm", dicom_patch(axial, 0x0028, 0x0102, "US", b"\x0f\x00", b"\x0e\x00"))
+    put(h, "rescale_slope_zero.dcm", dicom_patch(axial, 0x0028, 0x1053, "DS", b"1 ", b"0 "))
+    put(h, "syntax_rle_but_raw.dcm", dicom_patch(axial, 0x0002, 0x0010, "UI", b"1.2.840.10008.1.2.1\x00",
+                                                 b"1.2.840.10008.1.2.5\x00"))
+    put(h, "syntax_big_endian.dcm", dicom_patch(axial, 0x0002, 0x0010, "UI", b"1.2.840.10008.1.2.1\x00",
+                                                b"1.2.840.10008.1.2.2\x00"))
+    put(h, "multiframe_8_frames.dcm", dicom_patch(multiframe, 0x0028, 0x0008, "IS", b"7 ", b"8 "))
+    put(h, "multiframe_uneven.dcm", dicom_patch(multiframe, 0x0020, 0x0032, "DS", b"-120.5\\-98.25\\39.25 ",
+                                                b"-120.5\\-98.25\\39.75 "))
+
+
 if __name__ == "__main__":
     if os.path.isdir(CORPUS):
         shutil.rmtree(CORPUS)
@@ -383,6 +434,7 @@ if __name__ == "__main__":
     make_train_config()
     make_pairs_csv()
     make_metadata()
+    make_dicom()
     for harness in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, harness))
         size = sum(os.path.getsize(os.path.join(CORPUS, harness, f)) for f in files)

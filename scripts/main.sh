@@ -16,7 +16,10 @@
 # CTSR_VQAE and CTSR_VQAE_CONFIG (another first stage and its settings file, for its patch size),
 # CTSR_TRAIN_CONFIG (the UNet's configuration; configs/tiny.yaml for the 8x first stage),
 # CTSR_REDCNN (the learned baseline's weights; empty: no RED-CNN row), CTSR_REFINER (the refiner's
-# weights; empty: SR is the latent path's decoded result alone).
+# weights; empty: SR is the latent path's decoded result alone), CTSR_FORMAT (nifti, the default, or
+# dicom: the synthetic pairs are written as DICOM series folders, ctsr_phantom --format dicom, and
+# the super-resolved volume as a series folder $run/sr_<id>/; a run folder keeps the format it
+# was made with).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -27,6 +30,11 @@ jobs=${JOBS:-$(nproc)}
 pairs=${CTSR_PAIRS:-48}
 if ! [[ "$pairs" =~ ^[0-9]+$ ]] || [ "$pairs" -lt 5 ]; then
   echo "main: CTSR_PAIRS is '$pairs'; expected a whole number of at least 5 (a fifth is held out)" >&2
+  exit 1
+fi
+format=${CTSR_FORMAT:-nifti}
+if [ "$format" != nifti ] && [ "$format" != dicom ]; then
+  echo "main: CTSR_FORMAT is '$format'; expected nifti or dicom" >&2
   exit 1
 fi
 vqae=${CTSR_VQAE:-models/vqae_phantom_4x.safetensors}
@@ -76,6 +84,8 @@ if [ "$made_with" != "$vqae_sum" ]; then
        "move it away or set CTSR_RUN_DIR to a new folder" >&2
   exit 1
 fi
+# The format of a pairs.csv's volumes: dicom when its first pair's LD is a series folder (ends in /).
+pairs_format() { awk -F, 'NR == 2 { print ($2 ~ /\/$/ ? "dicom" : "nifti"); exit }' "$1"; }
 if [ -f "$run/data/pairs.csv" ]; then
   have=$(( $(wc -l < "$run/data/pairs.csv") - 1 ))
   if [ "$have" != "$pairs" ]; then
@@ -83,8 +93,15 @@ if [ -f "$run/data/pairs.csv" ]; then
          "move $run away or set CTSR_RUN_DIR to a new folder" >&2
     exit 1
   fi
+  have_format=$(pairs_format "$run/data/pairs.csv")
+  if [ "$have_format" != "$format" ]; then
+    echo "main: $run/data holds $have_format pairs, not CTSR_FORMAT=$format;" \
+         "move $run away or set CTSR_RUN_DIR to a new folder" >&2
+    exit 1
+  fi
 fi
-[ -f "$run/data/pairs.csv" ] || "$bin/ctsr_phantom" --out "$run/data" --count "$pairs" --size 64 --seed 1
+[ -f "$run/data/pairs.csv" ] ||
+  "$bin/ctsr_phantom" --out "$run/data" --count "$pairs" --size 64 --seed 1 --format "$format"
 "$bin/ctsr_vqae" cache --weights "$vqae" --config "$vqae_config" --pairs "$run/data/pairs.csv" --out "$run/cache" \
   --val-fraction 0.2 --device "$device"
 
@@ -99,9 +116,12 @@ overrides=(--set "data.cache_dir=$run/cache" --set "data.vqae_weights=$vqae"
 # of the first two pairs go to $run/panels.
 id=$(ls "$run/cache/val" | head -n 1 | sed 's/\.safetensors$//')
 checkpoint=$(ls "$run/train/checkpoints"/step_*.safetensors | tail -n 1)
-"$bin/ctsr_infer" --model "$checkpoint" --vqae "$vqae" --input "$run/data/ld/$id.nii.gz" \
-  --output "$run/sr_$id.nii.gz" --device "$device" "${refine_args[@]}"
-echo "main: outputs in $run/train (checkpoints, metrics.jsonl, tensorboard/, images/), $run/sr_$id.nii.gz;" \
+# A series folder in, a series folder out (the input's patient and study) for CTSR_FORMAT=dicom.
+ld_input=$run/data/ld/$id.nii.gz sr=$run/sr_$id.nii.gz
+[ "$format" = dicom ] && ld_input=$run/data/ld/$id/ sr=$run/sr_$id/
+"$bin/ctsr_infer" --model "$checkpoint" --vqae "$vqae" --input "$ld_input" \
+  --output "$sr" --device "$device" "${refine_args[@]}"
+echo "main: outputs in $run/train (checkpoints, metrics.jsonl, tensorboard/, images/), $sr;" \
   "$(( $(date +%s) - start )) s so far"
 evaluate_args=(--model "$checkpoint" --device "$device" --json "$run/evaluation.json" --panels "$run/panels"
                "${refine_args[@]}")
@@ -112,9 +132,14 @@ evaluate_args=(--model "$checkpoint" --device "$device" --json "$run/evaluation.
 # scored with the same checkpoint, the baselines' parameters chosen on the main job's training
 # pairs (--select-cache); its table follows the held-out pairs' one.
 gen=$run/generalisation
+if [ -f "$gen/data/pairs.csv" ] && [ "$(pairs_format "$gen/data/pairs.csv")" != "$format" ]; then
+  echo "main: $gen/data holds $(pairs_format "$gen/data/pairs.csv") pairs, not CTSR_FORMAT=$format;" \
+       "move $run away or set CTSR_RUN_DIR to a new folder" >&2
+  exit 1
+fi
 if [ ! -f "$gen/data/pairs.csv" ]; then
   rm -rf "$gen/data.tmp"
-  "$bin/ctsr_phantom" --out "$gen/data.tmp" --count 10 --size 64 --seed 4242
+  "$bin/ctsr_phantom" --out "$gen/data.tmp" --count 10 --size 64 --seed 4242 --format "$format"
   # Every pair held out: a split column that says val.
   awk -F, 'NR == 1 { print $0 ",split"; next } { print $0 ",val" }' "$gen/data.tmp/pairs.csv" > "$gen/data.tmp/pairs.split"
   mv "$gen/data.tmp/pairs.split" "$gen/data.tmp/pairs.csv"

@@ -1,6 +1,8 @@
-// ctsr_infer as users run it: a NIfTI volume in, a NIfTI volume out with the input's geometry,
-// reproducible per seed, tiles beyond the training latent and any shape cropped back, and bad
-// inputs that fail with one line naming the file and leave no output.
+// ctsr_infer as users run it: a NIfTI volume in, a NIfTI volume out with the input's geometry (a
+// DICOM series in, a series folder out with its patient and study), reproducible per seed, tiles
+// beyond the training latent and any shape cropped back, and bad inputs that fail with one line
+// naming the file and leave no output.
+#include <cmath>
 #include <fstream>
 
 #include "kernels/activation.h"
@@ -109,6 +111,71 @@ TEST(CtsrInfer, LargerAndOddVolumesRunInTilesAndAreCroppedBack) {
   EXPECT_EQ(sr.data.shape(), (Shape{20, 37, 29}));
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 4; ++j) EXPECT_NEAR(sr.geometry.affine[size_t(i)][size_t(j)], f.geometry.affine[size_t(i)][size_t(j)], 1e-4);
+}
+
+// The value of a copied DICOM attribute (group << 16 | element), or "" when there is none.
+std::string copied_value(const io::VolumeGeometry& g, uint32_t tag) {
+  if (!g.dicom) return "";
+  for (const auto& a : g.dicom->copied)
+    if (a.tag == tag) return a.bytes;
+  return "";
+}
+
+// A DICOM series in, a series folder out: the input's shape, spacing and affine, its patient and
+// study copied, a new series. A folder holding two series needs --series-uid.
+TEST(CtsrInfer, DicomSeriesInSeriesFolderOut) {
+  Fixture f;
+  const std::filesystem::path dicom = std::filesystem::path(CTSR_TEST_DATA_DIR) / "dicom";
+  f.input = dicom / "oblique";  // 7 x 11 x 13, rotated 30 degrees in plane
+  const io::Volume in = io::read_volume(f.input);
+  ASSERT_TRUE(in.geometry.dicom);
+  auto r = f.infer(f.dir / "sr", {"--quiet"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_TRUE(std::filesystem::is_directory(f.dir / "sr"));
+  const io::Volume sr = io::read_volume(f.dir / "sr");
+  EXPECT_EQ(sr.data.shape(), (Shape{7, 11, 13}));
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(sr.geometry.spacing_xyz[size_t(i)], in.geometry.spacing_xyz[size_t(i)], 1e-5);
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j)
+      EXPECT_NEAR(sr.geometry.affine[size_t(i)][size_t(j)], in.geometry.affine[size_t(i)][size_t(j)], 1e-5) << i << j;
+  ASSERT_TRUE(sr.geometry.dicom);
+  const uint32_t patient_id = 0x00100020, study_uid = 0x0020000D;
+  EXPECT_NE(copied_value(in.geometry, patient_id), "");
+  EXPECT_EQ(copied_value(sr.geometry, patient_id), copied_value(in.geometry, patient_id));
+  EXPECT_NE(copied_value(in.geometry, study_uid), "");
+  EXPECT_EQ(copied_value(sr.geometry, study_uid), copied_value(in.geometry, study_uid));
+  EXPECT_NE(sr.geometry.dicom->series_uid, in.geometry.dicom->series_uid);
+  for (float v : sr.data.to_vector<float>()) {  // HU in the window, whole numbers (int16)
+    ASSERT_GE(v, -200.5f);
+    ASSERT_LE(v, 200.5f);
+    ASSERT_EQ(v, std::round(v));
+  }
+  // Run again into the same folder: the previous result is replaced.
+  ASSERT_EQ(f.infer(f.dir / "sr", {"--quiet"}).exit_code, 0);
+  EXPECT_NE(io::read_volume(f.dir / "sr").geometry.dicom->series_uid, sr.geometry.dicom->series_uid);
+
+  // Two series in one folder: --series-uid picks one (4 slices from z = 36.75); without it the
+  // error says to use it, and nothing is written.
+  f.input = dicom / "two_series";
+  r = f.infer(f.dir / "none", {"--quiet"});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_NE(r.output.find("--series-uid"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(f.dir / "none"));
+  r = f.infer(f.dir / "second/", {"--quiet", "--series-uid", "1.2.826.0.1.3680043.10.1011.3.7.2"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const io::Volume second = io::read_volume(f.dir / "second");
+  EXPECT_EQ(second.data.shape(), (Shape{4, 11, 13}));
+  EXPECT_NEAR(second.geometry.affine[2][3], 36.75, 1e-5);
+  EXPECT_EQ(copied_value(second.geometry, patient_id), copied_value(in.geometry, patient_id));
+  // An output folder that holds anything but DICOM files is refused before any work.
+  std::filesystem::create_directories(f.dir / "mixed");
+  std::ofstream(f.dir / "mixed" / "notes.txt") << "keep me\n";
+  r = f.infer(f.dir / "mixed", {"--quiet", "--series-uid", "1.2.826.0.1.3680043.10.1011.3.7.2"});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_NE(r.output.find("notes.txt, which is not a DICOM file"), std::string::npos) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(f.dir / "mixed" / "notes.txt"));
 }
 
 TEST(CtsrInfer, BadInputsFailWithOneLineAndLeaveNothing) {

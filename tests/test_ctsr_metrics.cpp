@@ -1,7 +1,7 @@
 // ctsr_metrics end to end, run as a user runs it: its one JSON object equals what the SSIM and
 // PSNR kernels (kernels/metrics.h, checked against scikit-image in test_metrics.cpp) give for
 // the same volumes, for .npy inputs on [-1, 1] and NIfTI inputs in HU (windowed, so 500 HU and
-// 300 HU are both 1); every bad invocation fails with exit status 1 and one line naming the
+// 300 HU are both 1), DICOM series likewise (chosen by --series-uid); every bad invocation fails with exit status 1 and one line naming the
 // file or flag and what was expected.
 #include <algorithm>
 #include <cmath>
@@ -140,6 +140,37 @@ void expect_fails(const std::vector<std::string>& args, const std::vector<std::s
   EXPECT_EQ(r.output.rfind("ctsr_metrics: error: ", 0), 0u) << r.output;
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
   for (const std::string& part : parts) expect_contains(r.output, part);
+}
+
+// DICOM series are read as HU and windowed like NIfTI; --series-uid picks the series of a folder
+// holding several (every DICOM input), --pred-series-uid / --target-series-uid one input's.
+TEST(CtsrMetrics, DicomSeriesAreWindowedHuAndChosenBySeriesUid) {
+  const std::string two = std::string(CTSR_TEST_DATA_DIR) + "/dicom/two_series";
+  const std::string first = "1.2.826.0.1.3680043.10.1011.3.7.1", second = "1.2.826.0.1.3680043.10.1011.3.7.2";
+  const io::HuWindow window;
+  const Tensor a = io::read_volume_unit(two, window, io::VolumeReadOptions{first}).data;
+  const Tensor b = io::read_volume_unit(two, window, io::VolumeReadOptions{second}).data;
+  const nlohmann::json same =
+      run_metrics({"--pred", two, "--target", two, "--series-uid", second, "--device", "cpu"});
+  EXPECT_EQ(same["ssim"].get<double>(), 1.0);  // the same series twice
+  EXPECT_TRUE(same["psnr"].is_null());
+  EXPECT_EQ(same["ssim_slices"].size(), 4u);
+  const nlohmann::json apart = run_metrics({"--pred", two, "--target", two, "--series-uid", second,
+                                            "--pred-series-uid", first, "--device", "cpu"});
+  expect_matches_kernels(apart, a, b, Device::cpu());
+  EXPECT_LT(apart["ssim"].get<double>(), 1.0);
+  // A NIfTI input beside a chosen series ignores --series-uid.
+  TempDir dir("metrics");
+  write(dir / "target.nii.gz", io::unit_to_hu(b, window));
+  const nlohmann::json mixed = run_metrics({"--pred", two, "--target", (dir / "target.nii.gz").string(),
+                                            "--series-uid", first, "--device", "cpu"});
+  expect_matches_kernels(mixed, a, io::read_volume_unit(dir / "target.nii.gz", window).data, Device::cpu());
+  // Without a choice: one line naming the folder and the flag.
+  const ToolResult r = run_tool("ctsr_metrics", {"--pred", two, "--target", two, "--device", "cpu"});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  expect_contains(r.output, "two_series");
+  expect_contains(r.output, "--series-uid");
 }
 
 TEST(CtsrMetrics, BadInvocationsFailWithOneLine) {

@@ -214,6 +214,79 @@ TEST(CtsrVqae, CacheFromSyntheticPhantoms) {
   EXPECT_EQ(files, 3);
 }
 
+// DICOM: encode a series (--series-uid picks one of a folder holding two), decode to a series
+// folder with the latent's geometry; the cache from pairs of series folders (ctsr_phantom
+// --format dicom) holds the folders as its sources.
+TEST(CtsrVqae, DicomSeriesEncodeDecodeAndCache) {
+  TempDir dir("vqae-dicom");
+  // Two series of 16^3 in one folder (files of each written on their own, then put together).
+  io::Volume v;
+  v.geometry.spacing_xyz = {0.7, 0.8, 2.5};
+  v.geometry.affine = {{{0.7, 0, 0, -10}, {0, 0.8, 0, 5}, {0, 0, 2.5, 30}, {0, 0, 0, 1}}};
+  std::vector<std::string> uids;
+  std::filesystem::create_directories(dir / "both");
+  for (int s = 0; s < 2; ++s) {
+    const std::filesystem::path one = dir / ("series" + std::to_string(s));
+    v.data = random_tensor({16, 16, 16}, uint64_t(10 + s), DType::float32, -300, 300);
+    io::write_volume(one, v);
+    uids.push_back(io::read_volume(one).geometry.dicom->series_uid);
+    for (const auto& f : std::filesystem::directory_iterator(one))
+      std::filesystem::copy_file(f.path(), dir / "both" / (std::to_string(s) + "_" + f.path().filename().string()));
+  }
+  const std::string both = (dir / "both").string();
+  expect_failure(vqae({"encode", "--weights", kCkpt, "--input", both, "--output", (dir / "z.safetensors").string(),
+                       "--patch-size", "0"}),
+                 {"both", "--series-uid"});
+  EXPECT_FALSE(std::filesystem::exists(dir / "z.safetensors"));
+  for (int s = 0; s < 2; ++s) {
+    const std::string z = (dir / ("z" + std::to_string(s) + ".npy")).string();
+    ToolResult e = vqae({"encode", "--weights", kCkpt, "--input", both, "--output", z, "--patch-size", "0",
+                         "--series-uid", uids[size_t(s)]});
+    ASSERT_EQ(e.exit_code, 0) << e.output;
+    // The same latent as encoding that series' own folder.
+    const std::string alone = (dir / ("alone" + std::to_string(s) + ".npy")).string();
+    ASSERT_EQ(vqae({"encode", "--weights", kCkpt, "--input", (dir / ("series" + std::to_string(s))).string(),
+                    "--output", alone, "--patch-size", "0"}).exit_code, 0);
+    EXPECT_TRUE(tensors_equal(io::read_npy(z), io::read_npy(alone))) << s;
+  }
+  EXPECT_FALSE(tensors_equal(io::read_npy(dir / "z0.npy"), io::read_npy(dir / "z1.npy")));
+  ASSERT_EQ(vqae({"encode", "--weights", kCkpt, "--input", both, "--output", (dir / "z.safetensors").string(),
+                  "--patch-size", "0", "--series-uid", uids[1]}).exit_code, 0);
+  ToolResult d = vqae({"decode", "--weights", kCkpt, "--input", (dir / "z.safetensors").string(), "--output",
+                       (dir / "back/").string()});
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  const io::Volume back = io::read_volume(dir / "back");
+  EXPECT_EQ(back.data.shape(), (Shape{16, 16, 16}));
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) EXPECT_NEAR(back.geometry.affine[size_t(i)][size_t(j)], v.geometry.affine[size_t(i)][size_t(j)], 1e-5);
+  // An existing folder of other files is not a result to replace: refused before decoding.
+  std::filesystem::create_directories(dir / "notes");
+  std::ofstream(dir / "notes" / "a.txt") << "x\n";
+  expect_failure(vqae({"decode", "--weights", kCkpt, "--input", (dir / "z.safetensors").string(), "--output",
+                       (dir / "notes").string()}),
+                 {"--output", "a.txt, which is not a DICOM file"});
+
+  ToolResult phantom = run_tool("ctsr_phantom", {"--out", (dir / "data").string(), "--count", "2", "--size", "16",
+                                                 "--seed", "4", "--format", "dicom"});
+  ASSERT_EQ(phantom.exit_code, 0) << phantom.output;
+  ToolResult cache = vqae({"cache", "--weights", kCkpt, "--pairs", (dir / "data/pairs.csv").string(), "--out",
+                           (dir / "cache").string(), "--patch-size", "16", "--val-fraction", "0.5"});
+  ASSERT_EQ(cache.exit_code, 0) << cache.output;
+  EXPECT_NE(cache.output.find("2 pairs encoded, 0 already there; 1 train, 1 val"), std::string::npos) << cache.output;
+  for (const char* split : {"train", "val"})
+    for (const auto& entry : std::filesystem::directory_iterator(dir / "cache" / split)) {
+      const std::string id = entry.path().stem().string();
+      io::SafetensorsReader reader(entry.path());
+      EXPECT_EQ(reader.record("hd_latent").shape, (std::vector<int64_t>{8, 2, 2, 2})) << id;
+      EXPECT_EQ(reader.metadata().at("hd_path"), (dir / "data" / "hd" / (id + "/")).string());
+    }
+  // Run again: every entry is already there (the folders are the same sources).
+  cache = vqae({"cache", "--weights", kCkpt, "--pairs", (dir / "data/pairs.csv").string(), "--out",
+                (dir / "cache").string(), "--patch-size", "16", "--val-fraction", "0.5"});
+  ASSERT_EQ(cache.exit_code, 0) << cache.output;
+  EXPECT_NE(cache.output.find("0 pairs encoded, 2 already there"), std::string::npos) << cache.output;
+}
+
 }  // namespace
 }  // namespace ctsr::test
 

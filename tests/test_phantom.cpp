@@ -19,6 +19,7 @@
 #include "tests/tool_runner.h"
 #include "tools/phantom/phantom.h"
 #include "tools/phantom/tomograph.h"
+#include "train/data/latent_cache.h"
 
 namespace ctsr::test {
 namespace {
@@ -530,6 +531,51 @@ TEST(PhantomProgram, ResolutionPairs) {
   EXPECT_TRUE(tensors_equal(ld.data, degrade_low_resolution(hd.data, 3)));
 }
 
+// --format dicom: each volume a CT series folder hd/<id>/, ld/<id>/ that pairs.csv names; the
+// values are the NIfTI format's rounded to whole HU (int16), the geometry the same.
+TEST(PhantomProgram, DicomFormatWritesSeriesFoldersWithinHalfAHu) {
+  TempDir dir("phantom");
+  const std::vector<std::string> args = {"--count", "2", "--size", "16x24x20", "--seed", "9", "--i0", "5e4",
+                                         "--spacing", "0.8,0.8,2"};
+  auto run = [&](const std::filesystem::path& out, const std::string& format) {
+    std::vector<std::string> all = {"--out", out.string(), "--format", format};
+    all.insert(all.end(), args.begin(), args.end());
+    return run_tool("ctsr_phantom", all);
+  };
+  ToolResult r = run(dir / "nifti", "nifti");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run(dir / "dicom", "dicom");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_text(dir / "dicom" / "pairs.csv"),
+            "id,ld,hd\nphantom_0000,ld/phantom_0000/,hd/phantom_0000/\n"
+            "phantom_0001,ld/phantom_0001/,hd/phantom_0001/\n");
+  const std::vector<train::PairRow> rows = train::read_pairs_csv(dir / "dicom" / "pairs.csv");
+  ASSERT_EQ(rows.size(), 2u);
+  for (const train::PairRow& row : rows) {
+    SCOPED_TRACE(row.id);
+    for (const char* kind : {"hd", "ld"}) {
+      const std::filesystem::path series = std::string(kind) == "hd" ? row.hd : row.ld;
+      ASSERT_TRUE(std::filesystem::is_directory(series)) << series;
+      EXPECT_EQ(io::volume_format(series), io::VolumeFormat::dicom);
+      const io::Volume d = io::read_volume(series);
+      const io::Volume n = io::read_volume(dir / "nifti" / kind / (row.id + ".nii.gz"));
+      ASSERT_EQ(d.data.shape(), n.data.shape());
+      const std::vector<float> dv = d.data.to_vector<float>(), nv = n.data.to_vector<float>();
+      float worst = 0.0f;
+      for (size_t i = 0; i < dv.size(); ++i) worst = std::max(worst, std::abs(dv[i] - nv[i]));
+      EXPECT_LE(worst, 0.5f + 1e-3f) << kind;
+      for (int i = 0; i < 3; ++i) EXPECT_NEAR(d.geometry.spacing_xyz[size_t(i)], n.geometry.spacing_xyz[size_t(i)], 1e-5);
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j)
+          EXPECT_NEAR(d.geometry.affine[size_t(i)][size_t(j)], n.geometry.affine[size_t(i)][size_t(j)], 1e-5);
+    }
+  }
+  // Written again over itself (a resumed run): the series folders are replaced.
+  r = run(dir / "dicom", "dicom");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(io::read_volume(dir / "dicom" / "hd" / "phantom_0001").data.shape(), (Shape{16, 24, 20}));
+}
+
 TEST(PhantomProgram, BadArgumentsLeaveNothingBehind) {
   TempDir dir("phantom");
   const auto out = dir / "set";
@@ -547,6 +593,7 @@ TEST(PhantomProgram, BadArgumentsLeaveNothingBehind) {
       {{"--degrade", "resolution", "--slab", "40", "--size", "32"}, "--slab 40: expected 2 .. 32"},
       {{"--spacing", "0.7,0.8,2.5"}, "--spacing"},
       {{"--spacing", "0.7,0.7"}, "--spacing"},
+      {{"--format", "mha"}, "--format 'mha' is not known: expected nifti or dicom"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args = {"--out", out.string(), "--count", "1"};

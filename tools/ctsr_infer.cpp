@@ -1,7 +1,7 @@
 // ctsr_infer: super-resolve one degraded CT volume with a trained ctsr_train checkpoint.
 //
 //   ctsr_infer --model CKPT --vqae W --input LD.nii.gz --output SR.nii.gz
-//              [--steps 50] [--sampler ddim|ddpm] [--eta 0] [--seed S] [--weights ema|model]
+//              [--series-uid UID] [--steps 50] [--sampler ddim|ddpm] [--eta 0] [--seed S] [--weights ema|model]
 //              [--window -200,200] [--patch-size N] [--num-groups N] [--refiner W] [--device ...]
 //              [--tile N] [--overlap N] [--decode-tile N] [--decode-overlap N] [--encode-overlap N]
 //              [--max-memory GiB] [--max-batch N] [--quiet]
@@ -16,7 +16,10 @@
 // A progress bar with the ETA of each stage goes to stderr on a terminal (--quiet: none); Ctrl-C
 // stops between tiles and writes nothing; the output appears whole or not at all. With --refiner (a two-input RED-CNN, ctsr_train_redcnn with model.in_channels
 // 2), the decoded volume and the input go through it, slice by slice, and that is the result.
-// NIfTI outputs hold HU; a .npy output keeps the [-1, 1] scale.
+// NIfTI outputs hold HU; a .npy output keeps the [-1, 1] scale. DICOM in and out: the input may be
+// a series folder (--series-uid picks one from a folder holding several) or a .dcm file, and an
+// output without an extension or ending in a separator (SR/) is written as a new series in that
+// folder (HU, the input's geometry; the patient and study of a DICOM input are copied).
 #include <CLI/CLI.hpp>
 #include <array>
 #include <chrono>
@@ -38,6 +41,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Super-resolve a low-dose / low-resolution CT volume with a trained ctsr_train checkpoint",
                "ctsr_infer"};
   std::string model_path, vqae_path, input, output, sampler_text, weights = "ema", window_text, refiner, device_text = "auto";
+  std::string series_uid;
   std::optional<int64_t> steps, patch, num_groups, tile, overlap, decode_tile, decode_overlap, encode_overlap;
   std::optional<double> eta, max_memory_gib;
   int64_t max_batch = 0;
@@ -45,8 +49,12 @@ int main(int argc, char** argv) {
   uint64_t seed = 0;
   app.add_option("--model", model_path, "ctsr_train checkpoint (OUTPUT/checkpoints/step_*.safetensors)")->required();
   app.add_option("--vqae", vqae_path, "the VQ-AE the training cache was made with (.ckpt or .safetensors)")->required();
-  app.add_option("--input", input, "degraded volume: .nii, .nii.gz (HU) or .npy ([D, H, W] on [-1, 1])")->required();
-  app.add_option("--output", output, "result: .nii, .nii.gz (HU, the input's geometry) or .npy")->required();
+  app.add_option("--input", input, "degraded volume: .nii, .nii.gz (HU), .npy ([D, H, W] on [-1, 1]), or a DICOM "
+                                  "series folder or .dcm file (HU)")->required();
+  app.add_option("--output", output, "result: .nii, .nii.gz (HU, the input's geometry), .npy, or a DICOM series folder "
+                                    "(a name without an extension or ending in /: HU, the input's geometry, patient "
+                                    "and study)")->required();
+  app.add_option("--series-uid", series_uid, "DICOM: the SeriesInstanceUID to read from a folder holding several series");
   app.add_option("--steps", steps, "sampling steps (default: the checkpoint's diffusion.sampling_steps)");
   app.add_option("--sampler", sampler_text, "ddim or ddpm (default: the checkpoint's diffusion.sampler)");
   app.add_option("--eta", eta, "DDIM eta (default: the checkpoint's diffusion.ddim_eta)");
@@ -72,7 +80,7 @@ int main(int argc, char** argv) {
     using namespace ctsr;
     const auto start = std::chrono::steady_clock::now();
     // Everything checkable is checked before the volume is read.
-    io::volume_format(output);
+    tools::check_volume_output(output, "--output");
     train::InferenceOptions options;
     options.weights = weights;
     options.steps = steps;
@@ -114,7 +122,7 @@ int main(int argc, char** argv) {
     train::SuperResolver resolver(model_path, vqae_path, options);
     if (!resolver.warning().empty()) std::cerr << "ctsr_infer: warning: " << resolver.warning() << "\n";
 
-    io::Volume volume = io::read_volume_unit(input, resolver.window());
+    io::Volume volume = io::read_volume_unit(input, resolver.window(), io::VolumeReadOptions{series_uid});
     const std::array<int64_t, 3> shape{volume.data.dim(0), volume.data.dim(1), volume.data.dim(2)};
     // The plan first: with --max-memory a budget too small for one tile stops here.
     const train::InferencePlan plan = resolver.plan(shape);
@@ -126,7 +134,7 @@ int main(int argc, char** argv) {
                 << "result keeps this geometry\n";
     ctsr::reset_peak_memory(options.device);
     io::Volume result;
-    result.geometry = volume.geometry;
+    result.geometry = volume.geometry;  // with a DICOM input's source: the series copies its patient and study
     result.data = resolver.super_resolve(volume.data, input);
     if (resolver.has_refiner()) result.data = resolver.refine(volume.data, result.data);
     if (bar) bar->finish();

@@ -2,7 +2,7 @@
 // (tools/phantom/phantom.h says what the phantoms hold, tools/phantom/tomograph.h how they are degraded).
 //
 //   ctsr_phantom --out DIR [--count 1] [--size 64 | DxHxW] [--seed 0] [--degrade dose|resolution]
-//                [--i0 1e4] [--filter hann|ram-lak] [--slab 4] [--spacing 0.7,0.7,2.5]
+//                [--i0 1e4] [--filter hann|ram-lak] [--slab 4] [--spacing 0.7,0.7,2.5] [--format nifti|dicom]
 //
 // Writes, for i = 0 .. count-1 and id = phantom_<i, 4 digits>:
 //   DIR/hd/<id>.nii.gz   the clean phantom, HU (the target)
@@ -14,6 +14,10 @@
 // simulation, whose pixels are square). Pair i depends only on (--seed, i) and the options, not on
 // --count or the thread count. Every file is written atomically and pairs.csv last, so a
 // pairs.csv always lists complete pairs; every argument is checked before anything is written.
+// --format dicom writes DIR/hd/<id>/ and DIR/ld/<id>/ instead, each a CT series folder (one file
+// per slice, written atomically as a whole), and pairs.csv names the folders. DICOM stores whole
+// HU in int16, so its values are the NIfTI ones rounded (within 0.5 HU; the phantoms' range fits);
+// the voxels are the same per (--seed, i), the UIDs new on every run.
 #include <CLI/CLI.hpp>
 #include <array>
 #include <chrono>
@@ -69,8 +73,9 @@ std::string pair_id(int64_t index) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Synthetic CT phantoms as low-/high-quality NIfTI pairs with DIR/pairs.csv", "ctsr_phantom"};
+  CLI::App app{"Synthetic CT phantoms as low-/high-quality NIfTI (or DICOM) pairs with DIR/pairs.csv", "ctsr_phantom"};
   std::string out_text, size_text = "64", degrade = "dose", filter_text = "hann", spacing_text = "0.7,0.7,2.5";
+  std::string format = "nifti";
   int64_t count = 1, slab = 4;
   uint64_t seed = 0;
   double i0 = 1e4;
@@ -84,6 +89,9 @@ int main(int argc, char** argv) {
   app.add_option("--slab", slab, "resolution: slices averaged into one thick slice")->capture_default_str();
   app.add_option("--spacing", spacing_text, "voxel size in mm, x,y,z; x is the pixel size of the dose simulation")
       ->capture_default_str();
+  app.add_option("--format", format, "nifti (hd/<id>.nii.gz, float32 HU) or dicom (hd/<id>/ and ld/<id>/, CT series "
+                                     "folders: HU rounded to int16, within 0.5 HU of the NIfTI values)")
+      ->capture_default_str();
 
   return ctsr::tools::run_program(app, argc, argv, [&] {
     using namespace ctsr;
@@ -94,6 +102,9 @@ int main(int argc, char** argv) {
     CTSR_CHECK(degrade == "dose" || degrade == "resolution", "--degrade '", degrade,
                "' is not known: expected dose or resolution");
     const bool dose = degrade == "dose";
+    CTSR_CHECK(format == "nifti" || format == "dicom", "--format '", format,
+               "' is not known: expected nifti or dicom");
+    const bool dicom = format == "dicom";
     const std::array<double, 3> spacing = parse_spacing(spacing_text);
     tools::LowDoseOptions dose_options;
     if (dose) {
@@ -128,7 +139,8 @@ int main(int argc, char** argv) {
       const Tensor hd = tools::make_phantom_hu(options);
       const Tensor ld = dose ? tools::degrade_low_dose(hd, dose_options, seed, uint64_t(i))
                              : tools::degrade_low_resolution(hd, slab);
-      const std::string id = pair_id(i), name = id + ".nii.gz";
+      // A DICOM series is a folder; its name ends in a separator so that it is written as one.
+      const std::string id = pair_id(i), name = dicom ? id + "/" : id + ".nii.gz";
       volume.data = hd;
       io::write_volume(out / "hd" / name, volume);
       volume.data = ld;

@@ -169,11 +169,12 @@ void command_init(const InitOptions& o) {
 }
 
 void command_encode(const std::string& weights, const std::string& input, const std::string& output,
-                    std::optional<int64_t> patch, bool normalize, const std::string& window_text, const Common& common) {
+                    std::optional<int64_t> patch, bool normalize, const std::string& window_text,
+                    const std::string& series_uid, const Common& common) {
   auto s = common.settings();
   if (patch) s.patch_size = *patch;
   if (!window_text.empty()) s.window = io::parse_hu_window(window_text);
-  io::Volume volume = io::read_volume_unit(input, s.window);
+  io::Volume volume = io::read_volume_unit(input, s.window, io::VolumeReadOptions{series_uid});
   auto model = load_model(weights, common, s);
   const Tensor x = volume.data.reshape({1, volume.data.dim(0), volume.data.dim(1), volume.data.dim(2), 1});
   Tensor z;
@@ -207,7 +208,7 @@ void command_decode(const std::string& weights, const std::string& input, const 
   auto s = common.settings();
   if (slab) s.decode_slab = *slab;
   if (!window_text.empty()) s.window = io::parse_hu_window(window_text);
-  io::volume_format(output);  // an unsupported output name fails before any work
+  tools::check_volume_output(output, "--output");  // an unsupported output name fails before any work
   train::LatentFile lat = train::read_latent(input, key);
   auto model = load_model(weights, common, s);
   const int64_t channels = lat.latent.dim(4);
@@ -226,7 +227,7 @@ void command_decode(const std::string& weights, const std::string& input, const 
     if (v.size() == 16)
       for (int i = 0; i < 16; ++i) volume.geometry.affine[i / 4][i % 4] = v[size_t(i)];
   }
-  // NIfTI holds HU; .npy keeps the [-1, 1] scale (the conventions of DESIGN.md).
+  // NIfTI and DICOM hold HU; .npy keeps the [-1, 1] scale (the conventions of DESIGN.md).
   if (io::volume_format(output) != io::VolumeFormat::npy) volume.data = io::unit_to_hu(volume.data, s.window);
   io::write_volume(output, volume);
   std::cerr << "decoded " << input << " -> " << output << " " << volume.data.shape().str() << "\n";
@@ -240,7 +241,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   Common common;
 
-  std::string ckpt, out, weights, input, output, window, pairs, key = "latent";
+  std::string ckpt, out, weights, input, output, window, pairs, key = "latent", series_uid;
   std::optional<int64_t> patch, slab;
   bool normalize = false, denormalize = false;
   double val_fraction = 0.1;
@@ -268,40 +269,44 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   init->add_option("--n-codes", init_options.n_codes, "codebook size")->capture_default_str();
 
-  auto* encode = app.add_subcommand("encode", "encode a volume (.nii, .nii.gz, .npy on [-1, 1]) to a latent");
+  auto* encode = app.add_subcommand(
+      "encode", "encode a volume (.nii, .nii.gz, a DICOM series folder or .dcm file; .npy on [-1, 1]) to a latent");
   encode->add_option("--weights", weights, ".ckpt or .safetensors")->required();
   encode->add_option("--input", input, "volume")->required();
+  encode->add_option("--series-uid", series_uid, "DICOM: the SeriesInstanceUID to read from a folder holding several series");
   encode->add_option("--output", output, "latent .npy ([8, d, h, w]) or .safetensors")->required();
   encode->add_option("--patch-size", patch, "encode p^3 patches on their own (default 64; 0: whole volume)");
   encode->add_flag("--normalize", normalize, "map the latent to [-1, 1] by the codebook's extremes");
-  encode->add_option("--window", window, "HU window for NIfTI input, e.g. -200,200");
+  encode->add_option("--window", window, "HU window for NIfTI and DICOM input, e.g. -200,200");
   common.add_to(encode);
 
   auto* decode = app.add_subcommand("decode", "decode a latent to a volume");
   decode->add_option("--weights", weights)->required();
   decode->add_option("--input", input, "latent .npy or .safetensors")->required();
-  decode->add_option("--output", output, "volume .nii, .nii.gz (HU) or .npy ([-1, 1])")->required();
+  decode->add_option("--output", output, "volume .nii, .nii.gz (HU), a DICOM series folder (a name without an "
+                                         "extension or ending in /; HU) or .npy ([-1, 1])")->required();
   decode->add_flag("--denormalize", denormalize, "the latent was normalised: undo it first");
   decode->add_option("--key", key, "tensor to decode in a .safetensors latent (a cache file: hd_latent or ld_latent)");
   decode->add_option("--slab", slab, "decode in slabs of this many latent slices (bounded memory; 0: all at once)");
-  decode->add_option("--window", window, "HU window for NIfTI output, e.g. -200,200");
+  decode->add_option("--window", window, "HU window for NIfTI and DICOM output, e.g. -200,200");
   common.add_to(decode);
 
   auto* cache = app.add_subcommand("cache", "encode every LD/HD pair of a CSV into a latent cache");
   cache->add_option("--weights", weights)->required();
-  cache->add_option("--pairs", pairs, "CSV with columns ld,hd[,id][,split]")->required();
+  cache->add_option("--pairs", pairs, "CSV with columns ld,hd[,id][,split]; paths name volume files or DICOM "
+                                      "series folders")->required();
   cache->add_option("--out", out, "cache directory (train/ and val/ are made in it)")->required();
   cache->add_option("--val-fraction", val_fraction, "share of pairs without a split column value that go to val");
   cache->add_option("--split-seed", split_seed, "seed of the train/val assignment");
   cache->add_option("--patch-size", patch, "as for encode");
-  cache->add_option("--window", window, "HU window for NIfTI input");
+  cache->add_option("--window", window, "HU window for NIfTI and DICOM input");
   common.add_to(cache);
 
   return tools::run_program(app, argc, argv, [&] {
     if (*info) command_info(ckpt, common);
     if (*convert) command_convert(ckpt, out, common);
     if (*init) command_init(init_options);
-    if (*encode) command_encode(weights, input, output, patch, normalize, window, common);
+    if (*encode) command_encode(weights, input, output, patch, normalize, window, series_uid, common);
     if (*decode) command_decode(weights, input, output, denormalize, key, slab, window, common);
     if (*cache) {
       auto s = common.settings();

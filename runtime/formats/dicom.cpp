@@ -341,6 +341,10 @@ class StructureCheck {
     return syntax_;
   }
   bool pixel_data_encapsulated() const { return encapsulated_; }
+  // The encapsulated pixel data's items (the first is the basic offset table): offset, length.
+  const std::vector<std::pair<int64_t, int64_t>>& fragments() const { return fragments_; }
+  // Up to n bytes of the file from `at`.
+  std::string bytes(int64_t at, int64_t n) { return read_value(at, std::min(n, size_ - at)); }
   bool has_pixel_data() const { return has_pixels_; }
 
  private:
@@ -390,6 +394,11 @@ class StructureCheck {
         std::snprintf(hex, sizeof hex, "0x%02X 0x%02X", unsigned(uint8_t(e.vr[0])), unsigned(uint8_t(e.vr[1])));
         broken(pos, tag, std::string("the VR bytes ") + hex + " are not two capital letters");
       }
+      // An unknown VR is refused: GDCM would read a 4-byte length there (the fuzz harness found a
+      // 2-byte length so reread as 1.9 GB).
+      static const std::set<std::string> short_vrs = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
+                                                      "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"};
+      if (!long_vrs.count(e.vr) && !short_vrs.count(e.vr)) broken(pos, tag, "the VR '" + e.vr + "' is not a DICOM VR");
       if (long_vrs.count(e.vr)) {
         if (pos + 12 > end) broken(pos, tag, "the element header runs past its container");
         e.length = u32(read_value(pos + 8, 4), 0);
@@ -456,6 +465,7 @@ class StructureCheck {
       if (tag != kItem) broken(pos, tag, "expected a fragment item in the encapsulated pixel data");
       const Element item = read_element(pos, false, end, tag);
       if (item.length == kUndefined) broken(pos, tag, "a pixel data fragment of undefined length");
+      fragments_.push_back({item.value_at, int64_t(item.length)});
       pos = item.value_at + item.length;
     }
     broken(pos, owner, "encapsulated pixel data without its sequence delimiter");
@@ -473,7 +483,75 @@ class StructureCheck {
   bool explicit_ = true;
   bool encapsulated_ = false;
   bool has_pixels_ = false;
+  std::vector<std::pair<int64_t, int64_t>> fragments_;
 };
+
+uint32_t be16(const std::string& b, size_t i) { return uint32_t(uint8_t(b[i])) << 8 | uint8_t(b[i + 1]); }
+uint32_t be32(const std::string& b, size_t i) { return be16(b, i) << 16 | be16(b, i + 2); }
+
+// The frame header of every codestream in the encapsulated pixel data must describe what the
+// DICOM header does (Rows x Columns, one component, 9 to 16 bits): GDCM decodes into a buffer
+// sized by the DICOM header and asserts (aborts) when the codestream gives fewer bytes.
+void check_codestreams(const fs::path& file, StructureCheck& structure, const std::string& syntax, int64_t rows,
+                       int64_t cols) {
+  const auto& fragments = structure.fragments();
+  int64_t headers = 0;
+  auto mismatch = [&](const std::string& kind, int64_t at, int64_t y, int64_t x, int64_t comps, int64_t bits) {
+    CTSR_CHECK(y == rows && x == cols && comps == 1 && bits >= 9 && bits <= 16, where(file, kPixelData), ": the ",
+               kind, " codestream at byte ", at, " is ", x, " x ", y, " pixels, ", comps, " component(s) of ", bits,
+               " bits; expected ", cols, " x ", rows, " (Columns x Rows), one component of 9 to 16 bits");
+    ++headers;
+  };
+  for (size_t f = 1; f < fragments.size(); ++f) {
+    const auto [at, length] = fragments[f];
+    if (syntax == "1.2.840.10008.1.2.5") {  // RLE: a 64-byte header, two segments (high and low bytes)
+      const std::string b = structure.bytes(at, 64);
+      CTSR_CHECK(b.size() == 64, where(file, kPixelData), ": an RLE fragment of ", length, " bytes at byte ", at,
+                 "; expected a 64-byte header first");
+      auto le32 = [&](size_t i) { return uint32_t(uint8_t(b[i])) | uint32_t(uint8_t(b[i + 1])) << 8 |
+                                         uint32_t(uint8_t(b[i + 2])) << 16 | uint32_t(uint8_t(b[i + 3])) << 24; };
+      const uint32_t segments = le32(0), first = le32(4), second = le32(8);
+      CTSR_CHECK(segments == 2 && first == 64 && second > first && second < length, where(file, kPixelData),
+                 ": the RLE header at byte ", at, " lists ", segments, " segments at ", first, ", ", second,
+                 "; expected 2 (16-bit pixels) within the ", length, "-byte fragment");
+      ++headers;
+      continue;
+    }
+    const std::string b = structure.bytes(at, std::min<int64_t>(length, 4096));
+    if (b.size() >= 4 && uint8_t(b[0]) == 0xff && uint8_t(b[1]) == 0x4f && uint8_t(b[2]) == 0xff &&
+        uint8_t(b[3]) == 0x51) {  // JPEG 2000: SOC, then SIZ
+      CTSR_CHECK(b.size() >= 44, where(file, kPixelData), ": a JPEG 2000 header cut short at byte ", at);
+      const int64_t x = int64_t(be32(b, 8)) - int64_t(be32(b, 16)), y = int64_t(be32(b, 12)) - int64_t(be32(b, 20));
+      const int64_t comps = be16(b, 40);
+      mismatch("JPEG 2000", at, y, x, comps, b.size() >= 43 ? (uint8_t(b[42]) & 0x7f) + 1 : 0);
+      continue;
+    }
+    if (b.size() < 2 || uint8_t(b[0]) != 0xff || uint8_t(b[1]) != 0xd8) continue;  // a continuation fragment
+    // JPEG / JPEG-LS: markers up to the frame header (SOF3 lossless, SOF55 JPEG-LS).
+    size_t i = 2;
+    bool found = false;
+    while (i + 4 <= b.size() && uint8_t(b[i]) == 0xff) {
+      const unsigned marker = uint8_t(b[i + 1]);
+      const size_t len = be16(b, i + 2);
+      if (marker == 0xc3 || marker == 0xf7 || (marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 &&
+                                                marker != 0xcc)) {
+        CTSR_CHECK(i + 10 <= b.size(), where(file, kPixelData), ": a JPEG frame header cut short at byte ", at + int64_t(i));
+        CTSR_CHECK(marker == 0xc3 || marker == 0xf7, where(file, kPixelData), ": the JPEG codestream at byte ", at,
+                   " uses frame marker FF", std::hex, marker, std::dec, "; expected lossless JPEG (FFC3) or JPEG-LS (FFF7)");
+        mismatch(marker == 0xf7 ? "JPEG-LS" : "JPEG", at, be16(b, i + 5), be16(b, i + 7), uint8_t(b[i + 9]),
+                 uint8_t(b[i + 4]));
+        found = true;
+        break;
+      }
+      if (len < 2) break;
+      i += 2 + len;
+    }
+    CTSR_CHECK(found, where(file, kPixelData), ": the JPEG codestream at byte ", at,
+               " has no frame header in its first 4 KiB; expected FFC3 or FFF7");
+  }
+  CTSR_CHECK(headers > 0, where(file, kPixelData), ": no codestream (JPEG, JPEG-LS, JPEG 2000 or RLE) among its ",
+             fragments.size() > 0 ? fragments.size() - 1 : 0, " fragments");
+}
 
 Header read_header(const fs::path& file) {
   quiet_gdcm();
@@ -521,6 +599,7 @@ Header read_header(const fs::path& file) {
   CTSR_CHECK(h.samples == 1 && (h.photometric.empty() || h.photometric == "MONOCHROME2"), where(file, kPhotometric),
              ": '", h.photometric, "' with ", h.samples, " samples per pixel; expected MONOCHROME2, one sample");
 
+  if (structure.pixel_data_encapsulated()) check_codestreams(file, structure, syntax, h.rows, h.columns);
   const bool enhanced = h.sop_class == kEnhancedCtImageStorage;
   if (const std::string nf = text(ds, kNumberOfFrames.tag); !nf.empty()) {
     const std::vector<double> v = numbers_n(file, ds, kNumberOfFrames, 1);
@@ -829,6 +908,20 @@ Volume read_dicom(const fs::path& path, const DicomReadOptions& options) {
   return v;
 }
 
+// Refuses to replace anything but a previous series: a target that exists must be a folder of
+// DICOM files (and nothing else).
+void check_dicom_series_target(const fs::path& target) {
+  const fs::path folder = target.filename().empty() ? target.parent_path() : target;
+  std::error_code ec;
+  if (!fs::exists(folder, ec)) return;
+  CTSR_CHECK(fs::is_directory(folder, ec), "cannot write DICOM series '", folder.string(),
+             "': it exists and is not a folder");
+  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec))
+    CTSR_CHECK(it->is_regular_file(ec) && has_dicom_magic(it->path()), "cannot write DICOM series '", folder.string(),
+               "': the folder exists and holds ", it->path().filename().string(),
+               ", which is not a DICOM file; name a new folder (only a folder of DICOM files is replaced)");
+}
+
 std::string new_dicom_uid() {
   std::random_device entropy;  // the system's random source
   unsigned char uuid[16];
@@ -888,19 +981,6 @@ std::string ds_list(const std::vector<double>& v) {
     s += ds_text(std::abs(v[i]) < 1e-12 ? 0.0 : v[i]);
   }
   return s;
-}
-
-// Refuses to replace anything but a previous series: a target that exists must be a folder of
-// DICOM files (and nothing else).
-void check_replaceable(const fs::path& folder) {
-  std::error_code ec;
-  if (!fs::exists(folder, ec)) return;
-  CTSR_CHECK(fs::is_directory(folder, ec), "cannot write DICOM series '", folder.string(),
-             "': it exists and is not a folder");
-  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec))
-    CTSR_CHECK(it->is_regular_file(ec) && has_dicom_magic(it->path()), "cannot write DICOM series '", folder.string(),
-               "': the folder exists and holds ", it->path().filename().string(),
-               ", which is not a DICOM file; name a new folder (only a folder of DICOM files is replaced)");
 }
 
 }  // namespace
@@ -980,7 +1060,7 @@ void write_dicom_series(const fs::path& target, const Tensor& hu, const VolumeGe
   put(base, kRescaleSlope.tag, gdcm::VR::DS, ds_text(s.rescale_slope));
   put(base, tag_id(0x0028, 0x1054), gdcm::VR::LO, "HU");
 
-  check_replaceable(folder);
+  check_dicom_series_target(folder);
   const fs::path parent = folder.parent_path().empty() ? fs::path(".") : folder.parent_path();
   std::error_code ec;
   CTSR_CHECK(fs::is_directory(parent, ec), "cannot write DICOM series '", name, "': its parent folder ",

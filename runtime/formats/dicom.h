@@ -74,6 +74,10 @@ Volume read_dicom(const std::filesystem::path& path, const DicomReadOptions& opt
 void write_dicom_series(const std::filesystem::path& folder, const Tensor& hu, const VolumeGeometry& geometry,
                         const std::function<void(const std::string&)>& warn = {});
 
+// Refuses (before any work) a target write_dicom_series would refuse: one that exists and is not
+// a folder holding only DICOM files.
+void check_dicom_series_target(const std::filesystem::path& target);
+
 // A new UID under the 2.25 root (ISO/IEC 9834-8: a random UUID as one decimal number).
 std::string new_dicom_uid();
 

@@ -10,6 +10,17 @@
 
 namespace ctsr::tools {
 
+io::VolumeFormat check_volume_output(const std::filesystem::path& path, const std::string& flag) {
+  const io::VolumeFormat format = io::volume_format(path);
+  if (format != io::VolumeFormat::dicom) return format;
+  try {
+    io::check_dicom_series_target(path);
+  } catch (const Error& e) {
+    CTSR_FAIL(flag, ": ", e.what());
+  }
+  return format;
+}
+
 int run_program(CLI::App& app, int argc, char** argv, const std::function<void()>& body) {
   try {
     app.parse(argc, argv);

@@ -5,10 +5,12 @@
 
 #include <CLI/CLI.hpp>
 #include <cstddef>
+#include <filesystem>
 #include <functional>
 #include <string>
 
 #include "runtime/device.h"
+#include "runtime/formats/volume.h"
 
 namespace ctsr::tools {
 
@@ -21,6 +23,11 @@ Device resolve_device(const std::string& text);
 Device device_from_flag(const std::string& text);
 
 int run_program(CLI::App& app, int argc, char** argv, const std::function<void()>& body);
+
+// An output volume's name checked before any work: its format (io::volume_format), and for a DICOM
+// series folder that an existing target is a folder of DICOM files only (a previous result, which
+// the write replaces), as io::write_volume will require. Errors are one line naming `flag`.
+io::VolumeFormat check_volume_output(const std::filesystem::path& path, const std::string& flag);
 
 // This process's peak resident memory so far, in bytes (getrusage's ru_maxrss).
 size_t peak_rss_bytes();

@@ -30,6 +30,7 @@ Valid cases:
   multiframe.dcm       one Enhanced CT file, 7 frames stored in descending position order
   axial_jpegls/        the axial series as JPEG-LS lossless       (needs gdcmconv)
   axial_j2k/           the axial series as JPEG 2000 lossless     (needs gdcmconv)
+  axial_rle/           the axial series as RLE lossless           (needs gdcmconv)
 Refused cases (one defect each): two_series/, missing_slice/, duplicate_slice/, gantry_tilt/,
 mixed_rows/, mr_modality/, jpeg_lossy/, truncated/, non_orthogonal/.
 
@@ -83,14 +84,16 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
-READABLE_SYNTAXES = (EXPLICIT_LE, "1.2.840.10008.1.2", JPEG_LS_LOSSLESS, J2K_LOSSLESS)
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+READABLE_SYNTAXES = (EXPLICIT_LE, "1.2.840.10008.1.2", JPEG_LS_LOSSLESS, J2K_LOSSLESS, RLE_LOSSLESS)
 
 # Slice k of a 7-slice series is written to file IM{NAME_ORDER[k]:04d}: neither name order nor
 # InstanceNumber order is position order.
 NAME_ORDER = (3, 0, 5, 1, 6, 2, 4)
 
 AXIAL = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
-COMPRESSED = (("axial_jpegls", "--jpegls", JPEG_LS_LOSSLESS), ("axial_j2k", "--j2k", J2K_LOSSLESS))
+COMPRESSED = (("axial_jpegls", "--jpegls", JPEG_LS_LOSSLESS), ("axial_j2k", "--j2k", J2K_LOSSLESS),
+              ("axial_rle", "--rle", RLE_LOSSLESS))
 
 
 def hu_volume():
@@ -363,7 +366,7 @@ def read_volume(path, pick_series=None):
                 continue
             series.add(ds.SeriesInstanceUID)
             modalities.add(ds.Modality)
-            if syntax in (JPEG_LS_LOSSLESS, J2K_LOSSLESS):
+            if syntax in (JPEG_LS_LOSSLESS, J2K_LOSSLESS, RLE_LOSSLESS):
                 raw = os.path.join(tmp.name, name)
                 subprocess.run(["gdcmconv", "--raw", full, raw], check=True)
                 ds = pydicom.dcmread(raw)

@@ -38,12 +38,18 @@ std::vector<std::string> split_csv_line(const std::string& line) {
   return cells;
 }
 
+// The id a path gives: a volume file's name without .nii.gz, .nii, .npy (or any other extension);
+// a DICOM series folder's whole name ("hd/case.1/" and "hd/case.1" give case.1 when it is a folder).
 std::string stem_of(const std::filesystem::path& p) {
-  std::string name = p.filename().string();
+  const bool trailing_separator = p.filename().empty() && p.has_parent_path();
+  const std::filesystem::path named = trailing_separator ? p.parent_path() : p;
+  std::string name = named.filename().string();
+  std::error_code ec;
+  if (trailing_separator || std::filesystem::is_directory(named, ec)) return name;
   for (const char* ext : {".nii.gz", ".nii", ".npy"})
     if (name.size() > std::strlen(ext) && name.compare(name.size() - std::strlen(ext), std::string::npos, ext) == 0)
       return name.substr(0, name.size() - std::strlen(ext));
-  return p.stem().string();
+  return named.stem().string();
 }
 
 constexpr uint64_t kFnvOffset = 1469598103934665603ull;

@@ -14,7 +14,9 @@
 namespace ctsr::train {
 
 // One line of pairs.csv. Columns (header required, any order): ld, hd; optional id and split
-// (train | val). Relative paths are relative to the CSV's directory.
+// (train | val). Relative paths are relative to the CSV's directory. A path names a volume file
+// or a DICOM series folder (io::read_volume; a folder holding one series); without an id column
+// the id is the hd file's name without its extension, or the hd folder's whole name.
 struct PairRow {
   std::string id;
   std::filesystem::path ld, hd;
