@@ -308,6 +308,10 @@ TEST(Dicom, ReplacesOnlyAPreviousSeriesAndAtomically) {
   for (const auto& f : fs::directory_iterator(dir.path()))
     EXPECT_FALSE(io::is_atomic_temp_name(f.path())) << f.path() << " left behind";
 
+  expect_error_mentions([&] { io::write_volume(dir.path() / "result.dcm", in); },
+                        {"result.dcm", "not one .dcm file; name a folder"});
+  EXPECT_FALSE(fs::exists(dir.path() / "result.dcm"));
+
   const fs::path mine = dir.path() / "mine";
   fs::create_directory(mine);
   std::ofstream(mine / "notes.txt") << "keep me";

@@ -9,7 +9,10 @@
 
 #include <gdcmDataSet.h>
 #include <gdcmFile.h>
+#include <gdcmDict.h>
+#include <gdcmDicts.h>
 #include <gdcmFileMetaInformation.h>
+#include <gdcmGlobal.h>
 #include <gdcmImage.h>
 #include <gdcmImageReader.h>
 #include <gdcmItem.h>
@@ -399,6 +402,18 @@ class StructureCheck {
       static const std::set<std::string> short_vrs = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
                                                       "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"};
       if (!long_vrs.count(e.vr) && !short_vrs.count(e.vr)) broken(pos, tag, "the VR '" + e.vr + "' is not a DICOM VR");
+      // A VR the dictionary contradicts is refused: GDCM reads image attributes through
+      // gdcm::Attribute, which asserts (aborts) on an incompatible VR (RescaleSlope as UL; found by
+      // the fuzz smoke). UN is allowed except in the groups of the image's geometry and pixel
+      // description (0018, 0020, 0028, 5200), which GDCM reads that way.
+      const uint32_t group = tag >> 16;
+      const bool image_group = group == 0x0018 || group == 0x0020 || group == 0x0028 || group == 0x5200;
+      if ((e.vr != "UN" || image_group) && (group & 1u) == 0) {  // public (even-group) tags
+        const gdcm::VR known = gdcm::Global::GetInstance().GetDicts().GetPublicDict().GetDictEntry(gtag(tag)).GetVR();
+        const gdcm::VR given = gdcm::VR::GetVRType(e.vr.c_str());
+        if (known != gdcm::VR::INVALID && known != gdcm::VR::UN && !known.Compatible(given))
+          broken(pos, tag, "VR " + e.vr + ", but the DICOM dictionary gives " + gdcm::VR::GetVRString(known));
+      }
       if (long_vrs.count(e.vr)) {
         if (pos + 12 > end) broken(pos, tag, "the element header runs past its container");
         e.length = u32(read_value(pos + 8, 4), 0);
@@ -913,6 +928,10 @@ Volume read_dicom(const fs::path& path, const DicomReadOptions& options) {
 void check_dicom_series_target(const fs::path& target) {
   const fs::path folder = target.filename().empty() ? target.parent_path() : target;
   std::error_code ec;
+  CTSR_CHECK(target.filename().empty() || fs::is_directory(folder, ec) ||
+                 (folder.extension() != ".dcm" && folder.extension() != ".DCM"),
+             "cannot write '", target.string(), "': ctsr writes DICOM as a series folder of single-frame files, ",
+             "not one .dcm file; name a folder (e.g. ", folder.parent_path() / folder.stem(), "/)");
   if (!fs::exists(folder, ec)) return;
   CTSR_CHECK(fs::is_directory(folder, ec), "cannot write DICOM series '", folder.string(),
              "': it exists and is not a folder");
