@@ -82,7 +82,7 @@ namespace {
 // A cache entry's volume at `path` (its ld_path or hd_path), windowed as the cache was; nothing
 // when the entry names none or the file is not readable from here.
 std::optional<io::Volume> cache_volume(const CacheEntryInfo& entry, const std::string& path) {
-  if (path.empty() || !std::filesystem::is_regular_file(path)) return std::nullopt;
+  if (path.empty() || !std::filesystem::exists(path)) return std::nullopt;  // a file, or a DICOM series folder
   return io::read_volume_unit(path, entry.window);
 }
 
