@@ -312,6 +312,24 @@ TEST(Trainer, FullValidationScoresSamplesAgainstTheHdVolumes) {
   EXPECT_FALSE(trainer.validate_full().target_is_volume);
 }
 
+// A cache made from DICOM series names folders: the full tier reads them as volumes (it took
+// only regular files, and fell back to the decoded HD latents, before).
+TEST(Trainer, FullValidationReadsDicomSeriesVolumes) {
+  TempDir dir("trainer-full-dicom");
+  auto vqae = Vqae::load(kVqae, 2, Device::cpu());
+  write_cache(dir / "cache", {.train = 1, .val = 1, .hd_volumes = true, .dicom_volumes = true,
+                              .latent_min = vqae->code_min(), .latent_max = vqae->code_max()});
+  DiffusionTrainConfig c = small_config(dir);
+  c.data.vqae_weights = kVqae;
+  c.data.vqae_num_groups = 2;
+  c.validation.full_every = 1;
+  c.validation.num_samples = 1;
+  c.validation.panels = 0;
+  c.training.max_steps = 1;
+  Trainer trainer(c, quiet());
+  EXPECT_TRUE(trainer.validate_full().target_is_volume);
+}
+
 TEST(Trainer, BestCheckpointSurvivesPruning) {
   TempDir dir("trainer-prune");
   std::filesystem::create_directories(dir / "c");

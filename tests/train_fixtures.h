@@ -11,6 +11,7 @@
 
 #include "model/vqae.h"
 #include "runtime/formats/npy.h"
+#include "runtime/formats/volume.h"
 #include "runtime/formats/safetensors.h"
 #include "runtime/philox.h"
 #include "tests/harness.h"
@@ -32,6 +33,7 @@ struct FakeCacheOptions {
   int64_t train = 7, val = 3;
   bool nan_in_train = false;
   bool hd_volumes = false;  // write the LD and HD volumes and name them in the metadata
+  bool dicom_volumes = false;  // ... as DICOM series folders (in HU, window -200,200) instead of .npy
   float latent_min = -1.0f, latent_max = 1.0f;
   bool complete = true;  // write the completion marker, as a finished ctsr_vqae cache run does
 };
@@ -66,10 +68,23 @@ inline void write_cache(const std::filesystem::path& dir, const FakeCacheOptions
         Tensor ld_volume = test::random_tensor({8 * kD, 8 * kH, 8 * kW}, seed + 78, DType::float32, -0.3, 0.3);
         for (int64_t k = 0; k < ld_volume.numel(); ++k)
           ld_volume.data<float>()[k] = std::clamp(ld_volume.data<float>()[k] + hd_volume.data<float>()[k], -1.0f, 1.0f);
-        io::write_npy(hd_path, hd_volume);
-        io::write_npy(ld_path, ld_volume);
-        entry.hd_path = hd_path.string();
-        entry.ld_path = ld_path.string();
+        if (o.dicom_volumes) {
+          const auto hd_series = dir / (id + "_hd"), ld_series = dir / (id + "_ld");
+          io::Volume v;
+          v.geometry.spacing_xyz = {1, 1, 2.5};
+          v.geometry.affine[2][2] = 2.5;
+          v.data = io::unit_to_hu(hd_volume, entry.window);
+          io::write_volume(hd_series, v);
+          v.data = io::unit_to_hu(ld_volume, entry.window);
+          io::write_volume(ld_series, v);
+          entry.hd_path = hd_series.string();
+          entry.ld_path = ld_series.string();
+        } else {
+          io::write_npy(hd_path, hd_volume);
+          io::write_npy(ld_path, ld_volume);
+          entry.hd_path = hd_path.string();
+          entry.ld_path = ld_path.string();
+        }
       }
       write_cache_entry(dir / split / (id + ".safetensors"), ld, hd, entry);  // with checksums
     }
