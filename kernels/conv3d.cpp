@@ -119,13 +119,41 @@ Path path_for(const char* op, const Tensor& t) {
                "tensors are on ", device.str(), " (use the custom engine there: kernels.conv: custom)");
   }
   if (device.kind == DeviceKind::cpu) return Path::reference;
-  t.check_dtype(DType::float32, op_name(op, "(CUDA paths take float32)").c_str());
+  if (t.dtype() == DType::bfloat16) {
+    CTSR_CHECK(conv_engine() != ConvEngine::cudnn, op, ": the cudnn engine takes float32 here; bfloat16 ",
+               "convolutions run on the custom engine's tensor-core kernels (kernels.conv: custom)");
+    return Path::custom;
+  }
+  t.check_dtype(DType::float32, op_name(op, "(CUDA paths take float32 or bfloat16)").c_str());
   return conv_engine() == ConvEngine::cudnn ? Path::cudnn : Path::custom;
 }
 
 template <class T>
 const T* optional_data(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
+}
+
+// The reference on bfloat16 operands: they are widened to float (exactly), the float reference
+// runs, and a bfloat16 result is rounded to nearest (ties to even). Other dtypes pass through.
+Tensor widened(const Tensor& t) {
+  if (!t.defined() || t.dtype() != DType::bfloat16) return t;
+  Tensor f = Tensor::empty(t.shape(), DType::float32, t.device());
+  const bfloat16* src = t.data<bfloat16>();
+  float* dst = f.data<float>();
+  for (int64_t i = 0, n = t.numel(); i < n; ++i) dst[i] = float(src[i]);
+  return f;
+}
+
+// Runs `compute(out)` on a float stand-in for a bfloat16 `out` (its current values widened, so
+// accumulating references accumulate), then rounds the result into `out`.
+template <class F>
+void into(Tensor& out, F&& compute) {
+  if (out.dtype() != DType::bfloat16) return compute(out);
+  Tensor f = widened(out);
+  compute(f);
+  const float* src = f.data<float>();
+  bfloat16* dst = out.data<bfloat16>();
+  for (int64_t i = 0, n = out.numel(); i < n; ++i) dst[i] = bfloat16(src[i]);
 }
 
 }  // namespace
@@ -135,9 +163,12 @@ void conv3d_run_forward(const char* op, const Conv3dShape& s, const Tensor& x, c
   if (y.numel() == 0) return;
   switch (path_for(op, x)) {
     case Path::reference:
-      with_float_type(op, x, [&](auto tag) {
-        using T = decltype(tag);
-        cpu::conv3d_forward<T>(s, x.data<T>(), w.data<T>(), optional_data<T>(bias), y.data<T>());
+      into(y, [&](Tensor& out) {
+        const Tensor xr = widened(x), wr = widened(w);
+        with_float_type(op, xr, [&](auto tag) {
+          using T = decltype(tag);
+          cpu::conv3d_forward<T>(s, xr.data<T>(), wr.data<T>(), optional_data<T>(bias), out.data<T>());
+        });
       });
       return;
     case Path::custom: CTSR_LAUNCH(x.device(), conv3d_forward, s, x, w, bias, y); return;
@@ -150,9 +181,12 @@ void conv3d_run_backward_data(const char* op, const Conv3dShape& s, const Tensor
   if (dx.numel() == 0) return;
   switch (path_for(op, dy)) {
     case Path::reference:
-      with_float_type(op, dy, [&](auto tag) {
-        using T = decltype(tag);
-        cpu::conv3d_backward_data<T>(s, dy.data<T>(), w.data<T>(), optional_data<T>(bias), dx.data<T>());
+      into(dx, [&](Tensor& out) {
+        const Tensor dyr = widened(dy), wr = widened(w);
+        with_float_type(op, dyr, [&](auto tag) {
+          using T = decltype(tag);
+          cpu::conv3d_backward_data<T>(s, dyr.data<T>(), wr.data<T>(), optional_data<T>(bias), out.data<T>());
+        });
       });
       return;
     case Path::custom: CTSR_LAUNCH(dy.device(), conv3d_backward_data, s, dy, w, bias, dx); return;
@@ -163,12 +197,14 @@ void conv3d_run_backward_data(const char* op, const Conv3dShape& s, const Tensor
 void conv3d_run_backward_weight(const char* op, const Conv3dShape& s, const Tensor& x, const Tensor& dy, Tensor& dw) {
   if (dy.numel() == 0 || dw.numel() == 0) return;
   switch (path_for(op, x)) {
-    case Path::reference:
-      with_float_type(op, x, [&](auto tag) {
+    case Path::reference: {
+      const Tensor xr = widened(x), dyr = widened(dy);
+      with_float_type(op, xr, [&](auto tag) {
         using T = decltype(tag);
-        cpu::conv3d_backward_weight<T>(s, x.data<T>(), dy.data<T>(), dw.data<T>());
+        cpu::conv3d_backward_weight<T>(s, xr.data<T>(), dyr.data<T>(), dw.data<T>());
       });
       return;
+    }
     case Path::custom: CTSR_LAUNCH(x.device(), conv3d_backward_weight, s, x, dy, dw); return;
     case Path::cudnn: CTSR_IF_GPU_BUILT(cudnn::conv3d_backward_weight(s, x, dy, dw)); return;
   }
@@ -177,12 +213,14 @@ void conv3d_run_backward_weight(const char* op, const Conv3dShape& s, const Tens
 void conv3d_run_backward_bias(const char* op, const Tensor& dy, int64_t rows, int64_t channels, Tensor& db) {
   if (rows == 0 || channels == 0) return;
   switch (path_for(op, dy)) {
-    case Path::reference:
-      with_float_type(op, dy, [&](auto tag) {
+    case Path::reference: {
+      const Tensor dyr = widened(dy);
+      with_float_type(op, dyr, [&](auto tag) {
         using T = decltype(tag);
-        cpu::conv3d_backward_bias<T>(rows, channels, dy.data<T>(), db.data<T>());
+        cpu::conv3d_backward_bias<T>(rows, channels, dyr.data<T>(), db.data<T>());
       });
       return;
+    }
     case Path::custom: CTSR_LAUNCH(dy.device(), conv3d_backward_bias, rows, channels, dy, db); return;
     case Path::cudnn: CTSR_IF_GPU_BUILT(cudnn::conv3d_backward_bias(rows, channels, dy, db)); return;
   }
@@ -193,19 +231,24 @@ void conv3d_run_backward_bias(const char* op, const Tensor& dy, int64_t rows, in
 namespace {
 
 // An undefined gradient buffer becomes zeros; a defined one must fit, since it is added to.
+// Gradients of parameters are float32 when the operands are bfloat16 (mixed precision: float
+// master weights and their gradients), else of the operands' dtype.
 void prepare_accumulator(const char* op, const char* name, Tensor& t, const Shape& shape, const Tensor& like) {
+  const DType dtype = master_dtype(like.dtype());
   if (!t.defined()) {
-    t = Tensor::zeros(shape, like.dtype(), like.device());
+    t = Tensor::zeros(shape, dtype, like.device());
     return;
   }
   const std::string what = op_name(op, name);
   t.check_shape(shape, what.c_str());
-  t.check_dtype(like.dtype(), what.c_str());
+  t.check_dtype(dtype, what.c_str());
   t.check_device(like.device(), what.c_str());
 }
 
-void check_bias(const char* op, const Tensor& bias, int64_t channels, const char* owner, const Shape& owner_shape) {
+void check_bias(const char* op, const Tensor& bias, int64_t channels, const char* owner, const Shape& owner_shape,
+                DType operand_dtype) {
   if (!bias.defined()) return;
+  bias.check_dtype(master_dtype(operand_dtype), op_name(op, "bias").c_str());
   CTSR_CHECK(bias.ndim() == 1 && bias.dim(0) == channels, op, ": bias ", bias.shape().str(), " must be [", channels,
              "], one value per output channel of ", owner, " ", owner_shape.str());
 }
@@ -217,9 +260,9 @@ Tensor conv3d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
   x.check_defined("conv3d_forward x");
   weight.check_defined("conv3d_forward weight");
   check_same_device(op, {{"x", &x}, {"weight", &weight}, {"bias", &bias}});
-  check_same_dtype(op, {{"x", &x}, {"weight", &weight}, {"bias", &bias}});
+  check_same_dtype(op, {{"x", &x}, {"weight", &weight}});
   const kernels::Conv3dShape s = kernels::conv3d_shape(op, x.shape(), "x", weight.shape(), "weight", params);
-  check_bias(op, bias, s.co, "weight", weight.shape());
+  check_bias(op, bias, s.co, "weight", weight.shape(), x.dtype());
   Tensor y = Tensor::empty(Shape{s.n, s.od, s.oh, s.ow, s.co}, x.dtype(), x.device());
   kernels::conv3d_run_forward(op, s, x, weight, bias, y);
   return y;

@@ -31,7 +31,10 @@
 // bytes per thread, so it is not used. Most of the excess is 64-bit index state.
 #include "runtime/kernel_prelude.h"
 
+#include <type_traits>
+
 #include "kernels/conv3d.h"
+#include "kernels/mma.h"
 #include "kernels/vector_access.h"
 
 #if defined(__CUDACC__)
@@ -59,15 +62,33 @@ using Vec4 = Pack<4>;
 // channels >= limit and everywhere when !inside. With kVec (limit % 4 == 0, c % 4 == 0, row
 // 16-byte aligned) the four are all in or all out, and one float4 load fetches them. The
 // address is formed only when inside.
-template <bool kVec>
-CTSR_DEVICE_INLINE Vec4 fetch4(const float* base, int64_t offset, bool inside, int64_t c, int64_t limit) {
+// One element as float (bf16 widens exactly).
+CTSR_DEVICE_INLINE float load_elem(const float* p) { return __ldg(p); }
+CTSR_DEVICE_INLINE float load_elem(const bfloat16* p) {
+  return __uint_as_float(uint32_t(__ldg(reinterpret_cast<const unsigned short*>(p))) << 16);
+}
+CTSR_DEVICE_INLINE void store_elem(float* p, float v) { *p = v; }
+CTSR_DEVICE_INLINE void store_elem(bfloat16* p, float v) { *p = bfloat16(v); }  // nearest, ties to even
+
+// Four consecutive elements in one load (16 bytes of float, 8 of bf16; the caller guarantees the
+// alignment).
+CTSR_DEVICE_INLINE Vec4 load4(const float* p) { return load_pack<4>(p); }
+CTSR_DEVICE_INLINE Vec4 load4(const bfloat16* p) {
+  const int2 t = *reinterpret_cast<const int2*>(p);
+  const uint32_t lo = uint32_t(t.x), hi = uint32_t(t.y);
+  return Vec4{{__uint_as_float(lo << 16), __uint_as_float(lo & 0xffff0000u), __uint_as_float(hi << 16),
+               __uint_as_float(hi & 0xffff0000u)}};
+}
+
+template <bool kVec, class T>
+CTSR_DEVICE_INLINE Vec4 fetch4(const T* base, int64_t offset, bool inside, int64_t c, int64_t limit) {
   Vec4 r{{0.0f, 0.0f, 0.0f, 0.0f}};
   if (inside) {
     if constexpr (kVec) {
-      if (c < limit) r = load_pack<4>(base + offset);
+      if (c < limit) r = load4(base + offset);
     } else {
       for (int j = 0; j < 4; ++j)
-        if (c + j < limit) r.v[j] = __ldg(base + offset + j);
+        if (c + j < limit) r.v[j] = load_elem(base + offset + j);
     }
   }
   return r;
@@ -108,6 +129,102 @@ CTSR_DEVICE_INLINE void multiply_tiles(const float* a, const float* b, int ty, i
 // Row i of the thread's register tile -> row within the block tile (same for columns).
 CTSR_DEVICE_INLINE int tile_index(int i, int t16) { return (i / 4) * 64 + t16 * 4 + (i % 4); }
 
+// The two ways a block multiplies its operand tiles. Both hold the tiles k-major ([buffer][k][row]),
+// so the kernels' loaders are shared; they differ in the element kept in shared memory and in who
+// owns which accumulator:
+//   FmaEngine  float32 operands: float tiles, the FMA register tile above (thread (ty, tx) owns a
+//              4 GM x 4 GN block of the output tile).
+//   MmaEngine  bf16 operands: bf16 tiles and tensor cores (kernels/mma.h). The 8 warps form a 2 x 4
+//              grid; warp (wm, wn) owns rows wm 32 GM + [0, 32 GM) and columns wn 16 GN + [0, 16 GN)
+//              of the tile, as 2 GM x 2 GN mma tiles of 16 x 8, and each reduction step of 16 is one
+//              mma per tile. Accumulation is float.
+template <int GM_, int GN_>
+struct FmaEngine {
+  static constexpr int GM = GM_, GN = GN_;
+  using Tiles = GemmTiles<GM, GN>;
+  struct Acc {
+    float v[4 * GM][4 * GN];
+  };
+  CTSR_DEVICE_INLINE static void put_a(Tiles& t, int buf, int k, int row, float v) { t.a[buf][k][row] = v; }
+  CTSR_DEVICE_INLINE static void put_b(Tiles& t, int buf, int k, int col, float v) { t.b[buf][k][col] = v; }
+  CTSR_DEVICE_INLINE static void zero(Acc& acc) {
+    CTSR_UNROLL
+    for (int i = 0; i < 4 * GM; ++i)
+      CTSR_UNROLL
+      for (int j = 0; j < 4 * GN; ++j) acc.v[i][j] = 0.0f;
+  }
+  CTSR_DEVICE_INLINE static void multiply(const Tiles& t, int buf, int thread, Acc& acc) {
+    multiply_tiles<GM, GN>(&t.a[buf][0][0], &t.b[buf][0][0], thread / 16, thread % 16, acc.v);
+  }
+  // f(row, column, value) for each accumulator of the thread, row and column within the tile.
+  template <class F>
+  CTSR_DEVICE_INLINE static void for_each(const Acc& acc, int thread, F&& f) {
+    const int ty = thread / 16, tx = thread % 16;
+    CTSR_UNROLL
+    for (int i = 0; i < 4 * GM; ++i)
+      CTSR_UNROLL
+      for (int j = 0; j < 4 * GN; ++j) f(tile_index(i, ty), tile_index(j, tx), acc.v[i][j]);
+  }
+};
+
+template <int GM_, int GN_>
+struct MmaEngine {
+  static_assert(kTileK == mma::kK, "one reduction step is one mma");
+  static constexpr int GM = GM_, GN = GN_;
+  static constexpr int kRowA = 64 * GM + 8, kRowB = 64 * GN + 8;  // bf16 elements per k row
+  struct Tiles {
+    alignas(16) uint16_t a[2][kTileK][kRowA];
+    alignas(16) uint16_t b[2][kTileK][kRowB];
+  };
+  struct Acc {
+    mma::FragC c[2 * GM][2 * GN];
+  };
+  // The operands arrive as floats that are bf16 values, so the conversion is exact.
+  CTSR_DEVICE_INLINE static void put_a(Tiles& t, int buf, int k, int row, float v) {
+    t.a[buf][k][row] = bfloat16::from_float(v);
+  }
+  CTSR_DEVICE_INLINE static void put_b(Tiles& t, int buf, int k, int col, float v) {
+    t.b[buf][k][col] = bfloat16::from_float(v);
+  }
+  CTSR_DEVICE_INLINE static void zero(Acc& acc) {
+    CTSR_UNROLL
+    for (int i = 0; i < 2 * GM; ++i)
+      CTSR_UNROLL
+      for (int j = 0; j < 2 * GN; ++j)
+        CTSR_UNROLL
+        for (int e = 0; e < 4; ++e) acc.c[i][j].v[e] = 0.0f;
+  }
+  CTSR_DEVICE_INLINE static void multiply(const Tiles& t, int buf, int thread, Acc& acc) {
+    const int warp = thread / 32, lane = thread % 32, wm = warp / 4, wn = warp % 4;
+    mma::FragB b[2 * GN];
+    CTSR_UNROLL
+    for (int j = 0; j < 2 * GN; ++j) mma::load_b_k_major(b[j], &t.b[buf][0][wn * 16 * GN + 8 * j], kRowB, lane);
+    CTSR_UNROLL
+    for (int i = 0; i < 2 * GM; ++i) {
+      mma::FragA a;
+      mma::load_a_k_major(a, &t.a[buf][0][wm * 32 * GM + 16 * i], kRowA, lane);
+      CTSR_UNROLL
+      for (int j = 0; j < 2 * GN; ++j) mma::mma_bf16(acc.c[i][j], a, b[j]);
+    }
+  }
+  template <class F>
+  CTSR_DEVICE_INLINE static void for_each(const Acc& acc, int thread, F&& f) {
+    const int warp = thread / 32, lane = thread % 32, wm = warp / 4, wn = warp % 4;
+    CTSR_UNROLL
+    for (int i = 0; i < 2 * GM; ++i)
+      CTSR_UNROLL
+      for (int j = 0; j < 2 * GN; ++j)
+        CTSR_UNROLL
+        for (int e = 0; e < 4; ++e)
+          f(wm * 32 * GM + 16 * i + mma::FragmentLayout::c_row(lane, e),
+            wn * 16 * GN + 8 * j + mma::FragmentLayout::c_col(lane, e), acc.c[i][j].v[e]);
+  }
+};
+
+// The engine for an operand type: bf16 on tensor cores, float on FMA.
+template <class T, int GM, int GN>
+using EngineFor = std::conditional_t<std::is_same_v<T, bfloat16>, MmaEngine<GM, GN>, FmaEngine<GM, GN>>;
+
 CTSR_DEVICE_INLINE bool in_range(int64_t v, int64_t n) { return v >= 0 && v < n; }
 
 // ---- forward ------------------------------------------------------------------------------
@@ -120,13 +237,14 @@ constexpr int forward_min_blocks() {
   return GM * GN == 1 ? 2 : 0;
 }
 
-template <int GM, int GN, bool kVec>
+template <class T, int GM, int GN, bool kVec>
 __global__ void __launch_bounds__(kThreads, forward_min_blocks<GM, GN>())
-    conv3d_forward_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-                          Conv3dShape s, float* __restrict__ y) {
+    conv3d_forward_kernel(const T* __restrict__ x, const T* __restrict__ w, const float* __restrict__ bias,
+                          Conv3dShape s, T* __restrict__ y) {
   CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
-  CTSR_STATIC_SHARED(tiles, GemmTiles<GM, GN>);
-  const int t = int(threadIdx.x), tx = t % 16, ty = t / 16;
+  using E = EngineFor<T, GM, GN>;
+  CTSR_STATIC_SHARED(tiles, typename E::Tiles);
+  const int t = int(threadIdx.x);
   const int lrow = t / 4, lcol = (t % 4) * 4;  // loader: tile rows lrow + 64 g, step channels lcol .. + 3
   const int64_t M = s.out_voxels();
   const int64_t m0 = int64_t(blockIdx.x) * (64 * GM), n0 = int64_t(blockIdx.y) * (64 * GN);
@@ -168,9 +286,9 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks<GM, GN>())
   };
   auto store = [&](int buf) {
     for (int g = 0; g < GM; ++g)
-      for (int j = 0; j < 4; ++j) tiles.a[buf][lcol + j][lrow + 64 * g] = ra[g].v[j];
+      for (int j = 0; j < 4; ++j) E::put_a(tiles, buf, lcol + j, lrow + 64 * g, ra[g].v[j]);
     for (int g = 0; g < GN; ++g)
-      for (int j = 0; j < 4; ++j) tiles.b[buf][lcol + j][lrow + 64 * g] = rb[g].v[j];
+      for (int j = 0; j < 4; ++j) E::put_b(tiles, buf, lcol + j, lrow + 64 * g, rb[g].v[j]);
   };
   auto advance = [&]() {
     c0 += kTileK;
@@ -183,9 +301,8 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks<GM, GN>())
     }
   };
 
-  float acc[4 * GM][4 * GN];
-  for (int i = 0; i < 4 * GM; ++i)
-    for (int j = 0; j < 4 * GN; ++j) acc[i][j] = 0.0f;
+  typename E::Acc acc;
+  E::zero(acc);
   load();
   store(0);
   __syncthreads();
@@ -193,19 +310,15 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks<GM, GN>())
     const int buf = int(step & 1);
     const bool more = step + 1 < steps;
     if (more) advance(), load();
-    multiply_tiles<GM, GN>(&tiles.a[buf][0][0], &tiles.b[buf][0][0], ty, tx, acc);
+    E::multiply(tiles, buf, t, acc);
     if (more) store(buf ^ 1);
     __syncthreads();
   }
 
-  for (int i = 0; i < 4 * GM; ++i) {
-    const int64_t m = m0 + tile_index(i, ty);
-    if (m >= M) continue;
-    for (int j = 0; j < 4 * GN; ++j) {
-      const int64_t co = n0 + tile_index(j, tx);
-      if (co < s.co) y[m * s.co + co] = acc[i][j] + (bias ? bias[co] : 0.0f);
-    }
-  }
+  E::for_each(acc, t, [&](int r, int c, float v) {
+    const int64_t m = m0 + r, co = n0 + c;
+    if (m < M && co < s.co) store_elem(y + m * s.co + co, v + (bias ? bias[co] : 0.0f));
+  });
 }
 
 // ---- backward data --------------------------------------------------------------------------
@@ -225,12 +338,13 @@ CTSR_DEVICE_INLINE ResidueAxis residue_axis(int64_t n_in, int64_t k, int64_t s, 
   return a;
 }
 
-template <int GM, int GN, bool kVec>
+template <class T, int GM, int GN, bool kVec>
 __global__ void __launch_bounds__(kThreads)
-    conv3d_backward_data_kernel(const float* __restrict__ dy, const float* __restrict__ w,
-                                const float* __restrict__ bias, Conv3dShape s, float* __restrict__ dx) {
+    conv3d_backward_data_kernel(const T* __restrict__ dy, const T* __restrict__ w, const float* __restrict__ bias,
+                                Conv3dShape s, T* __restrict__ dx) {
   CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
-  CTSR_STATIC_SHARED(tiles, GemmTiles<GM, GN>);
+  using E = EngineFor<T, GM, GN>;
+  CTSR_STATIC_SHARED(tiles, typename E::Tiles);
   const int64_t cls = blockIdx.z;
   const int64_t rw = cls % s.sw, rh = cls / s.sw % s.sh, rd = cls / (s.sw * s.sh);
   const ResidueAxis ad = residue_axis(s.d, s.kd, s.sd, s.pd, rd);
@@ -240,7 +354,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t m0 = int64_t(blockIdx.x) * (64 * GM), n0 = int64_t(blockIdx.y) * (64 * GN);
   if (m0 >= M) return;  // the whole block (the grid is sized for the largest class), before any barrier
 
-  const int t = int(threadIdx.x), tx = t % 16, ty = t / 16;
+  const int t = int(threadIdx.x);
   const int lrow = t / 4, lcol = (t % 4) * 4;  // A loader: rows lrow + 64 g, output channels lcol .. + 3
   const int bk = t / 16, bc = (t % 16) * 4;     // B loader: output channel bk, input channels bc + 64 g .. + 3
 
@@ -280,9 +394,9 @@ __global__ void __launch_bounds__(kThreads)
   };
   auto store = [&](int buf) {
     for (int g = 0; g < GM; ++g)
-      for (int j = 0; j < 4; ++j) tiles.a[buf][lcol + j][lrow + 64 * g] = ra[g].v[j];
+      for (int j = 0; j < 4; ++j) E::put_a(tiles, buf, lcol + j, lrow + 64 * g, ra[g].v[j]);
     for (int g = 0; g < GN; ++g)
-      for (int j = 0; j < 4; ++j) tiles.b[buf][bk][bc + 64 * g + j] = rb[g].v[j];
+      for (int j = 0; j < 4; ++j) E::put_b(tiles, buf, bk, bc + 64 * g + j, rb[g].v[j]);
   };
   auto advance = [&]() {
     c0 += kTileK;
@@ -295,9 +409,8 @@ __global__ void __launch_bounds__(kThreads)
     }
   };
 
-  float acc[4 * GM][4 * GN];
-  for (int i = 0; i < 4 * GM; ++i)
-    for (int j = 0; j < 4 * GN; ++j) acc[i][j] = 0.0f;
+  typename E::Acc acc;
+  E::zero(acc);
   if (steps > 0) {  // uniform over the block
     load();
     store(0);
@@ -307,23 +420,20 @@ __global__ void __launch_bounds__(kThreads)
     const int buf = int(step & 1);
     const bool more = step + 1 < steps;
     if (more) advance(), load();
-    multiply_tiles<GM, GN>(&tiles.a[buf][0][0], &tiles.b[buf][0][0], ty, tx, acc);
+    E::multiply(tiles, buf, t, acc);
     if (more) store(buf ^ 1);
     __syncthreads();
   }
 
-  for (int i = 0; i < 4 * GM; ++i) {
-    const int64_t m = m0 + tile_index(i, ty);
-    if (m >= M) continue;
+  E::for_each(acc, t, [&](int r, int c, float v) {
+    const int64_t m = m0 + r, ci = n0 + c;
+    if (m >= M || ci >= s.ci) return;
     const int64_t qw = m % aw.count, qh = m / aw.count % ah.count, qd = m / (aw.count * ah.count) % ad.count;
     const int64_t n = m / (aw.count * ah.count * ad.count);
     const int64_t voxel =
         ((n * s.d + ad.first + s.sd * qd) * s.h + ah.first + s.sh * qh) * s.w + aw.first + s.sw * qw;
-    for (int j = 0; j < 4 * GN; ++j) {
-      const int64_t ci = n0 + tile_index(j, tx);
-      if (ci < s.ci) dx[voxel * s.ci + ci] = acc[i][j] + (bias ? bias[ci] : 0.0f);
-    }
-  }
+    store_elem(dx + voxel * s.ci + ci, v + (bias ? bias[ci] : 0.0f));
+  });
 }
 
 // ---- backward weight ------------------------------------------------------------------------
@@ -331,13 +441,14 @@ __global__ void __launch_bounds__(kThreads)
 // Tile: output channels co0 + [0, 64 GM) x reduction columns k0 + [0, 64 GN) of dW [Co, K];
 // sums over voxels [split * rows_per_split, + rows_per_split). Writes partial[split] when
 // partial is set, else adds to dw (a single split: each element has one writer).
-template <int GM, int GN, bool kVec>
+template <class T, int GM, int GN, bool kVec>
 __global__ void __launch_bounds__(kThreads)
-    conv3d_backward_weight_kernel(const float* __restrict__ x, const float* __restrict__ dy, Conv3dShape s,
+    conv3d_backward_weight_kernel(const T* __restrict__ x, const T* __restrict__ dy, Conv3dShape s,
                                   int64_t rows_per_split, float* __restrict__ partial, float* __restrict__ dw) {
   CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
-  CTSR_STATIC_SHARED(tiles, GemmTiles<GM, GN>);
-  const int t = int(threadIdx.x), tx = t % 16, ty = t / 16;
+  using E = EngineFor<T, GM, GN>;
+  CTSR_STATIC_SHARED(tiles, typename E::Tiles);
+  const int t = int(threadIdx.x);
   const int lr = t / 16, lq = (t % 16) * 4;  // loader: voxel lr of the step, columns lq + 64 g .. + 3
   const int64_t M = s.out_voxels(), K = s.reduction();
   const int64_t k0 = int64_t(blockIdx.x) * (64 * GN), co0 = int64_t(blockIdx.y) * (64 * GM);
@@ -392,21 +503,20 @@ __global__ void __launch_bounds__(kThreads)
         for (int j = 0; j < 4; ++j) {
           const bool inside = row_ok && col_ok[g][j] && in_range(id + col_d[g][j], s.d) &&
                               in_range(ih + col_h[g][j], s.h) && in_range(iw + col_w[g][j], s.w);
-          rb[g].v[j] = inside ? __ldg(x + base + col_off[g][j]) : 0.0f;
+          rb[g].v[j] = inside ? load_elem(x + base + col_off[g][j]) : 0.0f;
         }
       }
     }
   };
   auto store = [&](int buf) {
     for (int g = 0; g < GM; ++g)
-      for (int j = 0; j < 4; ++j) tiles.a[buf][lr][lq + 64 * g + j] = ra[g].v[j];
+      for (int j = 0; j < 4; ++j) E::put_a(tiles, buf, lr, lq + 64 * g + j, ra[g].v[j]);
     for (int g = 0; g < GN; ++g)
-      for (int j = 0; j < 4; ++j) tiles.b[buf][lr][lq + 64 * g + j] = rb[g].v[j];
+      for (int j = 0; j < 4; ++j) E::put_b(tiles, buf, lr, lq + 64 * g + j, rb[g].v[j]);
   };
 
-  float acc[4 * GM][4 * GN];
-  for (int i = 0; i < 4 * GM; ++i)
-    for (int j = 0; j < 4 * GN; ++j) acc[i][j] = 0.0f;
+  typename E::Acc acc;
+  E::zero(acc);
   if (steps > 0) {  // uniform over the block
     load();
     store(0);
@@ -416,21 +526,17 @@ __global__ void __launch_bounds__(kThreads)
     const int buf = int(step & 1);
     const bool more = step + 1 < steps;
     if (more) advance(), load();
-    multiply_tiles<GM, GN>(&tiles.a[buf][0][0], &tiles.b[buf][0][0], ty, tx, acc);
+    E::multiply(tiles, buf, t, acc);
     if (more) store(buf ^ 1);
     __syncthreads();
   }
 
-  for (int i = 0; i < 4 * GM; ++i) {
-    const int64_t co = co0 + tile_index(i, ty);
-    if (co >= s.co) continue;
-    for (int j = 0; j < 4 * GN; ++j) {
-      const int64_t k = k0 + tile_index(j, tx);
-      if (k >= K) continue;
-      if (partial) partial[(int64_t(blockIdx.z) * s.co + co) * K + k] = acc[i][j];
-      else dw[co * K + k] += acc[i][j];
-    }
-  }
+  E::for_each(acc, t, [&](int r, int c, float v) {
+    const int64_t co = co0 + r, k = k0 + c;
+    if (co >= s.co || k >= K) return;
+    if (partial) partial[(int64_t(blockIdx.z) * s.co + co) * K + k] = v;
+    else dw[co * K + k] += v;
+  });
 }
 
 // out[e] += sum_z partial[z, e], z in order.
@@ -450,8 +556,9 @@ constexpr int kBiasLanes = 32, kBiasRows = 8;
 // Block: 32 channels x 8 row lanes over the rows [split * rows_per_split, + rows_per_split);
 // row lanes are combined in order, then written to partial[split] (or added to db when there is
 // a single split).
+template <class T>
 __global__ void __launch_bounds__(kBiasLanes * kBiasRows)
-    bias_partial_kernel(const float* __restrict__ dy, int64_t rows, int64_t channels, int64_t rows_per_split,
+    bias_partial_kernel(const T* __restrict__ dy, int64_t rows, int64_t channels, int64_t rows_per_split,
                         float* __restrict__ partial, float* __restrict__ db) {
   CTSR_LAUNCH_BOUNDS_CHECK(kBiasLanes * kBiasRows);
   CTSR_STATIC_SHARED(sums, float[kBiasRows][kBiasLanes]);
@@ -460,7 +567,7 @@ __global__ void __launch_bounds__(kBiasLanes * kBiasRows)
   const int64_t begin = int64_t(blockIdx.x) * rows_per_split, end = min(rows, begin + rows_per_split);
   float acc = 0.0f;
   if (c < channels)
-    for (int64_t row = begin + r; row < end; row += kBiasRows) acc += dy[row * channels + c];
+    for (int64_t row = begin + r; row < end; row += kBiasRows) acc += load_elem(dy + row * channels + c);
   sums[r][lane] = acc;
   __syncthreads();
   if (r == 0 && c < channels) {
@@ -473,7 +580,8 @@ __global__ void __launch_bounds__(kBiasLanes * kBiasRows)
 
 // ---- launch helpers -------------------------------------------------------------------------
 
-bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0; }
+// Whether four consecutive elements of t can be read as one vector (16 bytes of float, 8 of bf16).
+bool vector_aligned(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()) % (4 * dtype_size(t.dtype())) == 0; }
 
 const float* optional_float(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
 
@@ -505,16 +613,16 @@ void add_partials(Device device, const Tensor& partial, int64_t splits, int64_t 
   launch_kernel(device, add_partials_kernel, blocks, kThreads, 0, partial.data<float>(), splits, n, out.data<float>());
 }
 
-template <int GM, int GN>
+template <class T, int GM, int GN>
 void launch_forward(const Conv3dShape& s, bool vec, const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
   const dim3 grid(grid_dim_checked((s.out_voxels() + 64 * GM - 1) / (64 * GM), INT32_MAX, "output voxels"),
                   grid_dim_checked((s.co + 64 * GN - 1) / (64 * GN), 65535, "output channels"));
-  auto kernel = vec ? conv3d_forward_kernel<GM, GN, true> : conv3d_forward_kernel<GM, GN, false>;
-  launch_kernel(x.device(), kernel, grid, kThreads, 0, x.data<float>(), w.data<float>(), optional_float(bias), s,
-                y.data<float>());
+  auto kernel = vec ? conv3d_forward_kernel<T, GM, GN, true> : conv3d_forward_kernel<T, GM, GN, false>;
+  launch_kernel(x.device(), kernel, grid, kThreads, 0, x.data<T>(), w.data<T>(), optional_float(bias), s,
+                y.data<T>());
 }
 
-template <int GM, int GN>
+template <class T, int GM, int GN>
 void launch_backward_data(const Conv3dShape& s, bool vec, const Tensor& dy, const Tensor& w, const Tensor& bias,
                           Tensor& dx) {
   // Sized for the largest residue class (the one starting at index 0 along every axis).
@@ -522,12 +630,12 @@ void launch_backward_data(const Conv3dShape& s, bool vec, const Tensor& dy, cons
   const dim3 grid(grid_dim_checked((largest + 64 * GM - 1) / (64 * GM), INT32_MAX, "input voxels"),
                   grid_dim_checked((s.ci + 64 * GN - 1) / (64 * GN), 65535, "input channels"),
                   grid_dim_checked(s.sd * s.sh * s.sw, 65535, "stride residue classes"));
-  auto kernel = vec ? conv3d_backward_data_kernel<GM, GN, true> : conv3d_backward_data_kernel<GM, GN, false>;
-  launch_kernel(dy.device(), kernel, grid, kThreads, 0, dy.data<float>(), w.data<float>(), optional_float(bias), s,
-                dx.data<float>());
+  auto kernel = vec ? conv3d_backward_data_kernel<T, GM, GN, true> : conv3d_backward_data_kernel<T, GM, GN, false>;
+  launch_kernel(dy.device(), kernel, grid, kThreads, 0, dy.data<T>(), w.data<T>(), optional_float(bias), s,
+                dx.data<T>());
 }
 
-template <int GM, int GN>
+template <class T, int GM, int GN>
 void launch_backward_weight(const Conv3dShape& s, bool vec, const Tensor& x, const Tensor& dy, Tensor& dw) {
   const int64_t K = s.reduction();
   const int64_t k_tiles = (K + 64 * GN - 1) / (64 * GN), co_tiles = (s.co + 64 * GM - 1) / (64 * GM);
@@ -535,14 +643,15 @@ void launch_backward_weight(const Conv3dShape& s, bool vec, const Tensor& x, con
   const dim3 grid(grid_dim_checked(k_tiles, INT32_MAX, "weight columns"),
                   grid_dim_checked(co_tiles, 65535, "output channels"),
                   grid_dim_checked(sp.count, 65535, "voxel splits"));
-  auto kernel = vec ? conv3d_backward_weight_kernel<GM, GN, true> : conv3d_backward_weight_kernel<GM, GN, false>;
+  auto kernel =
+      vec ? conv3d_backward_weight_kernel<T, GM, GN, true> : conv3d_backward_weight_kernel<T, GM, GN, false>;
   if (sp.count == 1) {
-    launch_kernel(x.device(), kernel, grid, kThreads, 0, x.data<float>(), dy.data<float>(), s, sp.rows_per_split,
+    launch_kernel(x.device(), kernel, grid, kThreads, 0, x.data<T>(), dy.data<T>(), s, sp.rows_per_split,
                   static_cast<float*>(nullptr), dw.data<float>());
     return;
   }
   Tensor partial = Tensor::empty(Shape{sp.count, s.co, K}, DType::float32, x.device());
-  launch_kernel(x.device(), kernel, grid, kThreads, 0, x.data<float>(), dy.data<float>(), s, sp.rows_per_split,
+  launch_kernel(x.device(), kernel, grid, kThreads, 0, x.data<T>(), dy.data<T>(), s, sp.rows_per_split,
                 partial.data<float>(), static_cast<float*>(nullptr));
   add_partials(x.device(), partial, sp.count, s.co * K, dw);
 }
@@ -557,48 +666,64 @@ bool large_tiles(int64_t rows, int64_t columns) {
   return columns > 64 && (rows / 128) * ((columns + 127) / 128) >= kLargeTileMinBlocks;
 }
 
+// Calls f(T{}) for the operand type of a custom-engine launch: float32 (FMA) or bfloat16 (tensor
+// cores); anything else names the op and the tensor.
+template <class F>
+void with_operand_type(const Tensor& t, const char* what, F&& f) {
+  if (t.dtype() == DType::bfloat16) f(bfloat16{});
+  else t.check_dtype(DType::float32, what), f(float{});
+}
+
 }  // namespace
 
 void conv3d_forward(const Conv3dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
-  x.check_dtype(DType::float32, "conv3d_forward (CUDA) x");
-  const bool vec = s.ci % 4 == 0 && aligned16(x) && aligned16(w);
-  if (large_tiles(s.out_voxels(), s.co)) launch_forward<2, 2>(s, vec, x, w, bias, y);
-  else launch_forward<1, 1>(s, vec, x, w, bias, y);
+  with_operand_type(x, "conv3d_forward (CUDA) x", [&](auto tag) {
+    using T = decltype(tag);
+    const bool vec = s.ci % 4 == 0 && vector_aligned(x) && vector_aligned(w);
+    if (large_tiles(s.out_voxels(), s.co)) launch_forward<T, 2, 2>(s, vec, x, w, bias, y);
+    else launch_forward<T, 1, 1>(s, vec, x, w, bias, y);
+  });
 }
 
 void conv3d_backward_data(const Conv3dShape& s, const Tensor& dy, const Tensor& w, const Tensor& bias, Tensor& dx) {
-  dy.check_dtype(DType::float32, "conv3d_backward_data (CUDA) dy");
-  const bool vec = s.ci % 4 == 0 && s.co % 4 == 0 && aligned16(dy) && aligned16(w);
-  const int64_t class_voxels = s.in_voxels() / (s.sd * s.sh * s.sw);
-  if (large_tiles(class_voxels, s.ci)) launch_backward_data<2, 2>(s, vec, dy, w, bias, dx);
-  else launch_backward_data<1, 1>(s, vec, dy, w, bias, dx);
+  with_operand_type(dy, "conv3d_backward_data (CUDA) dy", [&](auto tag) {
+    using T = decltype(tag);
+    const bool vec = s.ci % 4 == 0 && s.co % 4 == 0 && vector_aligned(dy) && vector_aligned(w);
+    const int64_t class_voxels = s.in_voxels() / (s.sd * s.sh * s.sw);
+    if (large_tiles(class_voxels, s.ci)) launch_backward_data<T, 2, 2>(s, vec, dy, w, bias, dx);
+    else launch_backward_data<T, 1, 1>(s, vec, dy, w, bias, dx);
+  });
 }
 
 void conv3d_backward_weight(const Conv3dShape& s, const Tensor& x, const Tensor& dy, Tensor& dw) {
-  x.check_dtype(DType::float32, "conv3d_backward_weight (CUDA) x");
-  const bool vec = s.ci % 4 == 0 && s.co % 4 == 0 && aligned16(x) && aligned16(dy);
-  // The voxel splits supply the parallelism, so only the tile's own sizes matter here.
-  const bool large = conv3d_tiles() == Conv3dTiles::automatic ? s.co > 64 && s.reduction() > 64
-                                                               : conv3d_tiles() == Conv3dTiles::large;
-  if (large) launch_backward_weight<2, 2>(s, vec, x, dy, dw);
-  else launch_backward_weight<1, 1>(s, vec, x, dy, dw);
+  with_operand_type(x, "conv3d_backward_weight (CUDA) x", [&](auto tag) {
+    using T = decltype(tag);
+    const bool vec = s.ci % 4 == 0 && s.co % 4 == 0 && vector_aligned(x) && vector_aligned(dy);
+    // The voxel splits supply the parallelism, so only the tile's own sizes matter here.
+    const bool large = conv3d_tiles() == Conv3dTiles::automatic ? s.co > 64 && s.reduction() > 64
+                                                                 : conv3d_tiles() == Conv3dTiles::large;
+    if (large) launch_backward_weight<T, 2, 2>(s, vec, x, dy, dw);
+    else launch_backward_weight<T, 1, 1>(s, vec, x, dy, dw);
+  });
 }
 
 void conv3d_backward_bias(int64_t rows, int64_t channels, const Tensor& dy, Tensor& db) {
-  dy.check_dtype(DType::float32, "conv3d_backward_bias (CUDA) dy");
-  const int64_t channel_tiles = (channels + kBiasLanes - 1) / kBiasLanes;
-  const Split sp = split_rows(rows, channel_tiles, kBiasRows, 32 * kBiasRows);
-  const dim3 grid(grid_dim_checked(sp.count, INT32_MAX, "row splits"),
-                  grid_dim_checked(channel_tiles, 65535, "channels"));
-  if (sp.count == 1) {
-    launch_kernel(dy.device(), bias_partial_kernel, grid, kBiasLanes * kBiasRows, 0, dy.data<float>(), rows, channels,
-                  sp.rows_per_split, static_cast<float*>(nullptr), db.data<float>());
-    return;
-  }
-  Tensor partial = Tensor::empty(Shape{sp.count, channels}, DType::float32, dy.device());
-  launch_kernel(dy.device(), bias_partial_kernel, grid, kBiasLanes * kBiasRows, 0, dy.data<float>(), rows, channels,
-                sp.rows_per_split, partial.data<float>(), static_cast<float*>(nullptr));
-  add_partials(dy.device(), partial, sp.count, channels, db);
+  with_operand_type(dy, "conv3d_backward_bias (CUDA) dy", [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t channel_tiles = (channels + kBiasLanes - 1) / kBiasLanes;
+    const Split sp = split_rows(rows, channel_tiles, kBiasRows, 32 * kBiasRows);
+    const dim3 grid(grid_dim_checked(sp.count, INT32_MAX, "row splits"),
+                    grid_dim_checked(channel_tiles, 65535, "channels"));
+    if (sp.count == 1) {
+      launch_kernel(dy.device(), bias_partial_kernel<T>, grid, kBiasLanes * kBiasRows, 0, dy.data<T>(), rows,
+                    channels, sp.rows_per_split, static_cast<float*>(nullptr), db.data<float>());
+      return;
+    }
+    Tensor partial = Tensor::empty(Shape{sp.count, channels}, DType::float32, dy.device());
+    launch_kernel(dy.device(), bias_partial_kernel<T>, grid, kBiasLanes * kBiasRows, 0, dy.data<T>(), rows, channels,
+                  sp.rows_per_split, partial.data<float>(), static_cast<float*>(nullptr));
+    add_partials(dy.device(), partial, sp.count, channels, db);
+  });
 }
 
 }  // namespace ctsr::kernels::CTSR_KERNEL_NS

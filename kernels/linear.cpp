@@ -4,8 +4,10 @@
 // accumulators untouched.
 #include "kernels/linear.h"
 
+#include <optional>
 #include <string>
 
+#include "kernels/conv3d.h"
 #include "kernels/reference_dispatch.h"
 #include "runtime/gemm.h"
 
@@ -30,7 +32,9 @@ LinearDims linear_dims(const char* op, const Tensor& x, const Tensor& weight) {
              " (weight ", weight.shape().str(), ")");
   check_same_device(op, {{"x", &x}, {"weight", &weight}});
   check_same_dtype(op, {{"x", &x}, {"weight", &weight}});
-  if (x.device().kind == DeviceKind::cpu) {
+  if (x.dtype() == DType::bfloat16) {
+    // conv3d's pointwise ops (bf16_as_conv below) on every path.
+  } else if (x.device().kind == DeviceKind::cpu) {
     CTSR_CHECK(x.dtype() == DType::float32 || x.dtype() == DType::float64, op, ": x is ", dtype_name(x.dtype()),
                ", expected float32 or float64");
   } else {
@@ -49,21 +53,29 @@ Shape with_last_dim(const Shape& s, int64_t last) {
   return Shape(dims);
 }
 
-void check_like(const char* op, const char* name, const Tensor& t, const Shape& shape, const Tensor& x) {
+// t must have `shape`, x's device and `dtype` (x's own when none is given).
+void check_like(const char* op, const char* name, const Tensor& t, const Shape& shape, const Tensor& x,
+                std::optional<DType> dtype = std::nullopt) {
   const std::string what = name_of(op, name);
   t.check_shape(shape, what.c_str());
-  t.check_dtype(x.dtype(), what.c_str());
+  t.check_dtype(dtype.value_or(x.dtype()), what.c_str());
   t.check_device(x.device(), what.c_str());
 }
 
 // An undefined gradient buffer becomes zeros; a defined one must fit, since it is added to.
+// Parameter gradients are float32 for bf16 operands (master_dtype).
 void prepare_accumulator(const char* op, const char* name, Tensor& t, const Shape& shape, const Tensor& x) {
   if (!t.defined()) {
-    t = Tensor::zeros(shape, x.dtype(), x.device());
+    t = Tensor::zeros(shape, master_dtype(x.dtype()), x.device());
     return;
   }
-  check_like(op, name, t, shape, x);
+  check_like(op, name, t, shape, x, master_dtype(x.dtype()));
 }
+
+// The linear layer as conv3d's pointwise convolution over `rows` voxels (the bf16 path).
+constexpr int64_t kUnit = 1;
+Shape as_voxels(int64_t rows, int64_t channels) { return Shape{kUnit, rows, kUnit, kUnit, channels}; }
+Shape as_pointwise_weight(const Tensor& weight) { return Shape{weight.dim(0), kUnit, kUnit, kUnit, weight.dim(1)}; }
 
 GemmArgs gemm_args(DType dtype) {
   GemmArgs g;
@@ -76,7 +88,13 @@ GemmArgs gemm_args(DType dtype) {
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const char* op = "linear_forward";
   const LinearDims d = linear_dims(op, x, weight);
-  if (bias.defined()) check_like(op, "bias", bias, Shape{d.out}, x);
+  if (bias.defined()) check_like(op, "bias", bias, Shape{d.out}, x, master_dtype(x.dtype()));
+  if (x.dtype() == DType::bfloat16) {
+    if (d.rows == 0) return Tensor::empty(with_last_dim(x.shape(), d.out), x.dtype(), x.device());
+    const Tensor y = conv3d_forward(x.reshape(as_voxels(d.rows, d.in)), weight.reshape(as_pointwise_weight(weight)),
+                                    bias, Conv3dParams::cubic(1));
+    return y.reshape(with_last_dim(x.shape(), d.out));
+  }
   Tensor y = Tensor::empty(with_last_dim(x.shape(), d.out), x.dtype(), x.device());
   if (d.rows == 0) return y;
 
@@ -108,6 +126,15 @@ Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, 
   check_like(op, "dy", dy, with_last_dim(x.shape(), d.out), x);
   prepare_accumulator(op, "dweight", dweight, weight.shape(), x);
   if (dbias) prepare_accumulator(op, "dbias", *dbias, Shape{d.out}, x);
+  if (x.dtype() == DType::bfloat16) {
+    if (d.rows == 0) return Tensor::empty(x.shape(), x.dtype(), x.device());
+    const Conv3dParams p = Conv3dParams::cubic(1);
+    const Tensor x5 = x.reshape(as_voxels(d.rows, d.in)), dy5 = dy.reshape(as_voxels(d.rows, d.out));
+    Tensor dw5 = dweight.reshape(as_pointwise_weight(weight));  // a view: accumulates into dweight
+    conv3d_backward_weight(x5, dy5, p, dw5);
+    if (dbias) conv3d_backward_bias(dy5, *dbias);
+    return conv3d_backward_data(dy5, weight.reshape(as_pointwise_weight(weight)), x5.shape(), p).reshape(x.shape());
+  }
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (d.rows == 0) return dx;
 

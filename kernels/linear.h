@@ -10,6 +10,9 @@
 // route, on cuda_on_cpu; cuBLAS on a GPU). The bias add and the bias gradient's column sums are
 // our kernels; the column sums are deterministic (fixed chunks of rows, combined in order).
 // Paths: cpu reference (float32, float64; column sums in double), CUDA and CUDA-on-CPU (float32).
+// bfloat16 (mixed precision): x, W and dy in bf16, b, dW and db in float32, y and dx in bf16. The
+// op is then conv3d's pointwise convolution on [1, rows, 1, 1, in] (kernels/conv3d.h), so it runs
+// on conv3d's tensor-core kernels on the CUDA paths and on its bf16 reference on cpu.
 #pragma once
 
 #include "kernels/launchers.h"

@@ -15,6 +15,9 @@ size_t dtype_size(DType t);
 const char* dtype_name(DType t);
 DType dtype_from_name(const std::string& name);  // "float32", "f32", ... ; throws on unknown
 bool dtype_is_floating(DType t);
+// Mixed precision: the dtype of the parameters, gradients and accumulations that go with operands
+// of dtype t (float32 for bfloat16 and float16, t itself otherwise).
+inline DType master_dtype(DType t) { return t == DType::bfloat16 || t == DType::float16 ? DType::float32 : t; }
 
 template <class T> struct dtype_of;
 template <> struct dtype_of<float> { static constexpr DType value = DType::float32; };

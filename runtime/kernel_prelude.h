@@ -16,7 +16,13 @@
 #define CTSR_KERNEL_NS cuda
 #elif defined(CTSR_CUDA_ON_CPU_BUILD)
 #include "runtime/cuda_on_cpu/cuda_compat.h"
+// A second executor build of a kernel file (the tests' mutants, tests/CMakeLists.txt) names its
+// own namespace, so that its launchers and inline helpers never meet the real ones at link time.
+#if defined(CTSR_KERNEL_NS_OVERRIDE)
+#define CTSR_KERNEL_NS CTSR_KERNEL_NS_OVERRIDE
+#else
 #define CTSR_KERNEL_NS cuda_on_cpu
+#endif
 #else
 #error "kernel files are compiled by nvcc or with CTSR_CUDA_ON_CPU_BUILD for the CUDA-on-CPU executor"
 #endif

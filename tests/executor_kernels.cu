@@ -1,6 +1,7 @@
 // Test kernels for the CUDA-on-CPU executor (tests/executor_kernels.h).
 #include "runtime/kernel_prelude.h"
 
+#include "kernels/mma.h"
 #include "tests/executor_kernels.h"
 
 namespace ctsr::kernels::CTSR_KERNEL_NS {
@@ -234,7 +235,35 @@ __global__ void shared_over_limits_kernel(float* out, int second_array) {
 }
 #endif
 
+__global__ void mma_tile_kernel(const uint16_t* a, const uint16_t* b, float* d, int mutation) {
+  using L = mma::FragmentLayout;
+  const int lane = int(threadIdx.x) % 32;
+  mma::FragA fa;
+  for (int reg = 0; reg < 4; ++reg) {
+    int k0 = L::a_col(lane, reg, 0), k1 = L::a_col(lane, reg, 1);
+    if (mutation == 1 && reg == 3) k0 ^= 8, k1 ^= 8;
+    const int row = L::a_row(lane, reg);
+    fa.r[reg] = mma::pack_bf16x2(a[row * 16 + k0], a[row * 16 + k1]);
+  }
+  mma::FragB fb;
+  for (int reg = 0; reg < 2; ++reg) {
+    const int k0 = L::b_row(lane, mutation == 2 ? 0 : reg, 0), k1 = L::b_row(lane, mutation == 2 ? 0 : reg, 1);
+    fb.r[reg] = mma::pack_bf16x2(b[k0 * 8 + L::b_col(lane)], b[k1 * 8 + L::b_col(lane)]);
+  }
+  auto c_at = [&](int i) { return L::c_row(lane, i) * 8 + (mutation == 3 ? L::c_col(lane, i ^ 1) : L::c_col(lane, i)); };
+  mma::FragC fc;
+  for (int i = 0; i < 4; ++i) fc.v[i] = d[c_at(i)];
+  mma::mma_bf16(fc, fa, fb);
+  __syncwarp();  // every lane has read its C before any lane writes D
+  for (int i = 0; i < 4; ++i) d[c_at(i)] = fc.v[i];
+}
+
 }  // namespace
+
+void mma_tile(const Tensor& a, const Tensor& b, Tensor& d, int mutation, unsigned threads) {
+  launch_kernel(a.device(), mma_tile_kernel, 1, threads, 0, reinterpret_cast<const uint16_t*>(a.data<bfloat16>()),
+                reinterpret_cast<const uint16_t*>(b.data<bfloat16>()), d.data<float>(), mutation);
+}
 
 void tiled_block_sums(const Tensor& x, Tensor& sums, unsigned threads) {
   launch_kernel(x.device(), tiled_sum_kernel, unsigned(sums.numel()), threads, 0, x.data<float>(), sums.data<float>(),

@@ -7,6 +7,12 @@
 #include "runtime/tensor.h"
 
 CTSR_DECLARE_LAUNCHERS(
+  // One warp-wide bf16 tensor-core multiply (kernels/mma.h) on `threads` threads (32 for a whole
+  // warp): a [16, 16] and b [16, 8] bf16 row major, d [16, 8] float32 holds C on entry and D = A B
+  // + C on return. Fragments are loaded from and stored to global memory by the documented layout,
+  // or with one index wrong: `mutation` 1 swaps the k halves of A's register 3, 2 reads B's
+  // register 1 from k 0..7 instead of 8..15, 3 exchanges the two columns of each C pair.
+  void mma_tile(const Tensor& a, const Tensor& b, Tensor& d, int mutation, unsigned threads);
   // Per-block sums of x with a shared-memory tree (blockDim must be a power of two).
   void tiled_block_sums(const Tensor& x, Tensor& block_sums, unsigned threads);
   // Per-block sums with __shfl_down_sync within warps, then across warps; any blockDim.

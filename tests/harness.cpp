@@ -31,7 +31,8 @@ Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype, double lo, 
     if (v != 0.0) all_zero = false;
     if (dtype == DType::float32) t.data<float>()[i] = static_cast<float>(v);
     else if (dtype == DType::float64) t.data<double>()[i] = v;
-    else CTSR_FAIL("random_tensor: dtype ", dtype_name(dtype), " (float32 or float64)");
+    else if (dtype == DType::bfloat16) t.data<bfloat16>()[i] = bfloat16(v);  // nearest, ties to even
+    else CTSR_FAIL("random_tensor: dtype ", dtype_name(dtype), " (float32, float64 or bfloat16)");
   }
   CTSR_CHECK(!all_zero, "random_tensor drew all zeros");
   return t;
@@ -62,6 +63,35 @@ Tensor to_float(const Tensor& t) {
   std::vector<double> v = host_values(t);
   std::vector<float> f(v.begin(), v.end());
   return Tensor::from_vector(f, t.shape());
+}
+
+Tensor abs_double(const Tensor& t) {
+  std::vector<double> v = host_values(t);
+  for (double& x : v) x = std::fabs(x);
+  return Tensor::from_vector(v, t.shape());
+}
+
+::testing::AssertionResult within_bf16_bound(const Tensor& actual, const Tensor& ref, const Tensor& abs_ref,
+                                             double terms, bool rounded_to_bf16) {
+  if (!(actual.shape() == ref.shape()) || !(abs_ref.shape() == ref.shape())) {
+    return ::testing::AssertionFailure() << "shapes differ: actual " << actual.shape().str() << ", reference "
+                                         << ref.shape().str() << ", |reference| " << abs_ref.shape().str();
+  }
+  const std::vector<double> a = host_values(actual), r = host_values(ref), m = host_values(abs_ref);
+  const double u16 = std::ldexp(1.0, -8), u32 = std::ldexp(1.0, -24);
+  double worst = 0.0;
+  size_t worst_at = 0, failures = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double bound = (rounded_to_bf16 ? u16 * std::fabs(r[i]) : 0.0) + 2.0 * terms * u32 * m[i] + 1e-30;
+    const double ratio = std::fabs(a[i] - r[i]) / bound;
+    if (!(ratio <= 1.0)) ++failures;
+    if (!(ratio <= worst)) worst = ratio, worst_at = i;
+  }
+  if (failures == 0) return ::testing::AssertionSuccess() << "worst error " << worst << " of the bound";
+  return ::testing::AssertionFailure() << failures << " of " << a.size() << " elements beyond the bf16 bound ("
+                                       << terms << " terms" << (rounded_to_bf16 ? ", rounded to bf16" : "")
+                                       << "); worst at " << worst_at << ": " << a[worst_at] << " vs " << r[worst_at]
+                                       << ", " << worst << " times the bound";
 }
 
 ::testing::AssertionResult tensors_close(const Tensor& actual, const Tensor& expected, double rtol, double atol) {

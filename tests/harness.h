@@ -38,6 +38,19 @@ Tensor to_float(const Tensor& t);
 #define EXPECT_TENSORS_CLOSE(actual, expected, rtol, atol) \
   EXPECT_TRUE(::ctsr::test::tensors_close((actual), (expected), (rtol), (atol)))
 
+// Parity of a bfloat16 kernel (bf16 operands, float accumulation) with the float64 op on the same
+// bf16 values. Products of two bf16 are exact in float, so the errors are the float additions and,
+// when the result is stored as bf16, its final rounding. Per element:
+//   |actual - ref| <= (rounded_to_bf16 ? 2^-8 |ref| : 0) + 2 terms 2^-24 abs_ref
+// where abs_ref is the same op on the operands' absolute values (the sum of |products|), `terms`
+// the number of additions behind each output (the reduction length plus any partial sums), 2^-8
+// bf16's unit roundoff (8-bit significand) and 2^-24 float's; the factor 2 allows adders that
+// truncate instead of rounding (a GPU's tensor cores). On failure reports the worst element.
+::testing::AssertionResult within_bf16_bound(const Tensor& actual, const Tensor& ref, const Tensor& abs_ref,
+                                             double terms, bool rounded_to_bf16);
+// The elementwise absolute value of t, in float64 on the CPU.
+Tensor abs_double(const Tensor& t);
+
 // The message of the ctsr::Error that f throws (a test failure, and "", when it throws none).
 std::string error_message(const std::function<void()>& f);
 // Expects `text` to contain `part`, printing both otherwise.

@@ -5,10 +5,20 @@
 // vectorised and scalar gathers), the cuDNN engine on a GPU, accumulation, determinism, the
 // engine setting, and bad inputs.
 #include <cmath>
+#include <functional>
 
 #include "kernels/conv3d.h"
 #include "tests/harness.h"
 #include "tests/oracle/conv3d.h"
+
+#if CTSR_MMA_MUTANTS
+// kernels/conv3d.cu as built with a wrong fragment index (tests/CMakeLists.txt).
+namespace ctsr::kernels::cuda_on_cpu_mma_mutant {
+void conv3d_forward(const Conv3dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
+void conv3d_backward_data(const Conv3dShape& s, const Tensor& dy, const Tensor& w, const Tensor& bias, Tensor& dx);
+void conv3d_backward_weight(const Conv3dShape& s, const Tensor& x, const Tensor& dy, Tensor& dw);
+}  // namespace ctsr::kernels::cuda_on_cpu_mma_mutant
+#endif
 
 namespace ctsr::test {
 namespace {
@@ -337,7 +347,169 @@ TEST_P(Conv3dParity, CudnnEngineMatchesReference) {
   for (const ParityCase& c : large_tile_cases()) expect_parity(c, device(), seed += 10, kCudnnTolerance);
 }
 
+// ---- bfloat16: the tensor-core kernels ------------------------------------------------------------
+
+// The three GEMM-shaped ops, as the public ops call them or as another build of the kernels does.
+struct Conv3dOps {
+  std::function<Tensor(const Tensor&, const Tensor&, const Tensor&, const Conv3dParams&)> forward;
+  std::function<Tensor(const Tensor&, const Tensor&, const Shape&, const Conv3dParams&)> backward_data;
+  std::function<void(const Tensor&, const Tensor&, const Conv3dParams&, Tensor&)> backward_weight;
+};
+
+Conv3dOps public_ops() {
+  return {[](const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dParams& p) {
+            return conv3d_forward(x, w, b, p);
+          },
+          [](const Tensor& dy, const Tensor& w, const Shape& xs, const Conv3dParams& p) {
+            return conv3d_backward_data(dy, w, xs, p);
+          },
+          [](const Tensor& x, const Tensor& dy, const Conv3dParams& p, Tensor& dw) {
+            conv3d_backward_weight(x, dy, p, dw);
+          }};
+}
+
+struct Bf16Verdicts {
+  ::testing::AssertionResult y = ::testing::AssertionSuccess(), dx = ::testing::AssertionSuccess(),
+                             dw = ::testing::AssertionSuccess();
+};
+
+// x, w and dy drawn in bf16, bias and the dw accumulator's start in float32; every result against
+// the float64 op on the same values, within the bound of within_bf16_bound (tests/harness.h): y
+// and dx are rounded to bf16 after K = taps * channels float additions (+1 for the bias), dw stays
+// float after one addition per voxel, one per voxel split and one into the accumulator.
+Bf16Verdicts bf16_parity(const ParityCase& c, Device device, uint64_t seed, const Conv3dOps& ops) {
+  const DType bf16 = DType::bfloat16;
+  Tensor x = random_tensor(c.x, seed, bf16);
+  Tensor w = random_tensor(weight_shape(c.co, c.params, c.x[4]), seed + 1, bf16);
+  Tensor b = random_tensor({c.co}, seed + 2);
+  const kernels::Conv3dShape s = kernels::conv3d_shape("test", c.x, "x", w.shape(), "w", c.params);
+  Tensor dy = random_tensor({s.n, s.od, s.oh, s.ow, s.co}, seed + 3, bf16);
+  Tensor w0 = random_tensor(w.shape(), seed + 4);
+  const Tensor x64 = to_double(x), w64 = to_double(w), dy64 = to_double(dy);
+  const Tensor ax = abs_double(x), aw = abs_double(w), ady = abs_double(dy);
+
+  Bf16Verdicts v;
+  Tensor y = ops.forward(x.to(device), w.to(device), b.to(device), c.params);
+  if (y.dtype() != bf16) return {::testing::AssertionFailure() << "y is " << dtype_name(y.dtype())};
+  v.y = within_bf16_bound(y, conv3d_forward(x64, w64, to_double(b), c.params),
+                          conv3d_forward(ax, aw, abs_double(b), c.params), double(s.reduction() + 1), true);
+  Tensor dx = ops.backward_data(dy.to(device), w.to(device), c.x, c.params);
+  v.dx = within_bf16_bound(dx, conv3d_backward_data(dy64, w64, c.x, c.params),
+                           conv3d_backward_data(ady, aw, c.x, c.params), double(s.taps() * s.co), true);
+  Tensor dw = w0.to(device), dw_ref = to_double(w0), dw_abs = abs_double(w0);
+  ops.backward_weight(x.to(device), dy.to(device), c.params, dw);
+  conv3d_backward_weight(x64, dy64, c.params, dw_ref);
+  conv3d_backward_weight(ax, ady, c.params, dw_abs);
+  const double voxels = double(s.out_voxels());
+  v.dw = within_bf16_bound(dw, dw_ref, dw_abs, voxels + voxels / 256 + 2, false);
+  return v;
+}
+
+const std::vector<ParityCase>& bf16_cases() {
+  static const std::vector<ParityCase> cases = {
+      {{3, 25, 16, 16, 5}, 7, Conv3dParams::cubic(3, 1, 1), "scalar gathers, batch 3"},
+      {{1, 13, 8, 8, 33}, 33, Conv3dParams::cubic(3, 2, 1), "stride 2: 8 residue classes; 3 channel chunks"},
+      {{3, 13, 8, 8, 7}, 5, Conv3dParams::cubic(4, 2, 1), "k4 s2 p1"},
+      {{1, 13, 8, 8, 8}, 12, mixed_params(), "per-axis k/s/p, vector gathers"},
+  };
+  return cases;
+}
+
+void expect_bf16_parity(Device device, kernels::Conv3dTiles tiles, uint64_t seed) {
+  ScopedConvEngine engine(ConvEngine::custom);
+  ScopedTiles scoped(tiles);
+  for (const ParityCase& c : bf16_cases()) {
+    const Bf16Verdicts v = bf16_parity(c, device, seed += 10, public_ops());
+    EXPECT_TRUE(v.y) << "forward " << case_str(c);
+    EXPECT_TRUE(v.dx) << "backward_data " << case_str(c);
+    EXPECT_TRUE(v.dw) << "backward_weight " << case_str(c);
+  }
+}
+
+TEST_P(Conv3dParity, Bfloat16TensorCoresSmallTilesWithinBound) {
+  expect_bf16_parity(device(), kernels::Conv3dTiles::small, 3000);
+}
+
+TEST_P(Conv3dParity, Bfloat16TensorCoresLargeTilesWithinBound) {
+  expect_bf16_parity(device(), kernels::Conv3dTiles::large, 3100);
+}
+
+TEST_P(Conv3dParity, Bfloat16BiasGradientIsFloat) {
+  Tensor dy = random_tensor({2, 5, 4, 3, 9}, 7, DType::bfloat16);
+  Tensor db = random_tensor({9}, 8), db_ref = to_double(db);
+  Tensor db_dev = db.to(device());
+  conv3d_backward_bias(dy.to(device()), db_dev);
+  conv3d_backward_bias(to_double(dy), db_ref);
+  EXPECT_EQ(db_dev.dtype(), DType::float32);
+  Tensor db_abs = abs_double(db);
+  conv3d_backward_bias(abs_double(dy), db_abs);
+  EXPECT_TRUE(within_bf16_bound(db_dev, db_ref, db_abs, 2 * 5 * 4 * 3 + 2, false));
+}
+
 CTSR_INSTANTIATE_CUDA_PATHS(Conv3dParity);
+
+// The reference path takes bf16 too (widened to float, the result rounded): the same bound holds.
+TEST(Conv3d, Bfloat16ReferenceWithinBound) {
+  uint64_t seed = 3200;
+  for (const ParityCase& c : bf16_cases()) {
+    const Bf16Verdicts v = bf16_parity(c, Device::cpu(), seed += 10, public_ops());
+    EXPECT_TRUE(v.y) << "forward " << case_str(c);
+    EXPECT_TRUE(v.dx) << "backward_data " << case_str(c);
+    EXPECT_TRUE(v.dw) << "backward_weight " << case_str(c);
+  }
+}
+
+// Mixed precision: bf16 operands take a float32 bias and accumulate parameter gradients in float32.
+TEST(Conv3d, Bfloat16OperandsTakeFloatParameters) {
+  Tensor x = random_tensor({1, 3, 3, 3, 2}, 1, DType::bfloat16);
+  Tensor w = random_tensor({2, 1, 1, 1, 2}, 2, DType::bfloat16);
+  const std::string message = error_message(
+      [&] { conv3d_forward(x, w, random_tensor({2}, 3, DType::bfloat16), Conv3dParams::cubic(1)); });
+  EXPECT_NE(message.find("bias"), std::string::npos) << message;
+  EXPECT_NE(message.find("float32"), std::string::npos) << message;
+  Tensor dw;
+  conv3d_backward_weight(x, random_tensor({1, 3, 3, 3, 2}, 4, DType::bfloat16), Conv3dParams::cubic(1), dw);
+  EXPECT_EQ(dw.dtype(), DType::float32);
+}
+
+#if CTSR_MMA_MUTANTS
+// The mutation test of the tensor-core kernels: kernels/conv3d.cu built a second time with one
+// wrong fragment index in kernels/mma.h (CTSR_MMA_MUTATION, tests/CMakeLists.txt) must fail the
+// parity check of every GEMM-shaped op, with both tile sizes.
+Conv3dOps mutant_ops() {
+  namespace mutant = kernels::cuda_on_cpu_mma_mutant;
+  return {[](const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dParams& p) {
+            const kernels::Conv3dShape s = kernels::conv3d_shape("mutant", x.shape(), "x", w.shape(), "w", p);
+            Tensor y = Tensor::empty(Shape{s.n, s.od, s.oh, s.ow, s.co}, x.dtype(), x.device());
+            mutant::conv3d_forward(s, x, w, b, y);
+            return y;
+          },
+          [](const Tensor& dy, const Tensor& w, const Shape& xs, const Conv3dParams& p) {
+            const kernels::Conv3dShape s = kernels::conv3d_shape("mutant", xs, "x", w.shape(), "w", p);
+            Tensor dx = Tensor::empty(xs, dy.dtype(), dy.device());
+            mutant::conv3d_backward_data(s, dy, w, Tensor(), dx);
+            return dx;
+          },
+          [](const Tensor& x, const Tensor& dy, const Conv3dParams& p, Tensor& dw) {
+            const kernels::Conv3dShape s = kernels::conv3d_shape("mutant", x.shape(), "x", dw.shape(), "w", p);
+            mutant::conv3d_backward_weight(s, x, dy, dw);
+          }};
+}
+
+TEST(Conv3dMmaMutation, WrongFragmentIndexFailsParity) {
+  ScopedConvEngine engine(ConvEngine::custom);
+  for (kernels::Conv3dTiles tiles : {kernels::Conv3dTiles::small, kernels::Conv3dTiles::large}) {
+    ScopedTiles scoped(tiles);
+    const ParityCase& c = bf16_cases()[1];
+    const Bf16Verdicts real = bf16_parity(c, Device::cuda_on_cpu(), 3300, public_ops());
+    ASSERT_TRUE(real.y && real.dx && real.dw) << "the real kernels must pass first";
+    const Bf16Verdicts v = bf16_parity(c, Device::cuda_on_cpu(), 3300, mutant_ops());
+    EXPECT_FALSE(v.y) << "forward: a wrong fragment index went unnoticed";
+    EXPECT_FALSE(v.dx) << "backward_data: a wrong fragment index went unnoticed";
+    EXPECT_FALSE(v.dw) << "backward_weight: a wrong fragment index went unnoticed";
+  }
+}
+#endif
 
 // ---- engine setting and bad inputs ----------------------------------------------------------------
 

@@ -214,6 +214,41 @@ TEST_P(LinearParity, ForwardAndBackwardMatchReference) {
   }
 }
 
+// bfloat16: x, W and dy in bf16, the bias in float32; y and dx come back in bf16 after float
+// accumulation (in + 1 and out additions), dW and db in float32 (one addition per row, per voxel
+// split and into the zero start). Bounds: within_bf16_bound (tests/harness.h), against the float64
+// op on the same values and its sums of |products|.
+void expect_bf16_linear(Device device) {
+  const std::vector<ParityCase> cases = {{{700, 37}, 19, true}, {{7, 5}, 3, true}, {{2, 5, 4, 3, 16}, 12, false}};
+  uint64_t seed = 80;
+  for (const ParityCase& c : cases) {
+    SCOPED_TRACE(c.x_shape.str() + " -> " + std::to_string(c.out) + (c.bias ? " with bias" : " no bias"));
+    const int64_t in = c.x_shape[-1];
+    Tensor x = random_tensor(c.x_shape, ++seed, DType::bfloat16), w = random_tensor({c.out, in}, ++seed, DType::bfloat16);
+    Tensor b = c.bias ? random_tensor({c.out}, ++seed) : Tensor();
+    Shape y_shape = c.x_shape;
+    y_shape[-1] = c.out;
+    Tensor dy = random_tensor(y_shape, ++seed, DType::bfloat16);
+    const Result got = run_linear(x, w, b, dy, device);
+    EXPECT_EQ(got.y.dtype(), DType::bfloat16);
+    EXPECT_EQ(got.dx.dtype(), DType::bfloat16);
+    EXPECT_EQ(got.dw.dtype(), DType::float32);
+    const Tensor b64 = c.bias ? to_double(b) : Tensor(), ab = c.bias ? abs_double(b) : Tensor();
+    const Result ref = run_linear(to_double(x), to_double(w), b64, to_double(dy), Device::cpu());
+    const Result mag = run_linear(abs_double(x), abs_double(w), ab, abs_double(dy), Device::cpu());
+    const double rows = double(x.numel() / in);
+    EXPECT_TRUE(within_bf16_bound(got.y, ref.y, mag.y, double(in + 1), true));
+    EXPECT_TRUE(within_bf16_bound(got.dx, ref.dx, mag.dx, double(c.out), true));
+    EXPECT_TRUE(within_bf16_bound(got.dw, ref.dw, mag.dw, rows + rows / 256 + 2, false));
+    if (c.bias) {
+      EXPECT_TRUE(within_bf16_bound(got.db, ref.db, mag.db, rows + rows / 256 + 2, false));
+    }
+  }
+}
+
+TEST_P(LinearParity, Bfloat16WithinBound) { expect_bf16_linear(device()); }
+TEST(Linear, Bfloat16ReferenceWithinBound) { expect_bf16_linear(Device::cpu()); }
+
 // More outputs (33000 x 33 = 1089000) than the bias add's grid has threads (4096 x 256): some
 // threads take a second element, whose column comes from the carried-along column index.
 TEST_P(LinearParity, BiasAddGridStrideMatchesReference) {

@@ -18,7 +18,9 @@
 
 #include "runtime/cuda_on_cpu/device_memory.h"
 #include "runtime/error.h"
+#include "runtime/half.h"
 #include "runtime/kernel_name.h"
+#include "runtime/rounded.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define CTSR_ASAN 1
@@ -212,6 +214,9 @@ struct Worker {
   unsigned warp_live[kMaxWarps] = {}, warp_arrived[kMaxWarps] = {};
   uint64_t warp_generation[kMaxWarps] = {};
   uint64_t warp_slots[kMaxWarps][kWarpSize] = {};
+  // Each lane's operands of a warp-wide matrix multiply (warp_mma_m16n8k16_bf16): A's four
+  // registers, then B's two.
+  uint32_t mma_slots[kMaxWarps][kWarpSize][6] = {};
 
 #if CTSR_ASAN
   const void* scheduler_stack_bottom = nullptr;
@@ -716,6 +721,52 @@ uint64_t warp_exchange(uint64_t value, int src_lane, unsigned mask, WarpSite sit
   const uint64_t result = readable_lane(w, warp, src_lane, mask) ? w.warp_slots[warp][src_lane] : ~uint64_t(0);
   any_warp_barrier(w, mask, site);  // every lane has read before anyone publishes again
   return result;
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, written from the PTX ISA's fragment
+// tables (and independently of kernels/mma.h, whose layout it therefore checks). With g = lane / 4
+// and t = lane % 4, each 32-bit register holds two bf16, the lower k in the low half:
+//   A (16 x 16, row)  a[0]: row g, k 2t..2t+1    a[1]: row g+8, k 2t..2t+1
+//                     a[2]: row g, k 2t+8..+9    a[3]: row g+8, k 2t+8..+9
+//   B (16 x 8, col)   b[0]: k 2t..2t+1, column g b[1]: k 2t+8..+9, column g
+//   C, D (16 x 8)     c[0], c[1]: row g, columns 2t, 2t+1; c[2], c[3]: row g+8, same columns
+// Products of two bf16 are exact in float; they are summed in float in order of k, then added to
+// c. A GPU's tensor core may add in another order, which the tests' bounds allow for.
+void warp_mma_m16n8k16_bf16(const uint32_t a[4], const uint32_t b[2], float d[4], WarpSite site) {
+  Worker& w = running_worker();
+  Fiber* f = w.current;
+  const unsigned warp = f->warp, lane = f->linear % kWarpSize;
+  // .aligned: every lane of the warp executes the same mma; a partial or diverged warp is an error.
+  const unsigned first = warp * kWarpSize;
+  CTSR_CHECK(first + kWarpSize <= w.threads, describe(site), ": warp ", warp,
+             " has fewer than 32 threads; mma.sync needs a whole warp (the block has ", w.threads, " threads)");
+  for (unsigned l = 0; l < kWarpSize; ++l) {
+    CTSR_CHECK(!w.fibers[first + l].done, describe(site), ": lane ", l, " of warp ", warp,
+               " has exited; mma.sync needs every lane of the warp");
+  }
+  uint32_t* mine = w.mma_slots[warp][lane];
+  for (int i = 0; i < 4; ++i) mine[i] = a[i];
+  for (int i = 0; i < 2; ++i) mine[4 + i] = b[i];
+  any_warp_barrier(w, 0xffffffffu, site);  // every lane has published
+  const auto& slots = w.mma_slots[warp];
+  auto half = [](uint32_t reg, unsigned k) { return bits_float((k & 1u) ? (reg & 0xffff0000u) : (reg << 16)); };
+  auto a_at = [&](unsigned row, unsigned k) {
+    const unsigned src = (row % 8) * 4 + (k % 8) / 2, reg = row / 8 + 2 * (k / 8);
+    return half(slots[src][reg], k);
+  };
+  auto b_at = [&](unsigned k, unsigned col) {
+    const unsigned src = col * 4 + (k % 8) / 2, reg = k / 8;
+    return half(slots[src][4 + reg], k);
+  };
+  float out[4];
+  for (unsigned i = 0; i < 4; ++i) {
+    const unsigned row = lane / 4 + 8 * (i / 2), col = 2 * (lane % 4) + i % 2;
+    float sum = 0.0f;
+    for (unsigned k = 0; k < 16; ++k) sum = rounded::add(sum, rounded::mul(a_at(row, k), b_at(k, col)));
+    out[i] = rounded::add(d[i], sum);
+  }
+  any_warp_barrier(w, 0xffffffffu, site);  // every lane has read before anyone publishes again
+  for (int i = 0; i < 4; ++i) d[i] = out[i];
 }
 
 unsigned warp_ballot(bool predicate, unsigned mask, WarpSite site) {

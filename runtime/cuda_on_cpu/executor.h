@@ -55,6 +55,10 @@ void sync_warp(unsigned mask, WarpSite site);
 // full checks, is outside `mask`).
 uint64_t warp_exchange(uint64_t value, int src_lane, unsigned mask, WarpSite site);
 unsigned warp_ballot(bool predicate, unsigned mask, WarpSite site);  // bit i: live lane i has predicate
+// The warp-wide tensor-core multiply mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32:
+// d += A B for the 16x16 A and 16x8 B whose fragments the 32 lanes hold (PTX ISA layouts; see
+// kernels/mma.h). Every lane of the warp must call it; a partial warp or an exited lane is an error.
+void warp_mma_m16n8k16_bf16(const uint32_t a[4], const uint32_t b[2], float d[4], WarpSite site);
 // The running block's copy of a static __shared__ variable (CTSR_STATIC_SHARED), identified by
 // `key` (unique per declaration and template instance): allocated at its first use in the block,
 // filled with 0xff bytes, at most 48 KiB of static shared memory per block and 227 KiB with the
