@@ -6,6 +6,7 @@
 #include <string>
 #include <type_traits>
 
+#include "kernels/copy.h"
 #include "kernels/reference_dispatch.h"
 
 namespace ctsr {
@@ -35,14 +36,18 @@ AttentionShape attention_shape(const char* op, const Tensor& qkv, int64_t heads)
   return shape;
 }
 
-// Checks a tensor that must match qkv in dtype and device and have shape `expected`.
-void check_companion(const char* op, const char* name, const Tensor& t, const Tensor& qkv, const Shape& expected) {
+// Checks a tensor that must be on qkv's device, of shape `expected` and of dtype `dtype`.
+void check_companion(const char* op, const char* name, const Tensor& t, const Tensor& qkv, const Shape& expected,
+                     DType dtype) {
   const std::string what = std::string(op) + " " + name;
   t.check_defined(what.c_str());
   t.check_shape(expected, what.c_str());
-  t.check_dtype(qkv.dtype(), what.c_str());
+  t.check_dtype(dtype, what.c_str());
   t.check_device(qkv.device(), what.c_str());
 }
+
+// The reference on bf16 tensors: widened to float32 (exactly); results are rounded back by cast.
+Tensor widened(const Tensor& t) { return t.dtype() == DType::bfloat16 ? cast(t, DType::float32) : t; }
 
 }  // namespace
 
@@ -51,7 +56,11 @@ AttentionOutput attention_forward(const Tensor& qkv, int64_t heads) {
   const AttentionShape shape = attention_shape(op, qkv, heads);
   AttentionOutput out;
   out.o = Tensor::empty(Shape{shape.batch, shape.tokens, shape.channels()}, qkv.dtype(), qkv.device());
-  out.lse = Tensor::empty(Shape{shape.batch, heads, shape.tokens}, qkv.dtype(), qkv.device());
+  out.lse = Tensor::empty(Shape{shape.batch, heads, shape.tokens}, master_dtype(qkv.dtype()), qkv.device());
+  if (qkv.device().kind == DeviceKind::cpu && qkv.dtype() == DType::bfloat16) {
+    AttentionOutput f = attention_forward(widened(qkv), heads);
+    return {cast(f.o, DType::bfloat16), f.lse};
+  }
   if (qkv.device().kind == DeviceKind::cpu) {
     kernels::with_float_type(op, qkv, [&](auto tag) {
       using T = decltype(tag);
@@ -76,9 +85,12 @@ Tensor attention_backward(const Tensor& qkv, const Tensor& o, const Tensor& lse,
   const char* op = "attention_backward";
   const AttentionShape shape = attention_shape(op, qkv, heads);
   const Shape rows{shape.batch, shape.tokens, shape.channels()};
-  check_companion(op, "o", o, qkv, rows);
-  check_companion(op, "lse", lse, qkv, Shape{shape.batch, heads, shape.tokens});
-  check_companion(op, "d_o", d_o, qkv, rows);
+  check_companion(op, "o", o, qkv, rows, qkv.dtype());
+  check_companion(op, "lse", lse, qkv, Shape{shape.batch, heads, shape.tokens}, master_dtype(qkv.dtype()));
+  check_companion(op, "d_o", d_o, qkv, rows, qkv.dtype());
+  if (qkv.device().kind == DeviceKind::cpu && qkv.dtype() == DType::bfloat16) {
+    return cast(attention_backward(widened(qkv), widened(o), lse, widened(d_o), heads), DType::bfloat16);
+  }
   Tensor d_qkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
   if (qkv.device().kind == DeviceKind::cpu) {
     kernels::with_float_type(op, qkv, [&](auto tag) {

@@ -37,6 +37,7 @@
 #include "runtime/kernel_prelude.h"
 
 #include "kernels/attention.h"
+#include "kernels/mma.h"
 
 #if defined(__CUDACC__)
 #define CTSR_ATTENTION_UNROLL _Pragma("unroll")
@@ -253,15 +254,16 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks)
 
 // delta[b, h, n] = sum_d dO[b, n, h, d] * o[b, n, h, d]; one thread per (b, n, h), h fastest so
 // that a warp reads contiguous memory.
-__global__ void attention_delta_kernel(const float* __restrict__ o, const float* __restrict__ d_o, int64_t B,
+template <class T>
+__global__ void attention_delta_kernel(const T* __restrict__ o, const T* __restrict__ d_o, int64_t B,
                                        int64_t N, int64_t H, int64_t D, float* __restrict__ delta) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= B * N * H) return;  // no barriers in this kernel
   const int64_t h = idx % H, n = (idx / H) % N, b = idx / (H * N);
-  const float* op = o + idx * D;  // [B, N, C] with C = H * D: (b, n, h) starts at idx * D
-  const float* dp = d_o + idx * D;
+  const T* op = o + idx * D;  // [B, N, C] with C = H * D: (b, n, h) starts at idx * D
+  const T* dp = d_o + idx * D;
   float sum = 0.0f;
-  for (int64_t d = 0; d < D; ++d) sum += op[d] * dp[d];
+  for (int64_t d = 0; d < D; ++d) sum += float(op[d]) * float(dp[d]);
   delta[(b * H + h) * N + n] = sum;
 }
 
@@ -393,6 +395,285 @@ __global__ void __launch_bounds__(kThreads)
   store_rows<D>(dq, scale, row0, N, rg, g, d_qkv + b * N * stride + h * D, stride);
 }
 
+// ---- bfloat16 on tensor cores ------------------------------------------------------------------
+//
+// The same three products on bf16 q, k, v and dO with kernels/mma.h: a block of 4 warps owns 64
+// rows of one (b, h), each warp 16 of them, and streams the other side 64 rows at a time through
+// shared memory (bf16 tiles of rows of head_dim + 8). Scores, probabilities and every accumulator
+// are float; P and dS are rounded to bf16 only as the A operand of the next mma, straight from the
+// registers that hold them (mma::a_from_accumulators). A lane holds rows g and g + 8 of its warp's
+// 16 (g = lane / 4) and the columns 2t, 2t + 1 of each 8-wide tile (t = lane % 4), so a row's
+// max and sum combine over the 4 lanes of a group with two xor shuffles. Keys past N are masked
+// to probability 0 (in forward as -inf scores, in backward as P = 0), queries past N likewise in
+// dk_dv, where their lse would otherwise be read; rows past N load as zeros.
+
+template <int D>
+constexpr int kMmaRowStride = D + 8;  // bf16 per row of a tile
+
+// Rows [row0, row0 + 64) of columns [col, col + D) of a bf16 matrix with `width` columns (the
+// batch's rows start at base) into tile[64][D + 8]; rows past n_rows become zeros. Two bf16 per
+// load (col, width and D are even).
+template <int D>
+CTSR_DEVICE_INLINE void load_rows_bf16(uint16_t* tile, const uint16_t* base, int64_t width, int64_t col, int64_t row0,
+                                       int64_t n_rows) {
+  constexpr int ld = kMmaRowStride<D>;
+  for (int e = int(threadIdx.x); e < kTile * (D / 2); e += kThreads) {
+    const int r = e / (D / 2), c = 2 * (e % (D / 2));
+    const int64_t n = row0 + r;
+    const uint32_t v = n < n_rows ? *reinterpret_cast<const uint32_t*>(base + n * width + col + c) : 0u;
+    *reinterpret_cast<uint32_t*>(tile + r * ld + c) = v;
+  }
+}
+
+CTSR_DEVICE_INLINE float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+CTSR_DEVICE_INLINE float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+CTSR_DEVICE_INLINE void zero_fragments(mma::FragC* c, int n) {
+  for (int j = 0; j < n; ++j)
+    for (int e = 0; e < 4; ++e) c[j].v[e] = 0.0f;
+}
+
+CTSR_DEVICE_INLINE uint16_t bf16_bits(float v) { return bfloat16::from_float(v); }
+
+// acc[j] (j < D / 8) += (the warp's 16 x 64 probabilities p[0..8)) x (a 64 x D tile, k-major).
+template <int D>
+CTSR_DEVICE_INLINE void multiply_probabilities(const mma::FragC (&p)[8], const uint16_t* tile, int lane,
+                                               mma::FragC (&acc)[D / 8]) {
+  constexpr int ld = kMmaRowStride<D>;
+  CTSR_UNROLL
+  for (int kk = 0; kk < kTile / 16; ++kk) {
+    const mma::FragA a = mma::a_from_accumulators(p[2 * kk], p[2 * kk + 1]);
+    CTSR_UNROLL
+    for (int n = 0; n < D / 8; ++n) {
+      mma::FragB b;
+      mma::load_b_k_major(b, tile + 16 * kk * ld + 8 * n, ld, lane);
+      mma::mma_bf16(acc[n], a, b);
+    }
+  }
+}
+
+// s[j] (j < 8) = (the warp's 16 rows, as A fragments a[D / 16]) x (the 64 rows of tile)^T.
+template <int D>
+CTSR_DEVICE_INLINE void multiply_transposed(const mma::FragA (&a)[D / 16], const uint16_t* tile, int lane,
+                                            mma::FragC (&s)[8]) {
+  constexpr int ld = kMmaRowStride<D>;
+  zero_fragments(s, 8);
+  CTSR_UNROLL
+  for (int j = 0; j < 8; ++j) {
+    CTSR_UNROLL
+    for (int kd = 0; kd < D / 16; ++kd) {
+      mma::FragB b;
+      mma::load_b_n_major(b, tile + 8 * j * ld + 16 * kd, ld, lane);
+      mma::mma_bf16(s[j], a[kd], b);
+    }
+  }
+}
+
+template <int D>
+CTSR_DEVICE_INLINE void load_a_rows(mma::FragA (&a)[D / 16], const uint16_t* tile, int warp, int lane) {
+  constexpr int ld = kMmaRowStride<D>;
+  CTSR_UNROLL
+  for (int kd = 0; kd < D / 16; ++kd) mma::load_a_row_major(a[kd], tile + 16 * warp * ld + 16 * kd, ld, lane);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    attention_forward_mma_kernel(const uint16_t* __restrict__ qkv, int64_t N, int64_t H, float scale_log2,
+                                 uint16_t* __restrict__ o, float* __restrict__ lse) {
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
+  constexpr int ld = kMmaRowStride<D>;
+  CTSR_STATIC_SHARED(q_tile, uint16_t[kTile * ld]);
+  CTSR_STATIC_SHARED(k_tile, uint16_t[kTile * ld]);
+  CTSR_STATIC_SHARED(v_tile, uint16_t[kTile * ld]);
+  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kTile;
+  const int64_t C = H * D, width = 3 * C;
+  const uint16_t* base = qkv + b * N * width;
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  using L = mma::FragmentLayout;
+
+  load_rows_bf16<D>(q_tile, base, width, h * D, q0, N);
+  __syncthreads();
+  mma::FragA qa[D / 16];
+  load_a_rows<D>(qa, q_tile, warp, lane);
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g and g + 8
+  mma::FragC acc[D / 8];
+  zero_fragments(acc, D / 8);
+  for (int64_t k0 = 0; k0 < N; k0 += kTile) {
+    __syncthreads();  // the previous key and value tiles are consumed
+    load_rows_bf16<D>(k_tile, base, width, C + h * D, k0, N);
+    load_rows_bf16<D>(v_tile, base, width, 2 * C + h * D, k0, N);
+    __syncthreads();
+    mma::FragC s[8];
+    multiply_transposed<D>(qa, k_tile, lane, s);
+    float mx[2] = {m[0], m[1]};
+    for (int j = 0; j < 8; ++j) {
+      for (int e = 0; e < 4; ++e) {
+        const bool key = k0 + 8 * j + L::c_col(lane, e) < N;
+        s[j].v[e] = key ? s[j].v[e] * scale_log2 : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], s[j].v[e]);
+      }
+    }
+    float alpha[2], sum[2] = {0.0f, 0.0f};
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = quad_max(mx[r]);  // finite: key k0 < N is in every tile's first column
+      alpha[r] = exp2f(m[r] - mx[r]);
+      m[r] = mx[r];
+    }
+    for (int j = 0; j < 8; ++j) {
+      for (int e = 0; e < 4; ++e) {
+        s[j].v[e] = exp2f(s[j].v[e] - m[e >> 1]);  // 0 for masked keys
+        sum[e >> 1] += s[j].v[e];
+      }
+    }
+    for (int r = 0; r < 2; ++r) l[r] = l[r] * alpha[r] + quad_sum(sum[r]);
+    for (int n = 0; n < D / 8; ++n)
+      for (int e = 0; e < 4; ++e) acc[n].v[e] *= alpha[e >> 1];
+    multiply_probabilities<D>(s, v_tile, lane, acc);
+  }
+  for (int n = 0; n < D / 8; ++n) {
+    for (int e = 0; e < 4; ++e) {
+      const int64_t row = q0 + 16 * warp + L::c_row(lane, e);
+      if (row < N) o[(b * N + row) * C + h * D + 8 * n + L::c_col(lane, e)] = bf16_bits(acc[n].v[e] / l[e >> 1]);
+    }
+  }
+  if (lane % 4 == 0) {
+    for (int r = 0; r < 2; ++r) {
+      const int64_t row = q0 + 16 * warp + lane / 4 + 8 * r;
+      if (row < N) lse[(b * H + h) * N + row] = (m[r] + log2f(l[r])) * kLn2;
+    }
+  }
+}
+
+// Rows of the block's tile are keys j; the warp accumulates dv_j = sum_i P_ij dO_i and
+// dk_j = scale sum_i dS_ij q_i over every query tile, with P^T and dS^T rebuilt from k q^T, lse
+// and dP^T = v dO^T.
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    attention_dk_dv_mma_kernel(const uint16_t* __restrict__ qkv, const uint16_t* __restrict__ d_o,
+                               const float* __restrict__ lse, const float* __restrict__ delta, int64_t N, int64_t H,
+                               float scale, float scale_log2, uint16_t* __restrict__ d_qkv) {
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
+  constexpr int ld = kMmaRowStride<D>;
+  CTSR_STATIC_SHARED(k_tile, uint16_t[kTile * ld]);
+  CTSR_STATIC_SHARED(v_tile, uint16_t[kTile * ld]);
+  CTSR_STATIC_SHARED(q_tile, uint16_t[kTile * ld]);
+  CTSR_STATIC_SHARED(do_tile, uint16_t[kTile * ld]);
+  CTSR_STATIC_SHARED(lse_tile, float[kTile]);    // log2 units
+  CTSR_STATIC_SHARED(delta_tile, float[kTile]);
+  const int64_t b = blockIdx.z, h = blockIdx.y, k0 = int64_t(blockIdx.x) * kTile;
+  const int64_t C = H * D, width = 3 * C;
+  const uint16_t* base = qkv + b * N * width;
+  const uint16_t* do_base = d_o + b * N * C;
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  using L = mma::FragmentLayout;
+
+  load_rows_bf16<D>(k_tile, base, width, C + h * D, k0, N);
+  load_rows_bf16<D>(v_tile, base, width, 2 * C + h * D, k0, N);
+  __syncthreads();
+  mma::FragA ka[D / 16], va[D / 16];
+  load_a_rows<D>(ka, k_tile, warp, lane);
+  load_a_rows<D>(va, v_tile, warp, lane);
+  mma::FragC dk[D / 8], dv[D / 8];
+  zero_fragments(dk, D / 8);
+  zero_fragments(dv, D / 8);
+  for (int64_t q0 = 0; q0 < N; q0 += kTile) {
+    __syncthreads();  // the previous query tiles are consumed
+    load_rows_bf16<D>(q_tile, base, width, h * D, q0, N);
+    load_rows_bf16<D>(do_tile, do_base, C, h * D, q0, N);
+    for (int r = int(threadIdx.x); r < kTile; r += kThreads) {
+      const int64_t i = q0 + r;
+      lse_tile[r] = i < N ? lse[(b * H + h) * N + i] * kLog2e : 0.0f;
+      delta_tile[r] = i < N ? delta[(b * H + h) * N + i] : 0.0f;
+    }
+    __syncthreads();
+    mma::FragC p[8], ds[8];
+    multiply_transposed<D>(ka, q_tile, lane, p);   // S^T
+    multiply_transposed<D>(va, do_tile, lane, ds);  // dP^T
+    for (int j = 0; j < 8; ++j) {
+      for (int e = 0; e < 4; ++e) {
+        const int c = 8 * j + L::c_col(lane, e);
+        const bool live = q0 + c < N && k0 + 16 * warp + L::c_row(lane, e) < N;
+        p[j].v[e] = live ? exp2f(p[j].v[e] * scale_log2 - lse_tile[c]) : 0.0f;
+        ds[j].v[e] = p[j].v[e] * (ds[j].v[e] - delta_tile[c]);
+      }
+    }
+    multiply_probabilities<D>(p, do_tile, lane, dv);
+    multiply_probabilities<D>(ds, q_tile, lane, dk);
+  }
+  for (int n = 0; n < D / 8; ++n) {
+    for (int e = 0; e < 4; ++e) {
+      const int64_t key = k0 + 16 * warp + L::c_row(lane, e);
+      if (key >= N) continue;
+      uint16_t* row = d_qkv + (b * N + key) * width + h * D + 8 * n + L::c_col(lane, e);
+      row[C] = bf16_bits(dk[n].v[e] * scale);
+      row[2 * C] = bf16_bits(dv[n].v[e]);
+    }
+  }
+}
+
+// Rows of the block's tile are queries i: dq_i = scale sum_j dS_ij k_j over every key tile.
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    attention_dq_mma_kernel(const uint16_t* __restrict__ qkv, const uint16_t* __restrict__ d_o,
+                            const float* __restrict__ lse, const float* __restrict__ delta, int64_t N, int64_t H,
+                            float scale, float scale_log2, uint16_t* __restrict__ d_qkv) {
+  CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
+  constexpr int ld = kMmaRowStride<D>;
+  CTSR_STATIC_SHARED(q_tile, uint16_t[kTile * ld]);
+  CTSR_STATIC_SHARED(do_tile, uint16_t[kTile * ld]);
+  CTSR_STATIC_SHARED(k_tile, uint16_t[kTile * ld]);
+  CTSR_STATIC_SHARED(v_tile, uint16_t[kTile * ld]);
+  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kTile;
+  const int64_t C = H * D, width = 3 * C;
+  const uint16_t* base = qkv + b * N * width;
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  using L = mma::FragmentLayout;
+
+  load_rows_bf16<D>(q_tile, base, width, h * D, q0, N);
+  load_rows_bf16<D>(do_tile, d_o + b * N * C, C, h * D, q0, N);
+  __syncthreads();
+  mma::FragA qa[D / 16], da[D / 16];
+  load_a_rows<D>(qa, q_tile, warp, lane);
+  load_a_rows<D>(da, do_tile, warp, lane);
+  float row_lse[2], row_delta[2];  // rows g and g + 8 of the warp's 16
+  for (int r = 0; r < 2; ++r) {
+    const int64_t i = q0 + 16 * warp + lane / 4 + 8 * r;
+    row_lse[r] = i < N ? lse[(b * H + h) * N + i] * kLog2e : 0.0f;
+    row_delta[r] = i < N ? delta[(b * H + h) * N + i] : 0.0f;
+  }
+  mma::FragC dq[D / 8];
+  zero_fragments(dq, D / 8);
+  for (int64_t k0 = 0; k0 < N; k0 += kTile) {
+    __syncthreads();
+    load_rows_bf16<D>(k_tile, base, width, C + h * D, k0, N);
+    load_rows_bf16<D>(v_tile, base, width, 2 * C + h * D, k0, N);
+    __syncthreads();
+    mma::FragC ds[8], dp[8];
+    multiply_transposed<D>(qa, k_tile, lane, ds);  // S
+    multiply_transposed<D>(da, v_tile, lane, dp);  // dP
+    for (int j = 0; j < 8; ++j) {
+      for (int e = 0; e < 4; ++e) {
+        const bool key = k0 + 8 * j + L::c_col(lane, e) < N;
+        const float p = key ? exp2f(ds[j].v[e] * scale_log2 - row_lse[e >> 1]) : 0.0f;
+        ds[j].v[e] = p * (dp[j].v[e] - row_delta[e >> 1]);
+      }
+    }
+    multiply_probabilities<D>(ds, k_tile, lane, dq);
+  }
+  for (int n = 0; n < D / 8; ++n) {
+    for (int e = 0; e < 4; ++e) {
+      const int64_t row = q0 + 16 * warp + L::c_row(lane, e);
+      if (row < N) d_qkv[(b * N + row) * width + h * D + 8 * n + L::c_col(lane, e)] = bf16_bits(dq[n].v[e] * scale);
+    }
+  }
+}
+
 // ---- launchers ------------------------------------------------------------------------------
 
 void check_launchable(const char* op, const AttentionShape& shape) {
@@ -424,7 +705,7 @@ void backward_launch(const AttentionShape& shape, const Tensor& qkv, const Tenso
   const float scale_log2 = float(shape.scale() * 1.4426950408889634);
   Tensor delta = Tensor::empty(Shape{shape.batch, shape.heads, shape.tokens}, DType::float32, dev);
   const int64_t rows = shape.batch * shape.tokens * shape.heads;
-  launch_kernel(dev, attention_delta_kernel, blocks_for(rows, 256), 256u, 0, o.data<float>(), d_o.data<float>(),
+  launch_kernel(dev, attention_delta_kernel<float>, blocks_for(rows, 256), 256u, 0, o.data<float>(), d_o.data<float>(),
                 shape.batch, shape.tokens, shape.heads, shape.head_dim, delta.data<float>());
   launch_kernel(dev, attention_dk_dv_kernel<D>, tile_grid(shape), unsigned(kThreads), dk_dv_shared_bytes<D>(),
                 qkv.data<float>(), d_o.data<float>(), lse.data<float>(), delta.data<float>(), shape.tokens,
@@ -434,19 +715,56 @@ void backward_launch(const AttentionShape& shape, const Tensor& qkv, const Tenso
                 shape.heads, scale, scale_log2, d_qkv.data<float>());
 }
 
+const uint16_t* bits(const Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data<bfloat16>()); }
+uint16_t* bits(Tensor& t) { return reinterpret_cast<uint16_t*>(t.data<bfloat16>()); }
+
+template <int D>
+void forward_mma_launch(const AttentionShape& shape, const Tensor& qkv, Tensor& o, Tensor& lse) {
+  const float scale_log2 = float(shape.scale() * 1.4426950408889634);
+  launch_kernel(qkv.device(), attention_forward_mma_kernel<D>, tile_grid(shape), unsigned(kThreads), 0, bits(qkv),
+                shape.tokens, shape.heads, scale_log2, bits(o), lse.data<float>());
+}
+
+template <int D>
+void backward_mma_launch(const AttentionShape& shape, const Tensor& qkv, const Tensor& o, const Tensor& lse,
+                         const Tensor& d_o, Tensor& d_qkv) {
+  const Device dev = qkv.device();
+  const float scale = float(shape.scale());
+  const float scale_log2 = float(shape.scale() * 1.4426950408889634);
+  Tensor delta = Tensor::empty(Shape{shape.batch, shape.heads, shape.tokens}, DType::float32, dev);
+  const int64_t rows = shape.batch * shape.tokens * shape.heads;
+  launch_kernel(dev, attention_delta_kernel<bfloat16>, blocks_for(rows, 256), 256u, 0, o.data<bfloat16>(),
+                d_o.data<bfloat16>(), shape.batch, shape.tokens, shape.heads, shape.head_dim, delta.data<float>());
+  launch_kernel(dev, attention_dk_dv_mma_kernel<D>, tile_grid(shape), unsigned(kThreads), 0, bits(qkv), bits(d_o),
+                lse.data<float>(), delta.data<float>(), shape.tokens, shape.heads, scale, scale_log2, bits(d_qkv));
+  launch_kernel(dev, attention_dq_mma_kernel<D>, tile_grid(shape), unsigned(kThreads), 0, bits(qkv), bits(d_o),
+                lse.data<float>(), delta.data<float>(), shape.tokens, shape.heads, scale, scale_log2, bits(d_qkv));
+}
+
 }  // namespace
 
+// float32 on the FMA kernels, bfloat16 (lse float32) on the tensor-core kernels.
 void attention_forward(const AttentionShape& shape, const Tensor& qkv, Tensor& o, Tensor& lse) {
-  qkv.check_dtype(DType::float32, "attention_forward (CUDA) qkv");
   check_launchable("attention_forward", shape);
+  if (qkv.dtype() == DType::bfloat16) {
+    if (shape.head_dim == 32) forward_mma_launch<32>(shape, qkv, o, lse);
+    else forward_mma_launch<64>(shape, qkv, o, lse);
+    return;
+  }
+  qkv.check_dtype(DType::float32, "attention_forward (CUDA) qkv");
   if (shape.head_dim == 32) forward_launch<32>(shape, qkv, o, lse);
   else forward_launch<64>(shape, qkv, o, lse);
 }
 
 void attention_backward(const AttentionShape& shape, const Tensor& qkv, const Tensor& o, const Tensor& lse,
                         const Tensor& d_o, Tensor& d_qkv) {
-  qkv.check_dtype(DType::float32, "attention_backward (CUDA) qkv");
   check_launchable("attention_backward", shape);
+  if (qkv.dtype() == DType::bfloat16) {
+    if (shape.head_dim == 32) backward_mma_launch<32>(shape, qkv, o, lse, d_o, d_qkv);
+    else backward_mma_launch<64>(shape, qkv, o, lse, d_o, d_qkv);
+    return;
+  }
+  qkv.check_dtype(DType::float32, "attention_backward (CUDA) qkv");
   if (shape.head_dim == 32) backward_launch<32>(shape, qkv, o, lse, d_o, d_qkv);
   else backward_launch<64>(shape, qkv, o, lse, d_o, d_qkv);
 }

@@ -15,6 +15,9 @@
 // holds an N x N matrix: extra memory is O(N) (the reference works a row at a time; the CUDA
 // kernels tile in the manner of FlashAttention-2).
 //
+// bfloat16 (mixed precision): qkv, o, d_o and d_qkv in bf16, lse in float32; on the CUDA paths
+// the products run on tensor cores (kernels/mma.h) with float scores, softmax and accumulators, P
+// and dS rounded to bf16 as mma operands; on cpu the float reference on the widened values.
 // Paths: cpu reference (float32, float64; any head_dim; sums in double; Device::cpu's float32
 // forward of 1024 tokens or more goes through sgemm instead, attention_forward_gemm), CUDA and CUDA-on-CPU
 // (float32; head_dim 32 or 64). The CUDA path is deterministic: fixed reduction orders and no

@@ -83,6 +83,41 @@ CTSR_DEVICE_INLINE void load_b_k_major(FragB& b, const uint16_t* tile, int ld, i
   }
 }
 
+// A's fragment from a row-major tile: element (row, k) at tile[row * ld + k].
+CTSR_DEVICE_INLINE void load_a_row_major(FragA& a, const uint16_t* tile, int ld, int lane) {
+  CTSR_UNROLL
+  for (int reg = 0; reg < 4; ++reg) {
+    const uint16_t* row = tile + FragmentLayout::a_row(lane, reg) * ld;
+    a.r[reg] = pack_bf16x2(row[FragmentLayout::a_col(lane, reg, 0)], row[FragmentLayout::a_col(lane, reg, 1)]);
+  }
+}
+
+// B's fragment from a tile stored column by column: element (k, column) at tile[column * ld + k]
+// (B^T row major: the keys of attention's q k^T).
+CTSR_DEVICE_INLINE void load_b_n_major(FragB& b, const uint16_t* tile, int ld, int lane) {
+  const uint16_t* col = tile + FragmentLayout::b_col(lane) * ld;
+  CTSR_UNROLL
+  for (int reg = 0; reg < 2; ++reg) {
+    b.r[reg] = pack_bf16x2(col[FragmentLayout::b_row(lane, reg, 0)], col[FragmentLayout::b_row(lane, reg, 1)]);
+  }
+}
+
+// The A fragment of a 16 x 16 block whose columns 0-7 are the accumulator `left` and columns 8-15
+// `right`, rounded to bf16 (attention's probabilities, computed as an mma's D, reused as the next
+// mma's A without leaving registers). By the tables above, a lane's A register r holds row
+// g + 8 (r & 1), columns 2t, 2t+1 of the left (r < 2) or right half: its own C elements
+// 2 (r & 1) and 2 (r & 1) + 1 of that accumulator.
+CTSR_DEVICE_INLINE FragA a_from_accumulators(const FragC& left, const FragC& right) {
+  FragA a;
+  CTSR_UNROLL
+  for (int reg = 0; reg < 4; ++reg) {
+    const FragC& c = reg < 2 ? left : right;
+    const int e = 2 * (reg & 1);
+    a.r[reg] = pack_bf16x2(bfloat16::from_float(c.v[e]), bfloat16::from_float(c.v[e + 1]));
+  }
+  return a;
+}
+
 // d += a b, by the whole warp.
 #if defined(__CUDACC__)
 CTSR_DEVICE_INLINE void mma_bf16(FragC& d, const FragA& a, const FragB& b) {

@@ -7,6 +7,7 @@
 #include "kernels/attention.h"
 #include "kernels/binary.h"
 #include "kernels/conv_transpose3d.h"
+#include "kernels/copy.h"
 #include "kernels/dropout.h"
 #include "kernels/group_norm.h"
 #include "kernels/linear.h"
@@ -15,6 +16,17 @@
 namespace ctsr {
 
 namespace {
+// t in dtype d (itself when it already is).
+Tensor as_dtype(const Tensor& t, DType d) { return t.dtype() == d ? t : cast(t, d); }
+
+DType checked_compute(const LayerOptions& o) {
+  CTSR_CHECK(o.compute == DType::float32 || o.compute == DType::bfloat16, "layer compute dtype ",
+             dtype_name(o.compute), ": expected float32 or bfloat16");
+  CTSR_CHECK(o.compute == DType::float32 || o.dtype == DType::float32, "bfloat16 compute needs float32 parameters, ",
+             "not ", dtype_name(o.dtype));
+  return o.compute == DType::bfloat16 ? o.compute : o.dtype;
+}
+
 Tensor take(Tensor& saved, const char* layer) {
   CTSR_CHECK(saved.defined(), layer, ".backward called without a forward (or twice after one forward)");
   Tensor t = saved;
@@ -124,7 +136,9 @@ Parameter optional_bias(bool with_bias, int64_t n, const LayerOptions& o) {
 // ---- Linear --------------------------------------------------------------------------------------
 
 Linear::Linear(int64_t in, int64_t out, bool with_bias, const LayerOptions& o)
-    : weight(make_parameter("weight", {out, in}, o.dtype, o.device)), bias(optional_bias(with_bias, out, o)) {
+    : weight(make_parameter("weight", {out, in}, o.dtype, o.device)),
+      bias(optional_bias(with_bias, out, o)),
+      compute_(checked_compute(o)) {
   init_default(weight, bias, in, o);
 }
 
@@ -138,13 +152,16 @@ void Linear::collect(const std::string& prefix, std::vector<Parameter*>& out) {
 }
 
 Tensor Linear::forward(const Tensor& x) {
-  save(x_, x);
-  return linear_forward(x, weight.value, bias.value);
+  const Tensor xc = as_dtype(x, compute_);
+  save(x_, xc);
+  return as_dtype(linear_forward(xc, as_dtype(weight.value, compute_), bias.value), x.dtype());
 }
 
 Tensor Linear::backward(const Tensor& dy) {
   Tensor x = take(x_, "Linear");
-  return linear_backward(x, weight.value, dy, weight.grad, bias.value.defined() ? &bias.grad : nullptr);
+  const Tensor dx = linear_backward(x, as_dtype(weight.value, compute_), as_dtype(dy, compute_), weight.grad,
+                                    bias.value.defined() ? &bias.grad : nullptr);
+  return as_dtype(dx, dy.dtype());
 }
 
 // ---- Conv3d --------------------------------------------------------------------------------------
@@ -157,7 +174,8 @@ Conv3d::Conv3d(int64_t in, int64_t out, const Conv3dParams& params, bool with_bi
     : weight(make_parameter("weight", {out, params.kernel[0], params.kernel[1], params.kernel[2], in}, o.dtype,
                             o.device)),
       bias(optional_bias(with_bias, out, o)),
-      params_(params) {
+      params_(params),
+      compute_(checked_compute(o)) {
   init_default(weight, bias, in * params.kernel[0] * params.kernel[1] * params.kernel[2], o);
 }
 
@@ -171,15 +189,18 @@ void Conv3d::collect(const std::string& prefix, std::vector<Parameter*>& out) {
 }
 
 Tensor Conv3d::forward(const Tensor& x) {
-  save(x_, x);
-  return conv3d_forward(x, weight.value, bias.value, params_);
+  const Tensor xc = as_dtype(x, compute_);
+  save(x_, xc);
+  return as_dtype(conv3d_forward(xc, as_dtype(weight.value, compute_), bias.value, params_), x.dtype());
 }
 
 Tensor Conv3d::backward(const Tensor& dy, bool input_grad) {
   Tensor x = take(x_, "Conv3d");
-  conv3d_backward_weight(x, dy, params_, weight.grad);
-  if (bias.value.defined()) conv3d_backward_bias(dy, bias.grad);
-  return input_grad ? conv3d_backward_data(dy, weight.value, x.shape(), params_) : Tensor();
+  const Tensor dyc = as_dtype(dy, compute_);
+  conv3d_backward_weight(x, dyc, params_, weight.grad);
+  if (bias.value.defined()) conv3d_backward_bias(dy, bias.grad);  // from the gradient as given
+  if (!input_grad) return Tensor();
+  return as_dtype(conv3d_backward_data(dyc, as_dtype(weight.value, compute_), x.shape(), params_), dy.dtype());
 }
 
 // ---- ConvTranspose3d -----------------------------------------------------------------------------
@@ -250,7 +271,8 @@ AttentionBlock::AttentionBlock(int64_t channels, const AttentionOptions& a, cons
       qkv(channels, 3 * a.heads * a.head_dim, a.qkv_bias, with_stream(o, 1)),
       proj_out(a.heads * a.head_dim, channels, true, with_stream(o, 2)),
       channels_(channels),
-      heads_(a.heads) {}
+      heads_(a.heads),
+      compute_(checked_compute(o)) {}
 
 void AttentionBlock::collect(const std::string& prefix, std::vector<Parameter*>& out) {
   collect_child(norm, prefix, "norm", out);
@@ -270,21 +292,23 @@ Tensor AttentionBlock::forward(const Tensor& x) {
              " is not [N, ..., ", channels_, "]");
   x_shape_ = x.shape();
   const int64_t batch = x.dim(0), tokens = x.numel() / (batch * channels_);
-  Tensor h = norm.forward(x).reshape({batch, tokens, channels_});
+  // In bf16 compute the projections get bf16 in, so they give bf16 out and attention runs on
+  // its tensor-core kernels; the block's output returns to x's dtype for the residual add.
+  Tensor h = as_dtype(norm.forward(x).reshape({batch, tokens, channels_}), compute_);
   Tensor qkv_out = qkv.forward(h);
   AttentionOutput a = attention_forward(qkv_out, heads_);
   save(qkv_out_, qkv_out);
   save(o_, a.o);
   save(lse_, a.lse);
-  return add(x, proj_out.forward(a.o).reshape(x_shape_));
+  return add(x, as_dtype(proj_out.forward(a.o), x.dtype()).reshape(x_shape_));
 }
 
 Tensor AttentionBlock::backward(const Tensor& dy) {
   Tensor qkv_out = take(qkv_out_, "AttentionBlock"), o = take(o_, "AttentionBlock"), lse = take(lse_, "AttentionBlock");
   const int64_t batch = x_shape_[0], tokens = dy.numel() / (batch * channels_);
-  Tensor d_o = proj_out.backward(dy.reshape({batch, tokens, channels_}));
+  Tensor d_o = proj_out.backward(as_dtype(dy.reshape({batch, tokens, channels_}), compute_));
   Tensor d_qkv = attention_backward(qkv_out, o, lse, d_o, heads_);
-  Tensor dh = qkv.backward(d_qkv).reshape(x_shape_);
+  Tensor dh = as_dtype(qkv.backward(d_qkv), dy.dtype()).reshape(x_shape_);
   return add(norm.backward(dh), dy);  // the residual passes dy straight through
 }
 

@@ -6,6 +6,16 @@
 // Initialisation follows PyTorch's defaults for conv and linear layers (uniform in
 // +-1/sqrt(fan_in) for weight and bias), drawn from Philox(seed, stream) so a model is the
 // same on every device; zero_init() gives the zero-initialised layers of the UNet spec.
+//
+// Mixed precision (LayerOptions::compute = bfloat16): Conv3d and Linear give their convolution or
+// product bf16 operands (the input and a bf16 copy of the float32 weight, made at each use) and
+// accumulate in float32; they save their input in bf16 for the weight gradient, take the incoming
+// gradient in bf16 for both backward products, and return their output and input gradient in the
+// dtype they were given (so float32 activations stay float32). AttentionBlock feeds its
+// projections bf16, so attention itself runs in bf16 (tensor cores; scores, softmax and sums in
+// float) and returns to the activations' dtype for the residual. Parameters, their gradients and
+// the bias terms stay float32. Everything else (GroupNorm, SiLU, the adds) computes in the
+// activations' dtype.
 #pragma once
 
 #include <array>
@@ -17,10 +27,11 @@
 namespace ctsr {
 
 struct LayerOptions {
-  DType dtype = DType::float32;
+  DType dtype = DType::float32;  // parameters
   Device device = Device::cpu();
   uint64_t seed = 0;    // initialisation seed
   uint64_t stream = 0;  // distinguishes layers sharing a seed
+  DType compute = DType::float32;  // operands of Conv3d and Linear: float32, or bfloat16 (mixed precision)
 };
 
 class SiLU : public Module {
@@ -112,6 +123,7 @@ class Linear : public Module {
   void collect(const std::string& prefix, std::vector<Parameter*>& out) override;
 
  private:
+  DType compute_;
   Tensor x_;
 };
 
@@ -135,6 +147,7 @@ class Conv3d : public Module {
 
  private:
   Conv3dParams params_;
+  DType compute_;
   Tensor x_;
 };
 
@@ -212,6 +225,7 @@ class AttentionBlock : public Module {
 
  private:
   int64_t channels_, heads_;
+  DType compute_;
   Shape x_shape_;
   Tensor qkv_out_, o_, lse_;
 };

@@ -7,6 +7,7 @@
 // CUDA path, and argument errors.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,15 @@
 #include "runtime/cuda_on_cpu/executor.h"
 #include "tests/harness.h"
 #include "tests/oracle/attention.h"
+
+#if CTSR_MMA_MUTANTS
+// kernels/attention.cu as built with a wrong fragment index (tests/CMakeLists.txt).
+namespace ctsr::kernels::cuda_on_cpu_mma_mutant {
+void attention_forward(const AttentionShape& shape, const Tensor& qkv, Tensor& o, Tensor& lse);
+void attention_backward(const AttentionShape& shape, const Tensor& qkv, const Tensor& o, const Tensor& lse,
+                        const Tensor& d_o, Tensor& d_qkv);
+}  // namespace ctsr::kernels::cuda_on_cpu_mma_mutant
+#endif
 
 namespace ctsr::test {
 namespace {
@@ -347,7 +357,203 @@ TEST_P(AttentionParity, RejectsUnsupportedHeadDimAndFloat64) {
                  {"attention_forward (CUDA) qkv", "float64"});
 }
 
+// ---- bfloat16: the tensor-core kernels ----------------------------------------------------------
+
+// The float64 attention of bf16 inputs (widened exactly), with the sums of magnitudes that bound
+// a bf16 kernel's error. Backward takes the o it is given (the kernel's bf16 o, as the op does).
+struct Bf16Reference {
+  std::vector<double> o, lse, d_qkv;              // the values
+  std::vector<double> o_mag, lse_mag, d_qkv_mag;  // what the rounding of P or dS is relative to
+  std::vector<double> d_qkv_cancel;               // what float sums of dP and D are relative to
+};
+
+Bf16Reference bf16_reference(const Case& c, const Tensor& qkv, const Tensor& o_given, const Tensor& d_o) {
+  const std::vector<double> x = to_double(qkv).to_vector<double>(), og = to_double(o_given).to_vector<double>();
+  const std::vector<double> dov = to_double(d_o).to_vector<double>();
+  const int64_t B = c.batch, N = c.tokens, H = c.heads, D = c.head_dim, C = H * D, W = 3 * C;
+  const double scale = 1.0 / std::sqrt(double(D));
+  Bf16Reference r;
+  r.o.assign(size_t(B * N * C), 0), r.o_mag = r.o;
+  r.lse.assign(size_t(B * H * N), 0), r.lse_mag = r.lse;
+  r.d_qkv.assign(size_t(B * N * W), 0), r.d_qkv_mag = r.d_qkv, r.d_qkv_cancel = r.d_qkv;
+  auto q = [&](int64_t b, int64_t i, int64_t h, int64_t d) { return x[size_t((b * N + i) * W + h * D + d)]; };
+  auto k = [&](int64_t b, int64_t j, int64_t h, int64_t d) { return x[size_t((b * N + j) * W + C + h * D + d)]; };
+  auto v = [&](int64_t b, int64_t j, int64_t h, int64_t d) { return x[size_t((b * N + j) * W + 2 * C + h * D + d)]; };
+  auto at = [&](int64_t b, int64_t i, int64_t h, int64_t d) { return size_t((b * N + i) * C + h * D + d); };
+  auto dq_at = [&](int64_t b, int64_t i, int64_t part, int64_t h, int64_t d) {
+    return size_t((b * N + i) * W + part * C + h * D + d);
+  };
+  std::vector<double> P(size_t(N * N)), S(size_t(N * N)), Smag(size_t(N * N));
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t i = 0; i < N; ++i) {
+        double mx = -INFINITY, mag = 0;
+        for (int64_t j = 0; j < N; ++j) {
+          double sum = 0, m = 0;
+          for (int64_t d = 0; d < D; ++d) sum += q(b, i, h, d) * k(b, j, h, d), m += std::fabs(q(b, i, h, d) * k(b, j, h, d));
+          S[size_t(i * N + j)] = scale * sum, mx = std::max(mx, scale * sum), mag = std::max(mag, scale * m);
+        }
+        double l = 0;
+        for (int64_t j = 0; j < N; ++j) l += std::exp(S[size_t(i * N + j)] - mx);
+        for (int64_t j = 0; j < N; ++j) P[size_t(i * N + j)] = std::exp(S[size_t(i * N + j)] - mx) / l;
+        r.lse[size_t((b * H + h) * N + i)] = mx + std::log(l), r.lse_mag[size_t((b * H + h) * N + i)] = mag;
+        for (int64_t d = 0; d < D; ++d) {
+          double sum = 0, m = 0;
+          for (int64_t j = 0; j < N; ++j) sum += P[size_t(i * N + j)] * v(b, j, h, d), m += P[size_t(i * N + j)] * std::fabs(v(b, j, h, d));
+          r.o[at(b, i, h, d)] = sum, r.o_mag[at(b, i, h, d)] = m;
+        }
+      }
+      // Backward: dS = P (dP - D), D_i = dO_i . o_i with the given o.
+      for (int64_t i = 0; i < N; ++i) {
+        double Di = 0, Dmag = 0;
+        for (int64_t d = 0; d < D; ++d) Di += dov[at(b, i, h, d)] * og[at(b, i, h, d)], Dmag += std::fabs(dov[at(b, i, h, d)] * og[at(b, i, h, d)]);
+        for (int64_t j = 0; j < N; ++j) {
+          double dp = 0, dpmag = 0;
+          for (int64_t d = 0; d < D; ++d) dp += dov[at(b, i, h, d)] * v(b, j, h, d), dpmag += std::fabs(dov[at(b, i, h, d)] * v(b, j, h, d));
+          S[size_t(i * N + j)] = P[size_t(i * N + j)] * (dp - Di);         // dS
+          Smag[size_t(i * N + j)] = P[size_t(i * N + j)] * (dpmag + Dmag);  // its float sums' scale
+        }
+      }
+      for (int64_t i = 0; i < N; ++i) {
+        for (int64_t d = 0; d < D; ++d) {
+          for (int64_t j = 0; j < N; ++j) {
+            const double ds = S[size_t(i * N + j)], dsm = Smag[size_t(i * N + j)], p = P[size_t(i * N + j)];
+            r.d_qkv[dq_at(b, i, 0, h, d)] += scale * ds * k(b, j, h, d);
+            r.d_qkv_mag[dq_at(b, i, 0, h, d)] += scale * std::fabs(ds * k(b, j, h, d));
+            r.d_qkv_cancel[dq_at(b, i, 0, h, d)] += scale * dsm * std::fabs(k(b, j, h, d));
+            r.d_qkv[dq_at(b, j, 1, h, d)] += scale * ds * q(b, i, h, d);
+            r.d_qkv_mag[dq_at(b, j, 1, h, d)] += scale * std::fabs(ds * q(b, i, h, d));
+            r.d_qkv_cancel[dq_at(b, j, 1, h, d)] += scale * dsm * std::fabs(q(b, i, h, d));
+            r.d_qkv[dq_at(b, j, 2, h, d)] += p * dov[at(b, i, h, d)];
+            r.d_qkv_mag[dq_at(b, j, 2, h, d)] += p * std::fabs(dov[at(b, i, h, d)]);
+          }
+        }
+      }
+    }
+  }
+  return r;
+}
+
+// |actual - ref| <= 2^-8 |ref| (the bf16 result) + 2 2^-8 mag (P or dS rounded to bf16 as an mma
+// operand; the factor 2 also covers the float scores' and exponentials' relative errors, ~2^-20)
+// + 2 (2D + N) 2^-24 (mag + cancel) (float sums over head_dim and over the tokens, of scores, dP
+// and D as well as of the products) + 1e-7.
+::testing::AssertionResult within_attention_bound(const char* what, const Tensor& actual, const std::vector<double>& ref,
+                                                  const std::vector<double>& mag, const std::vector<double>* cancel,
+                                                  double terms, bool rounded) {
+  const std::vector<double> a = to_double(actual).to_vector<double>();
+  const double u16 = std::ldexp(1.0, -8), u32 = std::ldexp(1.0, -24);
+  size_t bad = 0, worst = 0;
+  double worst_ratio = 0;
+  for (size_t e = 0; e < a.size(); ++e) {
+    const double bound = (rounded ? u16 * std::fabs(ref[e]) : 0.0) + 2 * u16 * mag[e] +
+                         2 * terms * u32 * (mag[e] + (cancel ? (*cancel)[e] : 0.0)) + 1e-7;
+    const double ratio = std::fabs(a[e] - ref[e]) / bound;
+    if (!(ratio <= 1)) ++bad;
+    if (!(ratio <= worst_ratio)) worst_ratio = ratio, worst = e;
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << what << ": " << bad << " of " << a.size() << " elements beyond the bound; worst at "
+                                       << worst << ": " << a[worst] << " vs " << ref[worst] << " (" << worst_ratio
+                                       << " times the bound)";
+}
+
+struct Bf16AttentionOps {
+  std::function<AttentionOutput(const Tensor&, int64_t)> forward;
+  std::function<Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t)> backward;
+};
+
+Bf16AttentionOps public_attention() {
+  return {[](const Tensor& qkv, int64_t heads) { return attention_forward(qkv, heads); },
+          [](const Tensor& qkv, const Tensor& o, const Tensor& lse, const Tensor& d_o, int64_t heads) {
+            return attention_backward(qkv, o, lse, d_o, heads);
+          }};
+}
+
+struct Bf16AttentionVerdicts {
+  ::testing::AssertionResult o = ::testing::AssertionSuccess(), lse = ::testing::AssertionSuccess(),
+                             d_qkv = ::testing::AssertionSuccess();
+};
+
+Bf16AttentionVerdicts bf16_attention_parity(const Case& c, Device device, uint64_t seed, const Bf16AttentionOps& ops) {
+  Tensor qkv = random_qkv(c, seed, DType::bfloat16);
+  Tensor d_o = random_tensor(out_shape(c), seed + 1, DType::bfloat16);
+  AttentionOutput out = ops.forward(qkv.to(device), c.heads);
+  Bf16AttentionVerdicts v;
+  if (out.o.dtype() != DType::bfloat16 || out.lse.dtype() != DType::float32) {
+    v.o = ::testing::AssertionFailure() << "o is " << dtype_name(out.o.dtype()) << ", lse " << dtype_name(out.lse.dtype());
+    return v;
+  }
+  Tensor d_qkv = ops.backward(qkv.to(device), out.o, out.lse, d_o.to(device), c.heads);
+  const Bf16Reference r = bf16_reference(c, qkv, out.o, d_o);
+  const double D = double(c.head_dim), N = double(c.tokens);
+  v.o = within_attention_bound("o", out.o, r.o, r.o_mag, nullptr, D + N, true);
+  // lse is float throughout: float scores (D terms, relative to max |s|), the sum of N exponentials
+  // and log2f / exp2f (a few ulps of |lse|): 2 (D + N) 2^-24 (max_j sum |q k| scale + |lse| + 1).
+  std::vector<double> lse_scale(r.lse_mag.size());
+  for (size_t e = 0; e < lse_scale.size(); ++e) lse_scale[e] = r.lse_mag[e] + std::fabs(r.lse[e]) + 1;
+  v.lse = within_attention_bound("lse", out.lse, r.lse, std::vector<double>(lse_scale.size(), 0.0), &lse_scale, D + N,
+                                 false);
+  v.d_qkv = within_attention_bound("d_qkv", d_qkv, r.d_qkv, r.d_qkv_mag, &r.d_qkv_cancel, D + N, true);
+  return v;
+}
+
+const std::vector<Case>& bf16_cases() {
+  static const std::vector<Case> cases = {{2, 70, 2, 32}, {1, 131, 1, 64}, {3, 5, 2, 32}};
+  return cases;
+}
+
+TEST_P(AttentionParity, Bfloat16TensorCoresWithinBound) {
+  uint64_t seed = 700;
+  for (const Case& c : bf16_cases()) {
+    SCOPED_TRACE(case_str(c));
+    const Bf16AttentionVerdicts v = bf16_attention_parity(c, device(), seed += 10, public_attention());
+    EXPECT_TRUE(v.o);
+    EXPECT_TRUE(v.lse);
+    EXPECT_TRUE(v.d_qkv);
+  }
+}
+
 CTSR_INSTANTIATE_CUDA_PATHS(AttentionParity);
+
+TEST(Attention, Bfloat16ReferenceWithinBound) {
+  uint64_t seed = 800;
+  for (const Case& c : bf16_cases()) {
+    SCOPED_TRACE(case_str(c));
+    const Bf16AttentionVerdicts v = bf16_attention_parity(c, Device::cpu(), seed += 10, public_attention());
+    EXPECT_TRUE(v.o);
+    EXPECT_TRUE(v.lse);
+    EXPECT_TRUE(v.d_qkv);
+  }
+}
+
+#if CTSR_MMA_MUTANTS
+// kernels/attention.cu built with a wrong fragment index (tests/CMakeLists.txt) fails the bound.
+TEST(AttentionMmaMutation, WrongFragmentIndexFailsParity) {
+  namespace mutant = kernels::cuda_on_cpu_mma_mutant;
+  const Bf16AttentionOps ops{
+      [](const Tensor& qkv, int64_t heads) {
+        kernels::AttentionShape s{qkv.dim(0), qkv.dim(1), heads, qkv.dim(2) / (3 * heads)};
+        AttentionOutput out{Tensor::empty(Shape{s.batch, s.tokens, s.channels()}, qkv.dtype(), qkv.device()),
+                            Tensor::empty(Shape{s.batch, heads, s.tokens}, DType::float32, qkv.device())};
+        mutant::attention_forward(s, qkv, out.o, out.lse);
+        return out;
+      },
+      [](const Tensor& qkv, const Tensor& o, const Tensor& lse, const Tensor& d_o, int64_t heads) {
+        kernels::AttentionShape s{qkv.dim(0), qkv.dim(1), heads, qkv.dim(2) / (3 * heads)};
+        Tensor d_qkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
+        mutant::attention_backward(s, qkv, o, lse, d_o, d_qkv);
+        return d_qkv;
+      }};
+  const Case c = bf16_cases()[0];
+  const Bf16AttentionVerdicts real = bf16_attention_parity(c, Device::cuda_on_cpu(), 900, public_attention());
+  ASSERT_TRUE(real.o && real.lse && real.d_qkv) << "the real kernels must pass first";
+  const Bf16AttentionVerdicts v = bf16_attention_parity(c, Device::cuda_on_cpu(), 900, ops);
+  EXPECT_FALSE(v.o) << "forward: a wrong fragment index went unnoticed";
+  // The backward of the mutant's own (wrong) forward output still has to be wrong itself.
+  EXPECT_FALSE(v.d_qkv) << "backward: a wrong fragment index went unnoticed";
+}
+#endif
 
 }  // namespace
 }  // namespace ctsr::test

@@ -51,6 +51,25 @@ TEST(CtsrTrain, TrainsResumesAndReports) {
   EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4}));
 }
 
+// training.precision=bf16 (mixed precision) from the command line, on the CPU path and on the
+// executor (whose convolutions then run on the tensor-core kernels); the run's config.yaml
+// records it, and the production default is bf16.
+TEST(CtsrTrain, TrainsInBf16OnTheCpuAndTheExecutor) {
+  for (const std::string device : {"cpu", "cuda_on_cpu"}) {
+    TempDir dir("ctsr-train-bf16");
+    write_cache(dir / "cache", {});
+    DiffusionTrainConfig c = small_config(dir);
+    c.training.max_steps = 2;
+    const std::string config = write_config(dir, c).string();
+    auto r = run_tool("ctsr_train", {"--config", config, "--device", device, "--set", "training.precision=bf16"});
+    ASSERT_EQ(r.exit_code, 0) << device << ": " << r.output;
+    EXPECT_NE(r.output.find("done at step 2"), std::string::npos) << r.output;
+    EXPECT_EQ(load_train_config(dir / "run" / "config.yaml").training.precision, "bf16") << device;
+    EXPECT_TRUE(std::filesystem::exists(checkpoint_path(dir / "run" / "checkpoints", 2))) << device;
+  }
+  EXPECT_EQ(DiffusionTrainConfig{}.training.precision, "bf16");
+}
+
 TEST(CtsrTrain, PrintConfigShowsTheResolvedValues) {
   auto r = run_tool("ctsr_train", {"--print-config", "--set", "training.max_steps=7"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -73,6 +92,7 @@ TEST(CtsrTrain, ConfigurationErrorsFailBeforeAnyWork) {
   expect_one_line_error(train({"--set", "training.batch_size=3"}),
                         {"training.batch_size 3", "not divisible", "training.gradient_accumulation_steps 2"});
   expect_one_line_error(train({"--set", "training.batchsize=4"}), {"unknown key 'training.batchsize'"});
+  expect_one_line_error(train({"--set", "training.precision=fp16"}), {"training.precision", "'fp16'", "bf16 or fp32"});
   expect_one_line_error(train({"--set", "model.dropout=high"}), {"'model.dropout' is 'high'", "a number"});
   expect_one_line_error(train({"--set", "data.cache_dir=" + (dir / "none").string()}), {"none", "data.cache_dir"});
   expect_one_line_error(train({"--set", "validation.full_every=3", "--set", "data.vqae_weights=" + (dir / "w.ckpt").string()}),

@@ -4,6 +4,7 @@
 
 #include "kernels/activation.h"
 #include "model/layers.h"
+#include "kernels/copy.h"
 #include "tests/harness.h"
 
 namespace ctsr::test {
@@ -224,6 +225,40 @@ TEST_P(LayerParity, GroupNormSiLULayerMatchesReference) {
   EXPECT_TENSORS_CLOSE(dev.weight.grad, ref.weight.grad, 1e-4, 1e-4);
   EXPECT_TENSORS_CLOSE(dev.bias.grad, ref.bias.grad, 1e-4, 1e-4);
 }
+
+// Mixed precision (LayerOptions::compute bfloat16): a Conv3d given float32 activations rounds
+// them and its weight to bf16, returns float32 (the bf16-rounded result of a float sum), keeps
+// float32 parameters and gradients, and saves its input in bf16. Checked against the float64 op
+// on the bf16-rounded operands, within within_bf16_bound (tests/harness.h).
+void expect_bf16_conv_layer(Device device) {
+  LayerOptions o{DType::float32, device, 3, 0};
+  o.compute = DType::bfloat16;
+  Conv3d conv(6, 5, 3, 1, 1, true, o);
+  Tensor x = random_tensor({2, 7, 5, 6, 6}, 31), dy = random_tensor({2, 7, 5, 6, 5}, 32);
+  const Tensor xb = to_double(cast(x, DType::bfloat16)), dyb = to_double(cast(dy, DType::bfloat16));
+  const Tensor wb = to_double(cast(conv.weight.value.to(Device::cpu()), DType::bfloat16));
+  const Tensor b = to_double(conv.bias.value);
+  const Conv3dParams p = conv.params();
+  conv.zero_grad();
+  const Tensor y = conv.forward(x.to(device));
+  EXPECT_EQ(y.dtype(), DType::float32);
+  EXPECT_TRUE(within_bf16_bound(y, conv3d_forward(xb, wb, b, p),
+                                conv3d_forward(abs_double(xb), abs_double(wb), abs_double(b), p), 27 * 6 + 1, true));
+  const Tensor dx = conv.backward(dy.to(device));
+  EXPECT_EQ(dx.dtype(), DType::float32);
+  EXPECT_TRUE(within_bf16_bound(dx, conv3d_backward_data(dyb, wb, x.shape(), p),
+                                conv3d_backward_data(abs_double(dyb), abs_double(wb), x.shape(), p), 27 * 5, true));
+  Tensor dw_ref, dw_abs;
+  conv3d_backward_weight(xb, dyb, p, dw_ref);
+  conv3d_backward_weight(abs_double(xb), abs_double(dyb), p, dw_abs);
+  EXPECT_EQ(conv.weight.grad.dtype(), DType::float32);
+  const double voxels = 2 * 7 * 5 * 6;
+  EXPECT_TRUE(within_bf16_bound(conv.weight.grad, dw_ref, dw_abs, voxels + voxels / 256 + 2, false));
+  EXPECT_EQ(conv.bias.grad.dtype(), DType::float32);
+}
+
+TEST(Layers, Bf16ComputeConv3dOnReference) { expect_bf16_conv_layer(Device::cpu()); }
+TEST_P(LayerParity, Bf16ComputeConv3dWithinBound) { expect_bf16_conv_layer(device()); }
 
 CTSR_INSTANTIATE_CUDA_PATHS(LayerParity);
 

@@ -105,6 +105,7 @@ inline std::vector<nlohmann::json> training_lines(const std::filesystem::path& m
 
 inline DiffusionTrainConfig small_config(const std::filesystem::path& dir) {
   DiffusionTrainConfig c;
+  c.training.precision = "fp32";  // the run loop's tests; bf16 has its own (test_trainer.cpp)
   c.seed = 42;
   c.model.in_channels = 16;
   c.model.out_channels = 8;

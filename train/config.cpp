@@ -66,6 +66,7 @@ std::vector<Field> schema(DiffusionTrainConfig& c) {
       shared_fields::schedule(c.training),
       {
           int_field("training.latent_crop", c.training.latent_crop),
+          string_field("training.precision", c.training.precision),
       },
       shared_fields::adam(c.optimizer),
       {
@@ -165,6 +166,8 @@ void validate(const DiffusionTrainConfig& c) {
              "; expected a positive size in MiB");
   CTSR_CHECK(c.distributed.timeout_s > 0, "distributed.timeout_s is ", c.distributed.timeout_s,
              "; expected a positive number of seconds");
+  CTSR_CHECK(c.training.precision == "bf16" || c.training.precision == "fp32", "training.precision is '",
+             c.training.precision, "'; expected bf16 or fp32");
   try {
     parse_conv_engine(c.kernels.conv);
   } catch (const Error&) {

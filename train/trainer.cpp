@@ -178,6 +178,7 @@ Trainer::Trainer(const DiffusionTrainConfig& config, const TrainerOptions& optio
   LayerOptions layer;
   layer.device = device;
   layer.seed = c.seed;
+  layer.compute = c.training.precision == "bf16" ? DType::bfloat16 : DType::float32;
   {
     // Value, gradient, AdamW's two moments and the EMA's copy: checked as the model is made.
     ParameterMemoryLimit limit(device_memory_capacity(device), 3, "model " + c.model.str());
