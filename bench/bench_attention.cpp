@@ -12,6 +12,10 @@
 //
 // GPU cases enqueue bench::kGpuRepeats calls per benchmark iteration and synchronise once, so the figure
 // is throughput, not launch latency.
+//
+// bf16: attention_{forward,backward}_bf16_* take bf16 qkv and dO (float32 lse) on the tensor-core
+// kernels (kernels/mma.h); the cpu case is the widening reference. Dense bf16 peak of an H100 SXM is
+// about 989 TFLOP/s (the target: the forward at 6400 tokens at half of it).
 #include <benchmark/benchmark.h>
 
 #include "bench/bench_util.h"
@@ -21,11 +25,11 @@ namespace {
 
 using namespace ctsr::bench;
 
-void run_attention(benchmark::State& state, Device device, bool backward) {
+void run_attention(benchmark::State& state, Device device, bool backward, DType dtype = DType::float32) {
   const int64_t B = state.range(0), N = state.range(1), heads = state.range(2), head_dim = state.range(3);
   const int64_t C = heads * head_dim;
-  Tensor qkv = filled({B, N, 3 * C}, -2.0f, 2.0f, 1, device);
-  Tensor d_o = backward ? filled({B, N, C}, -1.0f, 1.0f, 2, device) : Tensor();
+  Tensor qkv = filled_as(dtype, {B, N, 3 * C}, -2.0f, 2.0f, 1, device);
+  Tensor d_o = backward ? filled_as(dtype, {B, N, C}, -1.0f, 1.0f, 2, device) : Tensor();
   ctsr::AttentionOutput saved = ctsr::attention_forward(qkv, heads);
   const int repeats = time_calls(state, device, [&] {
     if (!backward) {
@@ -51,6 +55,10 @@ CTSR_BENCH_CASES {
   on_devices("attention_forward", {tiny[0], {1, 4096, 1, 32}}, tiny, gpu,
              [](benchmark::State& s, Device d) { run_attention(s, d, false); });
   on_devices("attention_backward", tiny, tiny, gpu, [](benchmark::State& s, Device d) { run_attention(s, d, true); });
+  on_devices("attention_forward_bf16", tiny, tiny, gpu,
+             [](benchmark::State& s, Device d) { run_attention(s, d, false, DType::bfloat16); });
+  on_devices("attention_backward_bf16", tiny, tiny, gpu,
+             [](benchmark::State& s, Device d) { run_attention(s, d, true, DType::bfloat16); });
 }
 
 }  // namespace

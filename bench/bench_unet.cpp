@@ -14,8 +14,11 @@
 //       the production network (the spec's defaults: 869.6 M parameters) at batch 32 as two
 //       micro-batches of 16 on an 8 x 25 x 16 x 16 latent (16 input channels: the noisy latent and
 //       the condition), TF32 allowed (as the PyTorch baseline's default), with each conv engine
+//   UNetTrainStep/{cpu,cuda_on_cpu}_bf16, UNetTrainStep/cuda_custom_bf16   the same in mixed
+//       precision (training.precision bf16: LayerOptions::compute bfloat16, tensor cores for the
+//       convolutions, linears and attention; float32 weights, gradients and AdamW); counter bf16 1
 // The PyTorch eager baseline of the same step: tools/pytorch/bench_unet_step.py (same
-// configurations, one JSON line; --tiny for the cpu case).
+// configurations, one JSON line; --tiny for the cpu case; --dtype bf16 for autocast).
 //
 // Counters:
 //   samples_per_s         batch / step time
@@ -61,7 +64,13 @@ using ctsr::Tensor;
 struct StepShape {
   ctsr::UNetConfig config;
   int64_t batch = 0, micro_batches = 0, depth = 0, height = 0, width = 0;
+  ctsr::DType compute = ctsr::DType::float32;  // training.precision: float32, or bfloat16 (mixed)
 };
+
+StepShape in_bf16(StepShape s) {
+  s.compute = ctsr::DType::bfloat16;
+  return s;
+}
 
 // bench_unet_step.py --tiny.
 StepShape tiny_step() {
@@ -125,7 +134,7 @@ double peak_tflops(Device device) {
 // The model, its optimiser state and the step's inputs, on one device.
 class TrainStep {
  public:
-  TrainStep(const StepShape& shape, Device device) : shape_(shape), net_(shape.config, options(device)) {
+  TrainStep(const StepShape& shape, Device device) : shape_(shape), net_(shape.config, options(device, shape)) {
     for (ctsr::Parameter* p : net_.parameters()) {
       values_.push_back(&p->value);
       grads_.push_back(&p->grad);
@@ -165,10 +174,11 @@ class TrainStep {
   const Tensor& loss() const { return loss_; }
 
  private:
-  static ctsr::LayerOptions options(Device device) {
+  static ctsr::LayerOptions options(Device device, const StepShape& shape) {
     ctsr::LayerOptions o;
     o.device = device;
     o.seed = 3;
+    o.compute = shape.compute;
     return o;
   }
   static std::vector<Tensor*> pointers(std::vector<Tensor>& tensors) {
@@ -225,6 +235,7 @@ void unet_train_step(benchmark::State& state, Device device, const StepShape& sh
       state.counters["param_MiB"] = param_mib;
       state.counters["grad_MiB"] = param_mib;
       state.counters["adam_MiB"] = 2 * param_mib;
+      state.counters["bf16"] = shape.compute == ctsr::DType::bfloat16 ? 1 : 0;
     }
   }
   ctsr::set_allow_tf32(tf32_before);
@@ -238,9 +249,12 @@ const bool registered = [] {
   };
   add("UNetTrainStep/cpu", Device::cpu(), tiny_step(), ctsr::ConvEngine::custom);
   add("UNetTrainStep/cuda_on_cpu", Device::cuda_on_cpu(), tiny_step(), ctsr::ConvEngine::custom);
+  add("UNetTrainStep/cpu_bf16", Device::cpu(), in_bf16(tiny_step()), ctsr::ConvEngine::custom);
+  add("UNetTrainStep/cuda_on_cpu_bf16", Device::cuda_on_cpu(), in_bf16(tiny_step()), ctsr::ConvEngine::custom);
   if (ctsr::cuda_available()) {
     add("UNetTrainStep/cuda_custom", Device::cuda(0), production_step(), ctsr::ConvEngine::custom);
     add("UNetTrainStep/cuda_cudnn", Device::cuda(0), production_step(), ctsr::ConvEngine::cudnn);
+    add("UNetTrainStep/cuda_custom_bf16", Device::cuda(0), in_bf16(production_step()), ctsr::ConvEngine::custom);
   }
   return true;
 }();

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kernels/conv3d.h"
+#include "kernels/copy.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
 #include "runtime/stream.h"
@@ -33,6 +34,7 @@ namespace ctsr::bench {
 // The names every bench file uses, brought in by its `using namespace ctsr::bench`.
 using ::ctsr::ConvEngine;
 using ::ctsr::Device;
+using ::ctsr::DType;
 using ::ctsr::Shape;
 using ::ctsr::Tensor;
 
@@ -52,6 +54,12 @@ inline Tensor filled(const Shape& shape, float lo, float hi, uint32_t salt, Devi
     f = lo + (hi - lo) * float(h >> 8) * 5.9604645e-8f;
   }
   return Tensor::from_vector(v, shape, device);
+}
+
+// The same values in `dtype` (bfloat16: rounded to nearest, on the device).
+inline Tensor filled_as(DType dtype, const Shape& shape, float lo, float hi, uint32_t salt, Device device) {
+  Tensor t = filled(shape, lo, hi, salt, device);
+  return dtype == DType::float32 ? t : ::ctsr::cast(t, dtype);
 }
 
 // Marks a GPU case skipped ("no GPU") when none is present; returns whether it did.

@@ -410,6 +410,12 @@ __global__ void __launch_bounds__(kThreads)
 template <int D>
 constexpr int kMmaRowStride = D + 8;  // bf16 per row of a tile
 
+// A 64-row bf16 tile, aligned for the 4-byte loads and stores of load_rows_bf16.
+template <int D>
+struct alignas(16) Bf16Tile {
+  uint16_t v[kTile * kMmaRowStride<D>];
+};
+
 // Rows [row0, row0 + 64) of columns [col, col + D) of a bf16 matrix with `width` columns (the
 // batch's rows start at base) into tile[64][D + 8]; rows past n_rows become zeros. Two bf16 per
 // load (col, width and D are even).
@@ -487,10 +493,12 @@ __global__ void __launch_bounds__(kThreads)
     attention_forward_mma_kernel(const uint16_t* __restrict__ qkv, int64_t N, int64_t H, float scale_log2,
                                  uint16_t* __restrict__ o, float* __restrict__ lse) {
   CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
-  constexpr int ld = kMmaRowStride<D>;
-  CTSR_STATIC_SHARED(q_tile, uint16_t[kTile * ld]);
-  CTSR_STATIC_SHARED(k_tile, uint16_t[kTile * ld]);
-  CTSR_STATIC_SHARED(v_tile, uint16_t[kTile * ld]);
+  CTSR_STATIC_SHARED(q_shared, Bf16Tile<D>);
+  uint16_t* q_tile = q_shared.v;
+  CTSR_STATIC_SHARED(k_shared, Bf16Tile<D>);
+  uint16_t* k_tile = k_shared.v;
+  CTSR_STATIC_SHARED(v_shared, Bf16Tile<D>);
+  uint16_t* v_tile = v_shared.v;
   const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kTile;
   const int64_t C = H * D, width = 3 * C;
   const uint16_t* base = qkv + b * N * width;
@@ -559,11 +567,14 @@ __global__ void __launch_bounds__(kThreads)
                                const float* __restrict__ lse, const float* __restrict__ delta, int64_t N, int64_t H,
                                float scale, float scale_log2, uint16_t* __restrict__ d_qkv) {
   CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
-  constexpr int ld = kMmaRowStride<D>;
-  CTSR_STATIC_SHARED(k_tile, uint16_t[kTile * ld]);
-  CTSR_STATIC_SHARED(v_tile, uint16_t[kTile * ld]);
-  CTSR_STATIC_SHARED(q_tile, uint16_t[kTile * ld]);
-  CTSR_STATIC_SHARED(do_tile, uint16_t[kTile * ld]);
+  CTSR_STATIC_SHARED(k_shared, Bf16Tile<D>);
+  uint16_t* k_tile = k_shared.v;
+  CTSR_STATIC_SHARED(v_shared, Bf16Tile<D>);
+  uint16_t* v_tile = v_shared.v;
+  CTSR_STATIC_SHARED(q_shared, Bf16Tile<D>);
+  uint16_t* q_tile = q_shared.v;
+  CTSR_STATIC_SHARED(do_shared, Bf16Tile<D>);
+  uint16_t* do_tile = do_shared.v;
   CTSR_STATIC_SHARED(lse_tile, float[kTile]);    // log2 units
   CTSR_STATIC_SHARED(delta_tile, float[kTile]);
   const int64_t b = blockIdx.z, h = blockIdx.y, k0 = int64_t(blockIdx.x) * kTile;
@@ -624,11 +635,14 @@ __global__ void __launch_bounds__(kThreads)
                             const float* __restrict__ lse, const float* __restrict__ delta, int64_t N, int64_t H,
                             float scale, float scale_log2, uint16_t* __restrict__ d_qkv) {
   CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
-  constexpr int ld = kMmaRowStride<D>;
-  CTSR_STATIC_SHARED(q_tile, uint16_t[kTile * ld]);
-  CTSR_STATIC_SHARED(do_tile, uint16_t[kTile * ld]);
-  CTSR_STATIC_SHARED(k_tile, uint16_t[kTile * ld]);
-  CTSR_STATIC_SHARED(v_tile, uint16_t[kTile * ld]);
+  CTSR_STATIC_SHARED(q_shared, Bf16Tile<D>);
+  uint16_t* q_tile = q_shared.v;
+  CTSR_STATIC_SHARED(do_shared, Bf16Tile<D>);
+  uint16_t* do_tile = do_shared.v;
+  CTSR_STATIC_SHARED(k_shared, Bf16Tile<D>);
+  uint16_t* k_tile = k_shared.v;
+  CTSR_STATIC_SHARED(v_shared, Bf16Tile<D>);
+  uint16_t* v_tile = v_shared.v;
   const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kTile;
   const int64_t C = H * D, width = 3 * C;
   const uint16_t* base = qkv + b * N * width;

@@ -222,11 +222,11 @@ step_benchmark() {
   local t0=$SECONDS rc note filter min_time torch_args
   if [ "$device" = cuda ]; then
     have_gpu || { record benchmark skipped 0 "no GPU"; return; }
-    filter='UNetTrainStep/cuda|(conv3d|attention|group_norm)_(forward|backward)[a-z_]*_cuda(_custom|_cudnn)?/'
+    filter='UNetTrainStep/cuda|(conv3d|attention|group_norm)_(forward|backward)[a-z0-9_]*_cuda(_custom|_cudnn)?/'
     min_time=0.2
     torch_args=(--device cuda --steps 5)
   else
-    filter='UNetTrainStep/(cpu|cuda_on_cpu)|(conv3d|attention|group_norm)_(forward|backward)[a-z_]*_(cpu|cuda_on_cpu)/'
+    filter='UNetTrainStep/(cpu|cuda_on_cpu)|(conv3d|attention|group_norm)_(forward|backward)[a-z0-9_]*_(cpu|cuda_on_cpu)/'
     min_time=0.001
     torch_args=(--device cpu --tiny --steps 2 --warmup 1)
   fi
@@ -245,6 +245,16 @@ step_benchmark() {
       note+="; PyTorch eager step beside it"
     else
       note+="; PyTorch step failed or timed out (pytorch.log)"
+    fi
+    # Mixed precision beside UNetTrainStep/*_bf16: torch.autocast(bfloat16), on a GPU only.
+    if [ "$device" != cuda ]; then
+      :
+    elif run_capped "$(cap 90)" "$out/pytorch_bf16.log" "$python" "$bundle/tools/pytorch/bench_unet_step.py" \
+      "${torch_args[@]}" --dtype bf16; then
+      tail -n 1 "$out/pytorch_bf16.log" > "$out/pytorch_bf16.json"
+      note+=", and in bf16 (autocast)"
+    else
+      note+="; PyTorch bf16 step failed or timed out (pytorch_bf16.log)"
     fi
   else
     note+="; PyTorch skipped: $python cannot import torch"
@@ -323,31 +333,39 @@ def load(name):
         return None
 
 bench, torch_step, evaluation = load("bench.json"), load("pytorch.json"), load("main_job/evaluation.json")
+torch_bf16 = load("pytorch_bf16.json")
+
+
+def baseline(name):  # the PyTorch step in the same precision as a UNetTrainStep case
+    return torch_bf16 if name.endswith("_bf16") else torch_step
 rows = []
 for b in (bench or {}).get("benchmarks", []):
     if b.get("run_type") == "aggregate" or b.get("error_occurred"):
         continue
     rows.append({k: b[k] for k in ("name", "real_time", "time_unit") if k in b} |
                 {k: v for k, v in b.items() if k in ("samples_per_s", "peak_alloc_MiB", "param_MiB", "grad_MiB",
-                                                      "adam_MiB", "TFLOP/s", "MFU", "vs_cudnn", "GB/s")})
+                                                      "adam_MiB", "TFLOP/s", "MFU", "vs_cudnn", "GB/s",
+                                                      "MB_per_call", "bf16")})
 unet = [r for r in rows if r["name"].startswith("UNetTrainStep/")]
 ratios = []
-if torch_step:
-    for r in unet:
-        if "samples_per_s" in r and torch_step.get("samples_per_s"):
-            ratios.append({"ctsr": r["name"], "ctsr_samples_per_s": r["samples_per_s"],
-                           "pytorch_samples_per_s": torch_step["samples_per_s"],
-                           "speed_vs_pytorch": r["samples_per_s"] / torch_step["samples_per_s"]})
+for r in unet:
+    base = baseline(r["name"])
+    if base and "samples_per_s" in r and base.get("samples_per_s"):
+        ratios.append({"ctsr": r["name"], "ctsr_samples_per_s": r["samples_per_s"],
+                       "pytorch": base.get("framework", "") + " " + base.get("dtype", "fp32"),
+                       "pytorch_samples_per_s": base["samples_per_s"],
+                       "speed_vs_pytorch": r["samples_per_s"] / base["samples_per_s"]})
 memory = []
 for r in unet:
     if "peak_alloc_MiB" in r:
         state = sum(r.get(k, 0) for k in ("param_MiB", "grad_MiB", "adam_MiB"))
         memory.append({"benchmark": r["name"], "peak_alloc_MiB": r["peak_alloc_MiB"], "training_state_MiB": state,
                        "beyond_state_MiB": r["peak_alloc_MiB"] - state,
-                       "pytorch_peak_MiB": (torch_step or {}).get("peak_allocated_MiB")})
+                       "pytorch_peak_MiB": (baseline(r["name"]) or {}).get("peak_allocated_MiB")})
 failed = [s for s in steps if s["status"] in ("fail", "timeout")]
 summary = {"device": device, "seconds": total, "ok": not failed, "steps": steps, "benchmarks": rows,
-           "unet_vs_pytorch": ratios, "memory": memory, "pytorch": torch_step, "main_job_scores": evaluation}
+           "unet_vs_pytorch": ratios, "memory": memory, "pytorch": torch_step, "pytorch_bf16": torch_bf16,
+           "main_job_scores": evaluation}
 with open(os.path.join(out, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
 
@@ -359,9 +377,9 @@ md = [f"# GPU check ({device})", "",
       "| step | status | seconds | note |", "|---|---|---:|---|"]
 md += [f"| {s['step']} | {s['status']} | {s['seconds']} | {s['note'].replace('|', '/')} |" for s in steps]
 if ratios:
-    md += ["", "| ctsr | samples/s | PyTorch samples/s | ctsr / PyTorch |", "|---|---:|---:|---:|"]
-    md += [f"| {r['ctsr']} | {r['ctsr_samples_per_s']:.3g} | {r['pytorch_samples_per_s']:.3g} | {r['speed_vs_pytorch']:.2f} |"
-           for r in ratios]
+    md += ["", "| ctsr | samples/s | PyTorch | PyTorch samples/s | ctsr / PyTorch |", "|---|---:|---|---:|---:|"]
+    md += [f"| {r['ctsr']} | {r['ctsr_samples_per_s']:.3g} | {r['pytorch']} | {r['pytorch_samples_per_s']:.3g} | "
+           f"{r['speed_vs_pytorch']:.2f} |" for r in ratios]
 if memory:
     md += ["", "| step | peak allocated MiB | params+grads+AdamW MiB | beyond that | PyTorch peak MiB |",
            "|---|---:|---:|---:|---:|"]

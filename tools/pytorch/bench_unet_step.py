@@ -16,10 +16,14 @@ AdamW moments included). Model FLOPs are counted by forward hooks on every Conv3
 (output elements x input channels x kernel taps) and on every attention block (q k^T and P v:
 2 x tokens^2 x channels per sample), 2 FLOPs per multiply-add, times 3 for forward and backward;
 norms, activations and the optimiser are not counted (ctsr_bench counts the same way).
-Prints one JSON line.
+--dtype bf16 runs the step under torch.autocast(bfloat16) (float32 weights, gradients and AdamW;
+convolutions, linears and matmuls in bf16, norms and softmax in float32: PyTorch's mixed precision,
+what ctsr's training.precision bf16 is compared with); --compile wraps the model in torch.compile
+(timed after its warm-up compiles). --dtype bf16 needs CUDA. Prints one JSON line.
 
     /usr/bin/python3 tools/pytorch/bench_unet_step.py [--device cuda] [--steps 5] [--tf32 on|off]
     /usr/bin/python3 tools/pytorch/bench_unet_step.py --device cpu --tiny      # a quick check
+    /usr/bin/python3 tools/pytorch/bench_unet_step.py --dtype bf16 [--compile]
 --tiny is ctsr_bench's cpu case: model_channels 16, channel_mult [1, 2], 1 block, attention on
 level 1, head_channels 32, time_embed_dim 32, norm_groups 4, batch 2 as two micro-batches of 1
 on an 8 x 5 x 4 x 4 latent.
@@ -52,6 +56,8 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--tf32", choices=["on", "off"], default="on")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: torch.autocast(bfloat16)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     a = p.parse_args()
 
     torch.backends.cuda.matmul.allow_tf32 = a.tf32 == "on"
@@ -66,10 +72,17 @@ def main():
     micro = batch // a.micro_batches
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
+    if a.dtype == "bf16" and not cuda:
+        # CPU autocast (Debian's torch 1.13) hands GroupNorm bf16 input with float32 weights and fails.
+        sys.exit("--dtype bf16 runs on CUDA only: CPU autocast does not cast GroupNorm's input back to float32")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     model = ref.UNet3D(cfg).to(dev).train()
     params = list(model.parameters())
+    if a.compile and not hasattr(torch, "compile"):
+        sys.exit(f"--compile needs torch.compile (PyTorch 2), this is {torch.__version__}")
+    run_model = torch.compile(model) if a.compile else model
+    autocast = (lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16)) if a.dtype == "bf16" else None
     # foreach: the multi-tensor implementation (torch 2's default on CUDA; 1.13 must be asked),
     # as ctsr's adamw_step is multi-tensor.
     opt = torch.optim.AdamW(params, lr=2e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, foreach=cuda)
@@ -82,7 +95,12 @@ def main():
     def step():
         opt.zero_grad(set_to_none=False)
         for m in range(a.micro_batches):
-            loss = F.mse_loss(model(x[m], t[m]), target[m]) / a.micro_batches
+            if autocast:
+                with autocast():
+                    pred = run_model(x[m], t[m])
+                loss = F.mse_loss(pred.float(), target[m]) / a.micro_batches
+            else:
+                loss = F.mse_loss(run_model(x[m], t[m]), target[m]) / a.micro_batches
             loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -100,7 +118,8 @@ def main():
     seconds = (time.perf_counter() - start) / a.steps
     n_params = ref.count_parameters(model)
     result = {
-        "framework": f"pytorch {torch.__version__} eager",
+        "framework": f"pytorch {torch.__version__} " + ("torch.compile" if a.compile else "eager"),
+        "dtype": a.dtype,
         "device": torch.cuda.get_device_name(dev) if cuda else "cpu",
         "config": "tiny" if a.tiny else "production",
         "batch": batch,
