@@ -410,6 +410,15 @@ __global__ void __launch_bounds__(kThreads)
 template <int D>
 constexpr int kMmaRowStride = D + 8;  // bf16 per row of a tile
 
+// Two bf16 moved as one 4-byte word. On the executor the type may alias the uint16_t arrays it is
+// read from and written to (as cuda_compat.h's vector types do), so the host compiler cannot
+// reorder it against the fragment loaders' 2-byte reads.
+#if defined(__CUDACC__)
+using Bf16Pair = uint32_t;
+#else
+typedef uint32_t __attribute__((may_alias)) Bf16Pair;
+#endif
+
 // A 64-row bf16 tile, aligned for the 4-byte loads and stores of load_rows_bf16.
 template <int D>
 struct alignas(16) Bf16Tile {
@@ -426,8 +435,8 @@ CTSR_DEVICE_INLINE void load_rows_bf16(uint16_t* tile, const uint16_t* base, int
   for (int e = int(threadIdx.x); e < kTile * (D / 2); e += kThreads) {
     const int r = e / (D / 2), c = 2 * (e % (D / 2));
     const int64_t n = row0 + r;
-    const uint32_t v = n < n_rows ? *reinterpret_cast<const uint32_t*>(base + n * width + col + c) : 0u;
-    *reinterpret_cast<uint32_t*>(tile + r * ld + c) = v;
+    const Bf16Pair v = n < n_rows ? *reinterpret_cast<const Bf16Pair*>(base + n * width + col + c) : 0u;
+    *reinterpret_cast<Bf16Pair*>(tile + r * ld + c) = v;
   }
 }
 
