@@ -19,12 +19,17 @@ namespace {
 // t in dtype d (itself when it already is).
 Tensor as_dtype(const Tensor& t, DType d) { return t.dtype() == d ? t : cast(t, d); }
 
-DType checked_compute(const LayerOptions& o) {
+// The layer's operand dtype for an input of dtype `given`: bfloat16 in mixed precision, else the
+// input's own (so a dtype that does not match the parameters still meets the op's error).
+Tensor operand(const Tensor& t, bool bf16) { return bf16 ? as_dtype(t, DType::bfloat16) : t; }
+Tensor returned(const Tensor& t, bool bf16, DType given) { return bf16 ? as_dtype(t, given) : t; }
+
+bool checked_bf16(const LayerOptions& o) {
   CTSR_CHECK(o.compute == DType::float32 || o.compute == DType::bfloat16, "layer compute dtype ",
              dtype_name(o.compute), ": expected float32 or bfloat16");
   CTSR_CHECK(o.compute == DType::float32 || o.dtype == DType::float32, "bfloat16 compute needs float32 parameters, ",
              "not ", dtype_name(o.dtype));
-  return o.compute == DType::bfloat16 ? o.compute : o.dtype;
+  return o.compute == DType::bfloat16;
 }
 
 Tensor take(Tensor& saved, const char* layer) {
@@ -138,7 +143,7 @@ Parameter optional_bias(bool with_bias, int64_t n, const LayerOptions& o) {
 Linear::Linear(int64_t in, int64_t out, bool with_bias, const LayerOptions& o)
     : weight(make_parameter("weight", {out, in}, o.dtype, o.device)),
       bias(optional_bias(with_bias, out, o)),
-      compute_(checked_compute(o)) {
+      bf16_(checked_bf16(o)) {
   init_default(weight, bias, in, o);
 }
 
@@ -152,16 +157,16 @@ void Linear::collect(const std::string& prefix, std::vector<Parameter*>& out) {
 }
 
 Tensor Linear::forward(const Tensor& x) {
-  const Tensor xc = as_dtype(x, compute_);
+  const Tensor xc = operand(x, bf16_);
   save(x_, xc);
-  return as_dtype(linear_forward(xc, as_dtype(weight.value, compute_), bias.value), x.dtype());
+  return returned(linear_forward(xc, operand(weight.value, bf16_), bias.value), bf16_, x.dtype());
 }
 
 Tensor Linear::backward(const Tensor& dy) {
   Tensor x = take(x_, "Linear");
-  const Tensor dx = linear_backward(x, as_dtype(weight.value, compute_), as_dtype(dy, compute_), weight.grad,
+  const Tensor dx = linear_backward(x, operand(weight.value, bf16_), operand(dy, bf16_), weight.grad,
                                     bias.value.defined() ? &bias.grad : nullptr);
-  return as_dtype(dx, dy.dtype());
+  return returned(dx, bf16_, dy.dtype());
 }
 
 // ---- Conv3d --------------------------------------------------------------------------------------
@@ -175,7 +180,7 @@ Conv3d::Conv3d(int64_t in, int64_t out, const Conv3dParams& params, bool with_bi
                             o.device)),
       bias(optional_bias(with_bias, out, o)),
       params_(params),
-      compute_(checked_compute(o)) {
+      bf16_(checked_bf16(o)) {
   init_default(weight, bias, in * params.kernel[0] * params.kernel[1] * params.kernel[2], o);
 }
 
@@ -189,18 +194,18 @@ void Conv3d::collect(const std::string& prefix, std::vector<Parameter*>& out) {
 }
 
 Tensor Conv3d::forward(const Tensor& x) {
-  const Tensor xc = as_dtype(x, compute_);
+  const Tensor xc = operand(x, bf16_);
   save(x_, xc);
-  return as_dtype(conv3d_forward(xc, as_dtype(weight.value, compute_), bias.value, params_), x.dtype());
+  return returned(conv3d_forward(xc, operand(weight.value, bf16_), bias.value, params_), bf16_, x.dtype());
 }
 
 Tensor Conv3d::backward(const Tensor& dy, bool input_grad) {
   Tensor x = take(x_, "Conv3d");
-  const Tensor dyc = as_dtype(dy, compute_);
+  const Tensor dyc = operand(dy, bf16_);
   conv3d_backward_weight(x, dyc, params_, weight.grad);
   if (bias.value.defined()) conv3d_backward_bias(dy, bias.grad);  // from the gradient as given
   if (!input_grad) return Tensor();
-  return as_dtype(conv3d_backward_data(dyc, as_dtype(weight.value, compute_), x.shape(), params_), dy.dtype());
+  return returned(conv3d_backward_data(dyc, operand(weight.value, bf16_), x.shape(), params_), bf16_, dy.dtype());
 }
 
 // ---- ConvTranspose3d -----------------------------------------------------------------------------
@@ -272,7 +277,7 @@ AttentionBlock::AttentionBlock(int64_t channels, const AttentionOptions& a, cons
       proj_out(a.heads * a.head_dim, channels, true, with_stream(o, 2)),
       channels_(channels),
       heads_(a.heads),
-      compute_(checked_compute(o)) {}
+      bf16_(checked_bf16(o)) {}
 
 void AttentionBlock::collect(const std::string& prefix, std::vector<Parameter*>& out) {
   collect_child(norm, prefix, "norm", out);
@@ -294,21 +299,21 @@ Tensor AttentionBlock::forward(const Tensor& x) {
   const int64_t batch = x.dim(0), tokens = x.numel() / (batch * channels_);
   // In bf16 compute the projections get bf16 in, so they give bf16 out and attention runs on
   // its tensor-core kernels; the block's output returns to x's dtype for the residual add.
-  Tensor h = as_dtype(norm.forward(x).reshape({batch, tokens, channels_}), compute_);
+  Tensor h = operand(norm.forward(x).reshape({batch, tokens, channels_}), bf16_);
   Tensor qkv_out = qkv.forward(h);
   AttentionOutput a = attention_forward(qkv_out, heads_);
   save(qkv_out_, qkv_out);
   save(o_, a.o);
   save(lse_, a.lse);
-  return add(x, as_dtype(proj_out.forward(a.o), x.dtype()).reshape(x_shape_));
+  return add(x, returned(proj_out.forward(a.o), bf16_, x.dtype()).reshape(x_shape_));
 }
 
 Tensor AttentionBlock::backward(const Tensor& dy) {
   Tensor qkv_out = take(qkv_out_, "AttentionBlock"), o = take(o_, "AttentionBlock"), lse = take(lse_, "AttentionBlock");
   const int64_t batch = x_shape_[0], tokens = dy.numel() / (batch * channels_);
-  Tensor d_o = proj_out.backward(as_dtype(dy.reshape({batch, tokens, channels_}), compute_));
+  Tensor d_o = proj_out.backward(operand(dy.reshape({batch, tokens, channels_}), bf16_));
   Tensor d_qkv = attention_backward(qkv_out, o, lse, d_o, heads_);
-  Tensor dh = as_dtype(qkv.backward(d_qkv), dy.dtype()).reshape(x_shape_);
+  Tensor dh = returned(qkv.backward(d_qkv), bf16_, dy.dtype()).reshape(x_shape_);
   return add(norm.backward(dh), dy);  // the residual passes dy straight through
 }
 

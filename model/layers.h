@@ -123,7 +123,7 @@ class Linear : public Module {
   void collect(const std::string& prefix, std::vector<Parameter*>& out) override;
 
  private:
-  DType compute_;
+  bool bf16_;  // LayerOptions::compute is bfloat16
   Tensor x_;
 };
 
@@ -147,7 +147,7 @@ class Conv3d : public Module {
 
  private:
   Conv3dParams params_;
-  DType compute_;
+  bool bf16_;  // LayerOptions::compute is bfloat16
   Tensor x_;
 };
 
@@ -225,7 +225,7 @@ class AttentionBlock : public Module {
 
  private:
   int64_t channels_, heads_;
-  DType compute_;
+  bool bf16_;  // LayerOptions::compute is bfloat16
   Shape x_shape_;
   Tensor qkv_out_, o_, lse_;
 };
