@@ -336,8 +336,8 @@ bench, torch_step, evaluation = load("bench.json"), load("pytorch.json"), load("
 torch_bf16 = load("pytorch_bf16.json")
 
 
-def baseline(name):  # the PyTorch step in the same precision as a UNetTrainStep case
-    return torch_bf16 if name.endswith("_bf16") else torch_step
+def baseline(name):  # the PyTorch step in the same precision as a UNetTrainStep case ("UNetTrainStep/cpu_bf16/real_time")
+    return torch_bf16 if "_bf16" in name else torch_step
 rows = []
 for b in (bench or {}).get("benchmarks", []):
     if b.get("run_type") == "aggregate" or b.get("error_occurred"):
