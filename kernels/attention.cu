@@ -425,6 +425,23 @@ struct alignas(16) Bf16Tile {
   uint16_t v[kTile * kMmaRowStride<D>];
 };
 
+// Declares a block-shared Bf16Tile<D> and `name`, the pointer to its elements.
+#define CTSR_BF16_TILE(name)                        \
+  CTSR_STATIC_SHARED(name##_shared, Bf16Tile<D>); \
+  uint16_t* name = name##_shared.v
+
+// Where a tensor-core block works: batch b, head h, the first row of its 64-row tile (queries or
+// keys), the channels C = H D and the qkv row width 3C, and the thread's warp and lane.
+struct MmaBlock {
+  int64_t b, h, row0, C, width;
+  int warp, lane;
+};
+template <int D>
+CTSR_DEVICE_INLINE MmaBlock mma_block(int64_t H) {
+  return {blockIdx.z, blockIdx.y, int64_t(blockIdx.x) * kTile, H * D, 3 * H * D, int(threadIdx.x) / 32,
+          int(threadIdx.x) % 32};
+}
+
 // Rows [row0, row0 + 64) of columns [col, col + D) of a bf16 matrix with `width` columns (the
 // batch's rows start at base) into tile[64][D + 8]; rows past n_rows become zeros. Two bf16 per
 // load (col, width and D are even).
@@ -502,16 +519,11 @@ __global__ void __launch_bounds__(kThreads)
     attention_forward_mma_kernel(const uint16_t* __restrict__ qkv, int64_t N, int64_t H, float scale_log2,
                                  uint16_t* __restrict__ o, float* __restrict__ lse) {
   CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
-  CTSR_STATIC_SHARED(q_shared, Bf16Tile<D>);
-  uint16_t* q_tile = q_shared.v;
-  CTSR_STATIC_SHARED(k_shared, Bf16Tile<D>);
-  uint16_t* k_tile = k_shared.v;
-  CTSR_STATIC_SHARED(v_shared, Bf16Tile<D>);
-  uint16_t* v_tile = v_shared.v;
-  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kTile;
-  const int64_t C = H * D, width = 3 * C;
+  CTSR_BF16_TILE(q_tile);
+  CTSR_BF16_TILE(k_tile);
+  CTSR_BF16_TILE(v_tile);
+  const auto [b, h, q0, C, width, warp, lane] = mma_block<D>(H);
   const uint16_t* base = qkv + b * N * width;
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   using L = mma::FragmentLayout;
 
   load_rows_bf16<D>(q_tile, base, width, h * D, q0, N);
@@ -576,21 +588,15 @@ __global__ void __launch_bounds__(kThreads)
                                const float* __restrict__ lse, const float* __restrict__ delta, int64_t N, int64_t H,
                                float scale, float scale_log2, uint16_t* __restrict__ d_qkv) {
   CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
-  CTSR_STATIC_SHARED(k_shared, Bf16Tile<D>);
-  uint16_t* k_tile = k_shared.v;
-  CTSR_STATIC_SHARED(v_shared, Bf16Tile<D>);
-  uint16_t* v_tile = v_shared.v;
-  CTSR_STATIC_SHARED(q_shared, Bf16Tile<D>);
-  uint16_t* q_tile = q_shared.v;
-  CTSR_STATIC_SHARED(do_shared, Bf16Tile<D>);
-  uint16_t* do_tile = do_shared.v;
+  CTSR_BF16_TILE(k_tile);
+  CTSR_BF16_TILE(v_tile);
+  CTSR_BF16_TILE(q_tile);
+  CTSR_BF16_TILE(do_tile);
   CTSR_STATIC_SHARED(lse_tile, float[kTile]);    // log2 units
   CTSR_STATIC_SHARED(delta_tile, float[kTile]);
-  const int64_t b = blockIdx.z, h = blockIdx.y, k0 = int64_t(blockIdx.x) * kTile;
-  const int64_t C = H * D, width = 3 * C;
+  const auto [b, h, k0, C, width, warp, lane] = mma_block<D>(H);
   const uint16_t* base = qkv + b * N * width;
   const uint16_t* do_base = d_o + b * N * C;
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   using L = mma::FragmentLayout;
 
   load_rows_bf16<D>(k_tile, base, width, C + h * D, k0, N);
@@ -644,18 +650,12 @@ __global__ void __launch_bounds__(kThreads)
                             const float* __restrict__ lse, const float* __restrict__ delta, int64_t N, int64_t H,
                             float scale, float scale_log2, uint16_t* __restrict__ d_qkv) {
   CTSR_LAUNCH_BOUNDS_CHECK(kThreads);
-  CTSR_STATIC_SHARED(q_shared, Bf16Tile<D>);
-  uint16_t* q_tile = q_shared.v;
-  CTSR_STATIC_SHARED(do_shared, Bf16Tile<D>);
-  uint16_t* do_tile = do_shared.v;
-  CTSR_STATIC_SHARED(k_shared, Bf16Tile<D>);
-  uint16_t* k_tile = k_shared.v;
-  CTSR_STATIC_SHARED(v_shared, Bf16Tile<D>);
-  uint16_t* v_tile = v_shared.v;
-  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kTile;
-  const int64_t C = H * D, width = 3 * C;
+  CTSR_BF16_TILE(q_tile);
+  CTSR_BF16_TILE(do_tile);
+  CTSR_BF16_TILE(k_tile);
+  CTSR_BF16_TILE(v_tile);
+  const auto [b, h, q0, C, width, warp, lane] = mma_block<D>(H);
   const uint16_t* base = qkv + b * N * width;
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   using L = mma::FragmentLayout;
 
   load_rows_bf16<D>(q_tile, base, width, h * D, q0, N);

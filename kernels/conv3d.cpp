@@ -5,6 +5,7 @@
 #include <atomic>
 #include <sstream>
 
+#include "kernels/copy.h"
 #include "kernels/reference_dispatch.h"
 
 namespace ctsr {
@@ -133,15 +134,11 @@ const T* optional_data(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
-// The reference on bfloat16 operands: they are widened to float (exactly), the float reference
-// runs, and a bfloat16 result is rounded to nearest (ties to even). Other dtypes pass through.
+// The reference on bfloat16 operands: they are widened to float (exactly, by cast), the float
+// reference runs, and a bfloat16 result is rounded to nearest (ties to even) by cast's rule.
+// Other dtypes pass through.
 Tensor widened(const Tensor& t) {
-  if (!t.defined() || t.dtype() != DType::bfloat16) return t;
-  Tensor f = Tensor::empty(t.shape(), DType::float32, t.device());
-  const bfloat16* src = t.data<bfloat16>();
-  float* dst = f.data<float>();
-  for (int64_t i = 0, n = t.numel(); i < n; ++i) dst[i] = float(src[i]);
-  return f;
+  return t.defined() && t.dtype() == DType::bfloat16 ? cast(t, DType::float32) : t;
 }
 
 // Runs `compute(out)` on a float stand-in for a bfloat16 `out` (its current values widened, so
@@ -151,9 +148,7 @@ void into(Tensor& out, F&& compute) {
   if (out.dtype() != DType::bfloat16) return compute(out);
   Tensor f = widened(out);
   compute(f);
-  const float* src = f.data<float>();
-  bfloat16* dst = out.data<bfloat16>();
-  for (int64_t i = 0, n = out.numel(); i < n; ++i) dst[i] = bfloat16(src[i]);
+  cpu::cast_elements(f.data<float>(), out.data<bfloat16>(), out.numel());
 }
 
 }  // namespace
