@@ -6,12 +6,14 @@
 // Args: N, D, H, W, C.
 //
 // Bytes per element, as the kernels move them (the mask is computed, never stored):
-//   dropout_forward    x read, y written       8
-//   dropout_backward   dy read, dx written     8
+//   dropout_forward    x read, y written       8  (4 in bf16: the *_bf16 cases, mixed precision's
+//   dropout_backward   dy read, dx written     8   conv operand between GroupNorm and conv2)
 //
 // GPU cases enqueue bench::kGpuRepeats calls per benchmark iteration and synchronise once, so the figure
 // is throughput, not launch latency.
 #include <benchmark/benchmark.h>
+
+#include <string>
 
 #include "bench/bench_util.h"
 #include "kernels/dropout.h"
@@ -20,9 +22,9 @@ namespace {
 
 using namespace ctsr::bench;
 
-void run_dropout(benchmark::State& state, Device device, bool backward) {
+void run_dropout(benchmark::State& state, Device device, bool backward, ctsr::DType dtype) {
   const ctsr::Shape shape = shape_from_args(state);
-  Tensor x = filled(shape, -2.0f, 2.0f, 1, device);
+  Tensor x = filled_as(dtype, shape, -2.0f, 2.0f, 1, device);
   const double p = 0.1;
   const uint64_t seed = 1234;
   uint64_t offset = 0;
@@ -32,13 +34,17 @@ void run_dropout(benchmark::State& state, Device device, bool backward) {
     Tensor y = backward ? ctsr::dropout_backward(x, p, seed, offset) : ctsr::dropout_forward(x, p, seed, offset);
     benchmark::DoNotOptimize(y.raw_data());
   });
-  set_bandwidth(state, 8.0 * double(shape.numel()), repeats);
+  set_bandwidth(state, 2.0 * double(x.nbytes()), repeats);
 }
 
 CTSR_BENCH_CASES {
   for (const bool backward : {false, true}) {
-    on_devices(backward ? "dropout_backward" : "dropout_forward", {{2, 25, 16, 16, 16}}, {{1, 13, 8, 8, 16}},
-               {{32, 25, 16, 16, 128}}, [=](benchmark::State& s, Device d) { run_dropout(s, d, backward); });
+    for (const ctsr::DType dtype : {ctsr::DType::float32, ctsr::DType::bfloat16}) {
+      const std::string name = std::string(backward ? "dropout_backward" : "dropout_forward") +
+                               (dtype == ctsr::DType::bfloat16 ? "_bf16" : "");
+      on_devices(name, {{2, 25, 16, 16, 16}}, {{1, 13, 8, 8, 16}}, {{32, 25, 16, 16, 128}},
+                 [=](benchmark::State& s, Device d) { run_dropout(s, d, backward, dtype); });
+    }
   }
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/copy.h"
 #include "kernels/reference_dispatch.h"
 
 namespace ctsr {
@@ -22,6 +23,10 @@ Tensor apply(const char* op, const Tensor& in, double p, uint64_t seed, uint64_t
   Tensor out = Tensor::empty(in.shape(), in.dtype(), in.device());
   if (in.numel() == 0) return out;
   const double scale = 1.0 / (1.0 - p);
+  if (in.device().kind == DeviceKind::cpu && in.dtype() == DType::bfloat16) {
+    // float32 arithmetic on the widened values, rounded once (cast's rule), as the CUDA kernel.
+    return cast(apply(op, cast(in, DType::float32), p, seed, offset, element_base), DType::bfloat16);
+  }
   if (in.device().kind == DeviceKind::cpu) {
     kernels::with_float_type(op, in, [&](auto tag) {
       using T = decltype(tag);

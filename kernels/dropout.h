@@ -10,7 +10,10 @@
 // 2^-24, and scale is rounded once on the host (float32 for float tensors), so the mask and the
 // values are bit-identical on the reference, the CUDA-on-CPU executor and the GPU.
 // p must lie in [0, 1); p = 0 is the identity. With a fixed (seed, offset) the op is linear.
-// Paths: cpu reference (float32, float64), CUDA and CUDA-on-CPU (float32).
+// bfloat16 (the operand of a bf16 convolution in mixed precision): x_i * scale in float32, rounded
+// once to bf16 (nearest, ties to even) on every path, so still bitwise equal across paths.
+// Paths: cpu reference (float32, float64, bfloat16 through float32), CUDA and CUDA-on-CPU
+// (float32, bfloat16).
 #pragma once
 
 #include <cstdint>

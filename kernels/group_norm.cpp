@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "kernels/copy.h"
 #include "kernels/reference_dispatch.h"
 
 namespace ctsr {
@@ -46,22 +47,29 @@ void prepare_accumulator(const char* op, const char* name, Tensor& t, const Tens
 }
 
 GroupNormOutput forward(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
-                        double eps, bool silu) {
+                        double eps, bool silu, std::optional<DType> y_dtype) {
   const GroupNormShape shape = group_norm_shape(op, x, groups);
   check_channel_vector(op, "gamma", gamma, x);
   check_channel_vector(op, "beta", beta, x);
   CTSR_CHECK(std::isfinite(eps) && eps >= 0, op, ": eps must be finite and >= 0, got ", eps);
+  const DType y_type = y_dtype.value_or(x.dtype());
+  CTSR_CHECK(y_type == x.dtype() || (x.dtype() == DType::float32 && y_type == DType::bfloat16), op,
+             ": y_dtype ", dtype_name(y_type), " for x of dtype ", dtype_name(x.dtype()),
+             "; expected x's dtype, or bfloat16 for a float32 x");
   GroupNormOutput out;
-  out.y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  out.y = Tensor::empty(x.shape(), y_type, x.device());
   out.mean = Tensor::empty(Shape{shape.n, groups}, x.dtype(), x.device());
   out.rstd = Tensor::empty(Shape{shape.n, groups}, x.dtype(), x.device());
   if (shape.n == 0) return out;
   if (x.device().kind == DeviceKind::cpu) {
+    // A bf16 y: the float32 result, rounded by cast's rule (as the CUDA kernels store it).
+    Tensor y = y_type == x.dtype() ? out.y : Tensor::empty(x.shape(), x.dtype(), x.device());
     kernels::with_float_type(op, x, [&](auto tag) {
       using T = decltype(tag);
       kernels::cpu::group_norm_forward<T>(shape, x.data<T>(), gamma.data<T>(), beta.data<T>(), eps, silu,
-                                          out.y.data<T>(), out.mean.data<T>(), out.rstd.data<T>());
+                                          y.data<T>(), out.mean.data<T>(), out.rstd.data<T>());
     });
+    if (y_type != x.dtype()) out.y = cast(y, y_type);
   } else {
     CTSR_LAUNCH(x.device(), group_norm_forward, shape, x, gamma, beta, float(eps), silu, out.y, out.mean, out.rstd);
   }
@@ -108,13 +116,13 @@ Tensor backward(const char* op, const Tensor& x, const Tensor& gamma, const Tens
 }  // namespace
 
 GroupNormOutput group_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
-                                   double eps) {
-  return forward("group_norm_forward", x, gamma, beta, groups, eps, false);
+                                   double eps, std::optional<DType> y_dtype) {
+  return forward("group_norm_forward", x, gamma, beta, groups, eps, false, y_dtype);
 }
 
 GroupNormOutput group_norm_silu_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
-                                        double eps) {
-  return forward("group_norm_silu_forward", x, gamma, beta, groups, eps, true);
+                                        double eps, std::optional<DType> y_dtype) {
+  return forward("group_norm_silu_forward", x, gamma, beta, groups, eps, true, y_dtype);
 }
 
 Tensor group_norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd,

@@ -1,5 +1,5 @@
-// CUDA kernels for group normalisation and its fused SiLU form (kernels/group_norm.h), float32,
-// channels-last x seen as [N, S, C].
+// CUDA kernels for group normalisation and its fused SiLU form (kernels/group_norm.h), float32
+// (forward's y also bfloat16), channels-last x seen as [N, S, C].
 //
 // A group (n, g) is C/G channels strided by C through S rows: in channels-last memory it is
 // not contiguous, and a block per (n, g) would read 4 of every 512 bytes of a row at C = 128,
@@ -8,8 +8,8 @@
 // the partials of each group in a fixed order. Nothing uses atomics, so results are bitwise
 // reproducible.
 //
-// Forward (3 kernels; x is read twice, y written once: 12 bytes per element in float32; the
-// second pass walks the rows in reverse so that its first reads can hit in L2):
+// Forward (3 kernels; x is read twice, y written once: 12 bytes per element in float32, 10 with
+// a bf16 y; the second pass walks the rows in reverse so that its first reads can hit in L2):
 //   1. stats_partial   per (n, chunk, channel): count, mean, M2 (sum of squared deviations)
 //   2. stats_finalize  per (n, g), one warp: merges chunks x channels of partials -> mean, rstd
 //   3. normalize       y = (x - mean) * (rstd * gamma) + beta, optionally silu(.)
@@ -34,6 +34,8 @@
 //   3. param_grads     per channel: dgamma += sum_n rstd B, dbeta += sum_n A (ordered over n)
 //   4. input_grad      dx = rstd * gamma * dz + (x - mean) * w + u
 #include "runtime/kernel_prelude.h"
+
+#include <type_traits>
 
 #include "kernels/vector_access.h"
 
@@ -196,11 +198,12 @@ __global__ void stats_finalize_kernel(const float* __restrict__ part_mean, const
   }
 }
 
-template <int V, bool Silu>
+// Y: float, or bfloat16 for the operand of a bf16 convolution (rounded as it is stored).
+template <int V, bool Silu, class Y>
 __global__ void __launch_bounds__(512) normalize_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
                                  const float* __restrict__ beta, const float* __restrict__ mean,
                                  const float* __restrict__ rstd, int64_t S, int64_t C, int64_t G, int64_t tile,
-                                 int lanes, int rows, int64_t chunk_rows, float* __restrict__ y) {
+                                 int lanes, int rows, int64_t chunk_rows, Y* __restrict__ y) {
   CTSR_LAUNCH_BOUNDS_CHECK(512);
   const int t = int(threadIdx.x);
   const int lane = t % lanes, r = t / lanes;
@@ -227,7 +230,7 @@ __global__ void __launch_bounds__(512) normalize_kernel(const float* __restrict_
   };
   const int64_t s_begin = chunk * chunk_rows, s_end = min(S, s_begin + chunk_rows);
   const float* xb = x + n * S * C + c0;
-  float* yb = y + n * S * C + c0;
+  Y* yb = y + n * S * C + c0;
   int64_t s = s_begin + r;
   for (; s + 3 * int64_t(rows) < s_end; s += 4 * int64_t(rows)) {  // 4 loads in flight per thread
     const Pack<V> a = load_pack<V>(xb + s * C);
@@ -434,9 +437,14 @@ void forward_launch(const GroupNormShape& shape, const Geometry& geo, const Tens
   launch_kernel(dev, stats_finalize_kernel, unsigned((groups_total + 7) / 8), kFinalizeThreads, 0,
                 part_mean.data<float>(), part_m2.data<float>(), shape.n, shape.s, shape.c, shape.groups,
                 geo.chunk_rows, geo.chunks, eps, mean.data<float>(), rstd.data<float>());
-  launch_kernel(dev, normalize_kernel<V, Silu>, grid, unsigned(geo.threads), 0, x.data<float>(), gamma.data<float>(),
-                beta.data<float>(), mean.data<float>(), rstd.data<float>(), shape.s, shape.c, shape.groups, geo.tile,
-                geo.lanes, geo.rows, geo.chunk_rows, y.data<float>());
+  auto normalize = [&](auto* y_data) {
+    using Y = std::remove_pointer_t<decltype(y_data)>;
+    launch_kernel(dev, normalize_kernel<V, Silu, Y>, grid, unsigned(geo.threads), 0, x.data<float>(),
+                  gamma.data<float>(), beta.data<float>(), mean.data<float>(), rstd.data<float>(), shape.s, shape.c,
+                  shape.groups, geo.tile, geo.lanes, geo.rows, geo.chunk_rows, y_data);
+  };
+  if (y.dtype() == DType::bfloat16) normalize(y.data<bfloat16>());
+  else normalize(y.data<float>());
 }
 
 template <int V, bool Silu>
@@ -471,6 +479,7 @@ void backward_launch(const GroupNormShape& shape, const Geometry& geo, const Ten
 void group_norm_forward(const GroupNormShape& shape, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                         float eps, bool silu, Tensor& y, Tensor& mean, Tensor& rstd) {
   x.check_dtype(DType::float32, "group_norm_forward (CUDA) x");
+  if (y.dtype() != DType::bfloat16) y.check_dtype(DType::float32, "group_norm_forward (CUDA) y");
   check_launchable("group_norm_forward", shape);
   const bool vec4 = shape.c % 4 == 0 && aligned16(x) && aligned16(y);
   const Geometry geo = make_geometry(shape, vec4 ? 4 : 1);

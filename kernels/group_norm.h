@@ -12,9 +12,18 @@
 // size of x is stored beyond x itself. Backward returns dx and ACCUMULATES into dgamma and dbeta
 // ([C]; created as zeros when undefined), the layer contract of model/module.h.
 //
-// Paths: cpu reference (float32, float64; statistics in double), CUDA and CUDA-on-CPU (float32).
-// The CUDA path is deterministic: every reduction has a fixed order, no float atomics.
+// y_dtype (forward): x's dtype (the default), or bfloat16 for a float32 x, the operand of a
+// bf16 convolution or linear layer next (training.precision bf16): the same float32 arithmetic,
+// and y rounded once (nearest, ties to even) as it is stored. That fuses the cast the layer
+// after would run: y costs 2 bytes written per element instead of 4 written + 4 read + 2
+// written. Statistics and everything backward stay in x's dtype.
+//
+// Paths: cpu reference (float32, float64; statistics in double), CUDA and CUDA-on-CPU (float32;
+// y float32 or bfloat16). The CUDA path is deterministic: every reduction has a fixed order, no
+// float atomics.
 #pragma once
+
+#include <optional>
 
 #include "kernels/launchers.h"
 #include "runtime/tensor.h"
@@ -28,13 +37,13 @@ struct GroupNormOutput {
 };
 
 GroupNormOutput group_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
-                                   double eps);
+                                   double eps, std::optional<DType> y_dtype = std::nullopt);
 Tensor group_norm_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd,
                            const Tensor& dy, int64_t groups, Tensor& dgamma, Tensor& dbeta);
 
 // Fused: y = silu(group_norm(x)). Backward needs beta as well, to rebuild the pre-activation.
 GroupNormOutput group_norm_silu_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups,
-                                        double eps);
+                                        double eps, std::optional<DType> y_dtype = std::nullopt);
 Tensor group_norm_silu_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
                                 const Tensor& rstd, const Tensor& dy, int64_t groups, Tensor& dgamma, Tensor& dbeta);
 
@@ -48,8 +57,8 @@ struct GroupNormShape {
 };
 }  // namespace ctsr::kernels
 
-// CUDA launchers: outputs are allocated by the caller (dispatch); beta may be undefined when
-// silu is false in backward. dgamma and dbeta are accumulated into.
+// CUDA launchers: outputs are allocated by the caller (dispatch); y is float32 or bfloat16; beta
+// may be undefined when silu is false in backward. dgamma and dbeta are accumulated into.
 CTSR_DECLARE_LAUNCHERS(
   void group_norm_forward(const GroupNormShape& shape, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                           float eps, bool silu, Tensor& y, Tensor& mean, Tensor& rstd);

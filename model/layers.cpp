@@ -15,9 +15,9 @@
 
 namespace ctsr {
 
-namespace {
-// t in dtype d (itself when it already is).
 Tensor as_dtype(const Tensor& t, DType d) { return t.dtype() == d ? t : cast(t, d); }
+
+namespace {
 
 // The layer's operand dtype for an input of dtype `given`: bfloat16 in mixed precision, else the
 // input's own (so a dtype that does not match the parameters still meets the op's error).
@@ -73,7 +73,8 @@ GroupNorm::GroupNorm(int64_t channels, int64_t groups, double eps, bool fused_si
       channels_(channels),
       groups_(groups),
       eps_(eps),
-      fused_silu_(fused_silu) {
+      fused_silu_(fused_silu),
+      bf16_(checked_bf16(o)) {
   CTSR_CHECK(groups > 0 && channels % groups == 0, "GroupNorm: ", channels, " channels do not split into ", groups,
              " groups");
   init_constant(weight, 1.0);
@@ -89,8 +90,9 @@ void GroupNorm::collect(const std::string& prefix, std::vector<Parameter*>& out)
 Tensor GroupNorm::forward(const Tensor& x) {
   CTSR_CHECK(x.ndim() >= 2 && x.dim(-1) == channels_, "GroupNorm(", channels_, "): input ", x.shape().str(),
              " has ", x.ndim() >= 1 ? x.dim(-1) : 0, " channels in its last dimension");
-  GroupNormOutput out = fused_silu_ ? group_norm_silu_forward(x, weight.value, bias.value, groups_, eps_)
-                                    : group_norm_forward(x, weight.value, bias.value, groups_, eps_);
+  const std::optional<DType> y_dtype = bf16_ ? std::optional(DType::bfloat16) : std::nullopt;
+  GroupNormOutput out = fused_silu_ ? group_norm_silu_forward(x, weight.value, bias.value, groups_, eps_, y_dtype)
+                                    : group_norm_forward(x, weight.value, bias.value, groups_, eps_, y_dtype);
   save(x_, x);
   save(mean_, out.mean);
   save(rstd_, out.rstd);

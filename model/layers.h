@@ -63,7 +63,15 @@ class ReLU : public Module {
   Tensor x_;
 };
 
+// t in dtype d: t itself when it already has it, else cast(t, d). In mixed precision a bf16
+// Conv3d or Linear given the bf16 output of a GroupNorm returns bf16; the residual stream takes
+// it back in its own dtype with this.
+Tensor as_dtype(const Tensor& t, DType d);
+
 // GroupNorm over the channels of [N, ..., C], optionally followed by SiLU in the same kernels.
+// With LayerOptions::compute bfloat16 its output is the operand of a bf16 layer (the UNet's
+// convolutions and attention projections), so it writes y in bfloat16 (the cast fused into the
+// normalisation, kernels/group_norm.h); the statistics, the saved input and backward stay float32.
 class GroupNorm : public Module {
  public:
   GroupNorm(int64_t channels, int64_t groups, double eps, bool fused_silu, const LayerOptions& options = {});
@@ -80,6 +88,7 @@ class GroupNorm : public Module {
   int64_t channels_, groups_;
   double eps_;
   bool fused_silu_;
+  bool bf16_;  // LayerOptions::compute is bfloat16: y in bfloat16
   Tensor x_, mean_, rstd_;
 };
 

@@ -125,11 +125,13 @@ Tensor UNetResBlock::run_forward(const Tensor& x, const Tensor& temb_act) {
   CTSR_CHECK(x.ndim() == 5, "UNet ResBlock: input ", x.shape().str(), " is not [N, D, H, W, C]");
   const int64_t n = x.dim(0);
   time_shape_ = Shape{n, 1, 1, 1, out_channels_};
-  Tensor h = conv1.forward(norm1.forward(x));
+  // In bf16 compute the norms write bf16 (the convolutions' operands) and the convolutions
+  // return bf16; h comes back to x's dtype for the additions.
+  Tensor h = as_dtype(conv1.forward(norm1.forward(x)), x.dtype());
   h = add(h, time_proj.forward(temb_act).reshape(time_shape_));
   h = norm2.forward(h);
   dropout.set_rng(dropout_seed_, dropout_offset_, uint64_t(dropout_first_sample_) * uint64_t(h.numel() / n));
-  h = conv2.forward(dropout.forward(h));
+  h = as_dtype(conv2.forward(dropout.forward(h)), x.dtype());
   return add(skip ? skip->forward(x) : x, h);
 }
 
@@ -352,7 +354,7 @@ Tensor UNet3D::forward(const Tensor& x, const Tensor& t) {
       h = level.upsample->forward(h, {target.dim(1), target.dim(2), target.dim(3)});
     }
   }
-  return conv_out_->forward(out_norm_->forward(h));
+  return as_dtype(conv_out_->forward(out_norm_->forward(h)), h.dtype());
 }
 
 Tensor UNet3D::backward(const Tensor& dy, bool input_grad) {

@@ -1,10 +1,12 @@
 // Dropout with a Philox mask regenerated in backward: the same bits on every path, the kept
 // fraction, backward applying exactly the forward's mask, p = 0 as the identity, the range of
 // p, a gradient check (with (seed, offset) fixed the op is linear), and element_base: a slice
-// of a batch dropped on its own with its place in the batch gets the batch's mask, on every path.
+// of a batch dropped on its own with its place in the batch gets the batch's mask, on every path;
+// bfloat16 as the rounded float32 op.
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/copy.h"
 #include "kernels/dropout.h"
 #include "runtime/philox.h"
 #include "tests/harness.h"
@@ -177,6 +179,30 @@ TEST_P(DropoutParity, BitwiseEqualToReference) {
     }
   }
 }
+
+// bfloat16 (mixed precision's conv operand): the float32 dropout of the widened values, rounded
+// once, on every path: bitwise cast(dropout(float32 x), bf16), the mask included (a kernel that
+// scaled in bf16, or kept a different element, would differ).
+void expect_bf16_is_rounded_float(Device device) {
+  for (Shape shape : {Shape{1}, Shape{3, 7, 5, 5, 3}, Shape{2, 25, 16, 16, 8}}) {
+    Tensor x = cast(random_tensor(shape, 9, DType::float32, -2, 2), DType::bfloat16);
+    const Tensor x32 = cast(x, DType::float32);
+    for (double p : {0.1, 0.3}) {
+      Tensor y = dropout_forward(x.to(device), p, kSeed, kOffset, 5);
+      ASSERT_EQ(y.dtype(), DType::bfloat16);
+      EXPECT_EQ(y.device(), device);
+      EXPECT_TRUE(tensors_equal(y, cast(dropout_forward(x32, p, kSeed, kOffset, 5), DType::bfloat16)))
+          << shape.str() << " p " << p;
+      Tensor dx = dropout_backward(x.to(device), p, kSeed + 5, kOffset);
+      EXPECT_TRUE(tensors_equal(dx, cast(dropout_backward(x32, p, kSeed + 5, kOffset), DType::bfloat16)))
+          << shape.str() << " p " << p;
+    }
+  }
+}
+
+TEST(Dropout, Bf16IsTheRoundedFloatDropoutOnReference) { expect_bf16_is_rounded_float(Device::cpu()); }
+
+TEST_P(DropoutParity, Bf16IsTheRoundedFloatDropout) { expect_bf16_is_rounded_float(device()); }
 
 TEST_P(DropoutParity, RejectsFloat64OnCudaPaths) {
   Tensor x = random_tensor({4}, 1, DType::float64).to(device());

@@ -2,10 +2,11 @@
 // beta; groups 1, C and in between; eps 1e-5 and 1e-6; channel counts that are not multiples
 // of 32; batch 1 and 3), CUDA-path parity with the reference at the UNet's 25x16x16 and 13x8x8
 // grids, fused == unfused composition on every path, accumulation into dgamma / dbeta,
-// determinism, and the variance's behaviour when |mean| >> std.
+// determinism, the variance's behaviour when |mean| >> std, and a bfloat16 y.
 #include <cmath>
 
 #include "kernels/activation.h"
+#include "kernels/copy.h"
 #include "kernels/group_norm.h"
 #include "runtime/cuda_on_cpu/executor.h"
 #include "tests/harness.h"
@@ -316,6 +317,55 @@ TEST_P(GroupNormParity, ExecutorThreadOrderDoesNotMatter) {
     return std::vector<Tensor>{out.y, out.mean, out.rstd, dx, dgamma, dbeta};
   };
   expect_same_in_both_thread_orders(run);
+}
+
+// y stored as bfloat16 (the operand of a bf16 convolution): the float32 arithmetic of the
+// float32 y, rounded once as it is stored, so on every path it equals cast(float32 y, bf16) bit
+// for bit (a store that truncated, or rounded an intermediate, would not), and the statistics are
+// the float32 op's. Against the float64 reference: bf16's unit roundoff 2^-8 on top of the
+// float32 path's tolerance. Every parity case: vectorised (C % 4 == 0) and scalar stores.
+void expect_bf16_output_is_rounded_float(Device device) {
+  uint64_t seed = 900;
+  for (const ParityCase& c : parity_cases()) {
+    const int64_t channels = c.shape[-1];
+    Tensor x = random_tensor(c.shape, ++seed, DType::float32, -2.0, 3.0);
+    Tensor gamma = gamma_for(channels, ++seed, DType::float32), beta = beta_for(channels, ++seed, DType::float32);
+    for (bool silu : {false, true}) {
+      SCOPED_TRACE(case_str({c.shape, c.groups, c.eps}) + (silu ? " silu" : ""));
+      const Tensor xd = to_double(x), gd = to_double(gamma), bd = to_double(beta);
+      const Tensor ref = silu ? group_norm_silu_forward(xd, gd, bd, c.groups, c.eps).y
+                              : group_norm_forward(xd, gd, bd, c.groups, c.eps).y;
+      Tensor xg = x.to(device), gg = gamma.to(device), bg = beta.to(device);
+      auto run = [&](std::optional<DType> y_dtype) {
+        return silu ? group_norm_silu_forward(xg, gg, bg, c.groups, c.eps, y_dtype)
+                    : group_norm_forward(xg, gg, bg, c.groups, c.eps, y_dtype);
+      };
+      const GroupNormOutput f = run(std::nullopt), h = run(DType::bfloat16);
+      ASSERT_EQ(h.y.dtype(), DType::bfloat16);
+      EXPECT_EQ(h.y.device(), device);
+      EXPECT_EQ(h.mean.dtype(), DType::float32);
+      EXPECT_TRUE(tensors_equal(h.y, cast(f.y, DType::bfloat16)));
+      EXPECT_TRUE(tensors_equal(h.mean, f.mean));
+      EXPECT_TRUE(tensors_equal(h.rstd, f.rstd));
+      EXPECT_TENSORS_CLOSE(to_double(h.y), ref, 1.0 / 256 + 1e-5, 2e-6);
+    }
+  }
+}
+
+TEST(GroupNorm, Bf16OutputIsTheRoundedFloatOutputOnReference) {
+  expect_bf16_output_is_rounded_float(Device::cpu());
+}
+
+TEST_P(GroupNormParity, Bf16OutputIsTheRoundedFloatOutput) { expect_bf16_output_is_rounded_float(device()); }
+
+TEST(GroupNorm, RejectsAnOutputDtypeItCannotProduce) {
+  Tensor x = random_tensor({1, 2, 2, 2, 4}, 5, DType::float32);
+  Tensor gamma = gamma_for(4, 6, DType::float32), beta = beta_for(4, 7, DType::float32);
+  expect_error_mentions([&] { group_norm_forward(x, gamma, beta, 2, 1e-5, DType::float64); },
+                        {"group_norm_forward", "y_dtype float64", "x of dtype float32", "bfloat16 for a float32 x"});
+  Tensor xd = to_double(x), gd = to_double(gamma), bd = to_double(beta);
+  expect_error_mentions([&] { group_norm_silu_forward(xd, gd, bd, 2, 1e-5, DType::bfloat16); },
+                        {"group_norm_silu_forward", "y_dtype bfloat16", "x of dtype float64"});
 }
 
 TEST_P(GroupNormParity, RejectsFloat64OnCudaPaths) {

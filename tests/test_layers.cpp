@@ -260,6 +260,32 @@ void expect_bf16_conv_layer(Device device) {
 TEST(Layers, Bf16ComputeConv3dOnReference) { expect_bf16_conv_layer(Device::cpu()); }
 TEST_P(LayerParity, Bf16ComputeConv3dWithinBound) { expect_bf16_conv_layer(device()); }
 
+// A GroupNorm in bf16 compute writes its output in bf16 for the bf16 layer after it: the float32
+// layer's output rounded once (bitwise), with the float32 layer's backward and parameter
+// gradients unchanged (bitwise: only the store of y differs).
+void expect_bf16_group_norm_layer(Device device) {
+  LayerOptions o{DType::float32, device, 0, 0};
+  GroupNorm plain(12, 4, 1e-5, true, o);
+  o.compute = DType::bfloat16;
+  GroupNorm mixed(12, 4, 1e-5, true, o);
+  perturb_parameters(plain, 21);
+  mixed.weight.value.copy_from(plain.weight.value);
+  mixed.bias.value.copy_from(plain.bias.value);
+  Tensor x = random_tensor({3, 13, 8, 8, 12}, 9, DType::float32, -2, 2).to(device);
+  Tensor dy = random_tensor(x.shape(), 10).to(device);
+  plain.zero_grad();
+  mixed.zero_grad();
+  const Tensor y = mixed.forward(x);
+  ASSERT_EQ(y.dtype(), DType::bfloat16);
+  EXPECT_TRUE(tensors_equal(y, cast(plain.forward(x), DType::bfloat16)));
+  EXPECT_TRUE(tensors_equal(mixed.backward(dy), plain.backward(dy)));
+  EXPECT_TRUE(tensors_equal(mixed.weight.grad, plain.weight.grad));
+  EXPECT_TRUE(tensors_equal(mixed.bias.grad, plain.bias.grad));
+}
+
+TEST(Layers, Bf16ComputeGroupNormOnReference) { expect_bf16_group_norm_layer(Device::cpu()); }
+TEST_P(LayerParity, Bf16ComputeGroupNormWritesBf16) { expect_bf16_group_norm_layer(device()); }
+
 CTSR_INSTANTIATE_CUDA_PATHS(LayerParity);
 
 }  // namespace
