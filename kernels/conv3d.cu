@@ -34,6 +34,7 @@
 #include <type_traits>
 
 #include "kernels/conv3d.h"
+#include "kernels/reference_dispatch.h"
 #include "kernels/mma.h"
 #include "kernels/vector_access.h"
 
@@ -664,14 +665,6 @@ bool large_tiles(int64_t rows, int64_t columns) {
     case Conv3dTiles::automatic: break;
   }
   return columns > 64 && (rows / 128) * ((columns + 127) / 128) >= kLargeTileMinBlocks;
-}
-
-// Calls f(T{}) for the operand type of a custom-engine launch: float32 (FMA) or bfloat16 (tensor
-// cores); anything else names the op and the tensor.
-template <class F>
-void with_operand_type(const Tensor& t, const char* what, F&& f) {
-  if (t.dtype() == DType::bfloat16) f(bfloat16{});
-  else t.check_dtype(DType::float32, what), f(float{});
 }
 
 }  // namespace

@@ -1,12 +1,13 @@
 // CUDA kernel for dropout (kernels/dropout.h), float32 and bfloat16. One Philox4x32-10 call
 // yields the four uniforms of stream elements 4q .. 4q+3 (counter q, see runtime/philox.h), so
-// each thread takes one such quad: a quarter of the generator work of one call per element, and the same bits as
-// the reference's uniform_at(seed, offset, element_base + i). The quads are those of the stream,
+// each thread takes one such quad: a quarter of the generator work of one call per element, and
+// the same bits as the reference's uniform_at(seed, offset, element_base + i). The quads are those of the stream,
 // not of the tensor: with an element_base that is not a multiple of 4 the first and last quads
 // cover the tensor only in part. Memory-bound: one read and one write per element.
 #include "runtime/kernel_prelude.h"
 
 #include "kernels/dropout.h"
+#include "kernels/reference_dispatch.h"
 #include "runtime/philox.h"
 
 namespace ctsr::kernels::CTSR_KERNEL_NS {
@@ -38,18 +39,15 @@ constexpr unsigned kMaxBlocks = 4096;  // grid-stride beyond this
 
 void dropout_apply(const Tensor& in, float p, float scale, uint64_t seed, uint64_t offset, uint64_t element_base,
                    Tensor& out) {
-  if (in.dtype() != DType::bfloat16) in.check_dtype(DType::float32, "dropout (CUDA) input");
   const uint64_t n = uint64_t(in.numel());
   const uint64_t first_quad = element_base / 4, last_quad = (element_base + n - 1) / 4;  // n > 0 (dispatch)
   const int64_t quads = int64_t(last_quad - first_quad + 1);
   const unsigned blocks = std::min<unsigned>(kMaxBlocks, std::max<unsigned>(1, blocks_for(quads, kThreads)));
-  auto launch = [&](auto tag) {
+  with_operand_type(in, "dropout (CUDA) input", [&](auto tag) {
     using T = decltype(tag);
     launch_kernel(in.device(), dropout_kernel<T>, blocks, kThreads, 0, in.data<T>(), in.numel(), p, scale, seed,
                   offset, element_base, first_quad, quads, out.data<T>());
-  };
-  if (in.dtype() == DType::bfloat16) launch(bfloat16{});
-  else launch(float{});
+  });
 }
 
 }  // namespace ctsr::kernels::CTSR_KERNEL_NS

@@ -35,11 +35,10 @@
 //   4. input_grad      dx = rstd * gamma * dz + (x - mean) * w + u
 #include "runtime/kernel_prelude.h"
 
-#include <type_traits>
-
 #include "kernels/vector_access.h"
 
 #include "kernels/group_norm.h"
+#include "kernels/reference_dispatch.h"
 
 namespace ctsr::kernels::CTSR_KERNEL_NS {
 
@@ -437,14 +436,12 @@ void forward_launch(const GroupNormShape& shape, const Geometry& geo, const Tens
   launch_kernel(dev, stats_finalize_kernel, unsigned((groups_total + 7) / 8), kFinalizeThreads, 0,
                 part_mean.data<float>(), part_m2.data<float>(), shape.n, shape.s, shape.c, shape.groups,
                 geo.chunk_rows, geo.chunks, eps, mean.data<float>(), rstd.data<float>());
-  auto normalize = [&](auto* y_data) {
-    using Y = std::remove_pointer_t<decltype(y_data)>;
+  with_operand_type(y, "group_norm_forward (CUDA) y", [&](auto tag) {
+    using Y = decltype(tag);
     launch_kernel(dev, normalize_kernel<V, Silu, Y>, grid, unsigned(geo.threads), 0, x.data<float>(),
                   gamma.data<float>(), beta.data<float>(), mean.data<float>(), rstd.data<float>(), shape.s, shape.c,
-                  shape.groups, geo.tile, geo.lanes, geo.rows, geo.chunk_rows, y_data);
-  };
-  if (y.dtype() == DType::bfloat16) normalize(y.data<bfloat16>());
-  else normalize(y.data<float>());
+                  shape.groups, geo.tile, geo.lanes, geo.rows, geo.chunk_rows, y.data<Y>());
+  });
 }
 
 template <int V, bool Silu>
@@ -479,7 +476,6 @@ void backward_launch(const GroupNormShape& shape, const Geometry& geo, const Ten
 void group_norm_forward(const GroupNormShape& shape, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                         float eps, bool silu, Tensor& y, Tensor& mean, Tensor& rstd) {
   x.check_dtype(DType::float32, "group_norm_forward (CUDA) x");
-  if (y.dtype() != DType::bfloat16) y.check_dtype(DType::float32, "group_norm_forward (CUDA) y");
   check_launchable("group_norm_forward", shape);
   const bool vec4 = shape.c % 4 == 0 && aligned16(x) && aligned16(y);
   const Geometry geo = make_geometry(shape, vec4 ? 4 : 1);
